@@ -1,0 +1,47 @@
+"""Multi-layer perceptron over flattened inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from torch import Tensor, nn
+
+from clframe.registry import BACKBONES
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+
+
+@BACKBONES.register("mlp")
+class MLP(nn.Module):
+    """Flatten, then ``Linear -> activation (-> dropout)`` for each hidden layer.
+
+    Args:
+        input_shape: shape of one sample (supplied by the scenario).
+        hidden: hidden layer widths (default (256, 256)).
+        activation: ``relu``, ``tanh``, ``gelu`` or ``leaky_relu`` (default ``relu``).
+        dropout: dropout after each activation (default 0.0).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        hidden: Sequence[int] = (256, 256),
+        activation: Literal["relu", "tanh", "gelu", "leaky_relu"] = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        width = 1
+        for d in input_shape:
+            width *= d
+        layers: list[nn.Module] = [nn.Flatten()]
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # [B, out_features]

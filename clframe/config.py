@@ -1,0 +1,217 @@
+"""Config schema, composition and validation.
+
+Components (scenario, backbone, head, strategies) are checked against their
+constructor signatures; the run settings (``train``, ``eval``, ``logger``) against
+the dataclasses below. Every error names the bad key, the valid keys and the closest
+match, and is raised before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, OmegaConf
+
+from clframe.errors import ConfigError, did_you_mean, unknown
+from clframe.registry import REGISTRIES, check_params
+from clframe.typecheck import matches, type_name
+
+CONFIG_DIR = Path(os.environ.get("CLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+GROUPS = ("scenario", "backbone", "head", "strategy", "experiment")
+
+
+@dataclass
+class TrainConfig:
+    """``train:`` settings.
+
+    Args:
+        epochs: passes over each experience (default 1).
+        batch_size: samples per step, before replay adds any (default 32).
+        optimizer: ``sgd``, ``adam`` or ``adamw`` (default ``sgd``).
+        lr: learning rate (default 0.05).
+        momentum: SGD momentum (default 0.0).
+        weight_decay: weight decay (default 0.0).
+        reset_optimizer: clear optimizer state at each experience (default False).
+        accelerator: Lightning accelerator, ``cpu``, ``gpu`` or ``auto`` (default ``cpu``).
+        devices: Lightning devices (default 1).
+        engine: ``trainer`` (Lightning Trainer.fit) or ``fabric`` (Lightning Fabric driving
+            the same module; less per-step overhead, single device) (default ``trainer``).
+        num_threads: torch CPU threads (default: torch's choice).
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    reset_optimizer: bool = False
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    engine: Literal["trainer", "fabric"] = "trainer"
+    num_threads: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """``eval:`` settings.
+
+    Args:
+        batch_size: samples per forward pass in evaluation (default 1000).
+    """
+
+    batch_size: int = 1000
+
+
+@dataclass
+class LoggerConfig:
+    """``logger:`` settings.
+
+    Args:
+        wandb: also log to Weights & Biases (offline unless ``WANDB_MODE`` says otherwise) (default False).
+        project: wandb project (default ``clframe``).
+        entity: wandb entity (default: the user's).
+        progress: show a progress bar (default True).
+        log_every: steps between host syncs that log the loss terms (default 50).
+    """
+
+    wandb: bool = False
+    project: str = "clframe"
+    entity: str | None = None
+    progress: bool = True
+    log_every: int = 50
+
+
+SECTIONS = {"train": TrainConfig, "eval": EvalConfig, "logger": LoggerConfig}
+TOP_KEYS = {"seed": int, "experiment_name": str, "scenario": dict, "backbone": dict, "head": dict,
+            "strategies": dict, **{k: dict for k in SECTIONS}}
+
+
+def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None:
+    if not isinstance(values, dict):
+        errors.append(f"'{name}' must be a mapping, got {values!r}.")
+        return
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for k, v in values.items():
+        if k not in fields:
+            errors.append(f"Unknown key '{name}.{k}'.{did_you_mean(k, fields)} Valid keys: {', '.join(fields)}.")
+        elif not matches(v, hints[k]):
+            errors.append(f"'{name}.{k}' must be {type_name(hints[k])}, got {v!r} ({type(v).__name__}).")
+
+
+def _check_component(kind: str, node: Any, errors: list[str], key: str | None = None) -> None:
+    label = key or kind
+    if not isinstance(node, dict):
+        errors.append(f"'{label}' must be a mapping with a 'name', got {node!r}.")
+        return
+    params = dict(node)
+    name = params.pop("name", key)
+    if name is None:
+        errors.append(f"'{label}.name' is missing: which {kind}? Valid: {', '.join(REGISTRIES[kind].names())}.")
+        return
+    try:
+        fn = REGISTRIES[kind].get(name)
+        check_params(kind if key is None else f"strategies.{key}", name, fn, params, REGISTRIES[kind].provided)
+    except ConfigError as e:
+        errors.append(str(e))
+
+
+def validate(cfg: DictConfig | dict) -> dict[str, Any]:
+    """Check a composed config; return it as a resolved plain dict, or raise ``ConfigError``."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except Exception as e:  # e.g. a broken ${interpolation}
+        raise ConfigError(f"Config cannot be resolved: {e}") from e
+    plain.pop("hydra", None)
+    errors: list[str] = []
+    for k, v in plain.items():
+        if k not in TOP_KEYS:
+            errors.append(f"Unknown key '{k}'.{did_you_mean(k, TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
+        elif k == "seed" and not matches(v, int):
+            errors.append(f"'seed' must be int, got {v!r}.")
+    for k, cls in SECTIONS.items():
+        _check_section(k, cls, plain.get(k, {}), errors)
+    for kind in ("scenario", "backbone", "head"):
+        _check_component(kind, plain.get(kind), errors)
+    strategies = plain.get("strategies") or {}
+    if not isinstance(strategies, dict):
+        errors.append(f"'strategies' must be a mapping of name -> settings, got {strategies!r}.")
+    else:
+        for key, node in strategies.items():
+            _check_component("strategy", node if node is not None else {}, errors, key=key)
+    if errors:
+        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
+    for k, cls in SECTIONS.items():
+        plain[k] = dataclasses.asdict(cls(**plain.get(k, {})))
+    plain["strategies"] = {k: v or {} for k, v in strategies.items()}
+    return plain
+
+
+def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The YAML files of a config group, without extension."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Catch unknown group options and unknown keys in command-line overrides before Hydra does,
+    with messages that name the valid choices and the closest match."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        raise ConfigError(f"Cannot parse overrides {overrides}: {e}") from e
+    group_choice: list[str] = []
+    for o in parsed:
+        key = o.key_or_group
+        if key in GROUPS:
+            values = [o.value()] if not o.is_sweep_override() else list(o.sweep_iterator())
+            for v in values:
+                for choice in v if isinstance(v, list) else [v]:
+                    if choice is not None and str(choice) not in group_options(key, config_dir):
+                        raise unknown(f"{key} option", str(choice), group_options(key, config_dir))
+            first = values[0]
+            group_choice.append(f"{key}={_fmt(first)}")
+    base = compose(group_choice, config_dir, check=False)
+    for o in parsed:
+        key = o.key_or_group
+        if key in GROUPS or key.startswith("hydra") or o.is_add() or o.is_force_add() or o.is_delete():
+            continue
+        node: Any = base
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, DictConfig) or part not in node:
+                where = ".".join(parts[:depth]) or "the top level"
+                valid = list(node.keys()) if isinstance(node, DictConfig) else []
+                hint = f" To add a new key, write '+{key}=...'." if isinstance(node, DictConfig) else ""
+                raise ConfigError(
+                    f"Unknown key '{key}' ('{part}' is not in {where}).{did_you_mean(part, valid)} "
+                    f"Valid keys there: {', '.join(map(str, valid)) or '(none)'}.{hint}"
+                )
+            node = node[part]
+
+
+def _fmt(v: Any) -> str:
+    return "[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
+
+
+def compose(overrides: list[str] | None = None, config_dir: Path = CONFIG_DIR, check: bool = True) -> DictConfig:
+    """Compose ``config.yaml`` with ``overrides`` (Hydra syntax) outside a Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = list(overrides or [])
+    if check:
+        check_overrides(overrides, config_dir)
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides)
+    except HydraException as e:
+        raise ConfigError(str(e)) from e

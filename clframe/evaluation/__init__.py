@@ -1,0 +1,1 @@
+"""Evaluation: batched accuracy on experiences, and metrics as pure functions."""

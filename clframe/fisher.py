@@ -1,0 +1,63 @@
+"""Diagonal Fisher information, shared by importance-based strategies."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from clframe.stream import TensorData
+
+
+def diagonal_fisher(
+    model: nn.Module,
+    data: TensorData,
+    kind: Literal["empirical", "per_sample"] = "empirical",
+    batch_size: int = 32,
+    max_samples: int | None = None,
+) -> dict[str, Tensor]:
+    """Diagonal Fisher of ``model(x, t)`` with the true labels, in eval mode.
+
+    Args:
+        model: maps ``(x, t)`` to logits; its trainable parameters are the keys.
+        data: samples to estimate on (an experience's training data).
+        kind: ``empirical``: mean over minibatches of the squared minibatch-mean
+            gradient (Avalanche's estimate; it scales like 1/batch_size);
+            ``per_sample``: mean over samples of the squared per-sample gradient
+            (the textbook empirical Fisher, independent of batch size) (default ``empirical``).
+        batch_size: minibatch size (default 32).
+        max_samples: use only the first ``max_samples`` samples (default: all).
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    n = len(data) if max_samples is None else min(max_samples, len(data))
+    was_training = model.training
+    model.eval()  # no dropout noise, frozen BatchNorm statistics
+    if kind == "per_sample":
+        buffers = dict(model.named_buffers())
+
+        def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+            logits = functional_call(model, (p, buffers), (x.unsqueeze(0), t.unsqueeze(0)))
+            return F.cross_entropy(logits, y.unsqueeze(0))
+
+        per_sample_grad = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))
+        detached = {k: v.detach() for k, v in params.items()}
+    count = 0
+    for i in range(0, n, batch_size):
+        s = slice(i, min(i + batch_size, n))
+        x, y, t = data.x[s], data.y[s], data.t[s]
+        if kind == "per_sample":
+            for k, g in per_sample_grad(detached, x, y, t).items():
+                fisher[k] += g.pow(2).sum(0)
+            count += len(y)
+        else:
+            grads = torch.autograd.grad(F.cross_entropy(model(x, t), y), list(params.values()), allow_unused=True)
+            for k, g in zip(params, grads):
+                if g is not None:
+                    fisher[k] += g.pow(2)
+            count += 1
+    model.train(was_training)
+    return {k: v / max(count, 1) for k, v in fisher.items()}

@@ -1,0 +1,243 @@
+"""CLModule: backbone + head + strategy dispatch, trained over a whole stream in one fit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clframe.evaluation.evaluate import evaluate_many
+from clframe.plugin import Batch, StepContext, Strategy, overrides
+from clframe.stream import Stream
+
+HOOKS = (
+    "before_forward",
+    "loss_terms",
+    "before_optimizer_step",
+    "after_optimizer_step",
+    "lr_factor",
+)
+
+
+def build_optimizer(
+    params: list[nn.Parameter], name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """``sgd``, ``adam`` or ``adamw`` over ``params``."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer '{name}' (sgd, adam, adamw)")
+
+
+class CLModule(L.LightningModule):
+    """A continual learner: ``head(backbone(x), t)`` plus strategies hooked into the step.
+
+    The whole stream is one ``fit``: batches carry their experience index and the
+    module calls the experience hooks when it changes. One batch is one optimizer step
+    (manual optimization), the optimizer state persists across experiences unless
+    ``reset_optimizer``, and ``cl_step`` (the global step) never restarts.
+
+    Args:
+        backbone: maps inputs to features; exposes ``out_features``.
+        head: maps ``(features, task labels)`` to logits.
+        strategies: name -> strategy, dispatched in this order.
+        stream: the experiences (for experience hooks and boundary evaluation).
+        steps_per_experience: optimizer steps of each experience (for ``lr_factor``).
+        optimizer: ``sgd``, ``adam`` or ``adamw`` (default ``sgd``).
+        lr: learning rate (default 0.05).
+        momentum: SGD momentum (default 0.0).
+        weight_decay: weight decay (default 0.0).
+        reset_optimizer: clear the optimizer state at each new experience (default False).
+        eval_batch_size: samples per forward pass in evaluation (default 1000).
+        log_every: steps between host syncs that log the loss terms (default 50).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        strategies: dict[str, Strategy],
+        stream: Stream,
+        steps_per_experience: list[int],
+        optimizer: str = "sgd",
+        lr: float = 0.05,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        reset_optimizer: bool = False,
+        eval_batch_size: int = 1000,
+        log_every: int = 50,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.backbone, self.head = backbone, head
+        self.strategies = strategies
+        self.stream = stream
+        self.steps_per_experience = steps_per_experience
+        self.opt_cfg = {"name": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        self.reset_optimizer, self.eval_batch_size, self.log_every = reset_optimizer, eval_batch_size, log_every
+        self._hooks = {h: [s for s in strategies.values() if overrides(s, h)] for h in HOOKS}
+        self.cl_step = 0
+        self.current_exp = -1
+        self.exp_start_step = 0
+        self.samples_seen = 0
+        self.acc_matrix: list[list[float]] = []
+        self.eval_rows: list[dict[str, Any]] = []
+        self.loss_log: list[dict[str, float]] = []
+        self.listeners: list[Callable[[CLModule, str, dict[str, Any]], None]] = []
+        self._loss_sums: dict[str, Tensor] = {}
+        self._loss_count = 0
+        self._optimizer: torch.optim.Optimizer | None = None
+        head_tasks = getattr(head, "set_task_classes", None)
+        if head_tasks is not None:
+            for e in stream:
+                head_tasks(e.task_label, e.classes_in_this_experience)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.head(self.backbone(x), t)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        provided = [o for s in self.strategies.values() if (o := s.configure_optimizer(params)) is not None]
+        if len(provided) > 1:
+            raise ValueError("more than one strategy provides the optimizer")
+        cfg = self.opt_cfg
+        opt = provided[0] if provided else build_optimizer(params, **cfg)
+        for g in opt.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+        self._optimizer = opt
+        return opt
+
+    def on_fit_start(self) -> None:
+        for s in self.strategies.values():
+            s.setup(self)
+
+    # -- experiences ---------------------------------------------------------
+    def _enter_experience(self, exp: int) -> None:
+        while self.current_exp < exp:
+            if self.current_exp >= 0:
+                self._end_experience(self.current_exp)
+            self.current_exp += 1
+            self.exp_start_step = self.cl_step
+            if self.reset_optimizer and self._optimizer is not None:
+                self._optimizer.state.clear()
+            if not self.stream.boundary_free:
+                with torch.enable_grad():
+                    for s in self.strategies.values():
+                        s.on_experience_start(self.stream[self.current_exp], self)
+
+    def _end_experience(self, exp: int) -> None:
+        self.flush_losses()
+        if not self.stream.boundary_free:
+            with torch.enable_grad():
+                for s in self.strategies.values():
+                    s.on_experience_end(self.stream[exp], self)
+        self.evaluate_boundary(exp)
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_exp >= 0 and len(self.acc_matrix) <= self.current_exp:
+            self._end_experience(self.current_exp)
+
+    def eval_target(self) -> nn.Module:
+        """The model evaluation uses: the first strategy's ``eval_model``, else this module."""
+        for s in self.strategies.values():
+            m = s.eval_model(self)
+            if m is not None:
+                return m
+        return self
+
+    def evaluate_boundary(self, exp: int) -> list[float]:
+        """Accuracy on every experience's eval data after training on ``exp``; one matrix row."""
+        model = self.eval_target()
+        was_training = model.training
+        model.eval()
+        accs, losses = evaluate_many(model, [e.eval for e in self.stream], self.eval_batch_size)
+        model.train(was_training)
+        self.acc_matrix.append(accs)
+        rows = [
+            {"step": self.cl_step, "experience": exp, "eval_experience": j, "acc": a, "loss": lo}
+            for j, (a, lo) in enumerate(zip(accs, losses))
+        ]
+        self.eval_rows.extend(rows)
+        for listener in self.listeners:
+            listener(self, "boundary_eval", {"experience": exp, "rows": rows})
+        return accs
+
+    # -- the training step ---------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        self._enter_experience(batch.exp)
+        self.samples_seen += len(batch)
+        for s in self._hooks["before_forward"]:
+            batch = s.before_forward(batch, self)
+        logits = self(batch.x, batch.t)
+        loss = task_loss(logits, batch.y, batch.weight)
+        ctx = StepContext(self, batch, logits, loss, self.cl_step, self.current_exp)
+        terms = {"task": loss}
+        for s in self._hooks["loss_terms"]:
+            terms.update(s.loss_terms(ctx))
+        total = loss if len(terms) == 1 else sum(terms.values())
+        opt = self._optimizer
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        for s in self._hooks["before_optimizer_step"]:
+            s.before_optimizer_step(ctx)
+        if self._hooks["lr_factor"]:
+            self._apply_lr_factor()
+        opt.step()
+        self.cl_step += 1
+        for s in self._hooks["after_optimizer_step"]:
+            s.after_optimizer_step(ctx)
+        self._accumulate(terms)
+
+    def _apply_lr_factor(self) -> None:
+        factor = 1.0
+        args = (self.cl_step, self.current_exp, self.cl_step - self.exp_start_step,
+                self.steps_per_experience[self.current_exp])
+        for s in self._hooks["lr_factor"]:
+            f = s.lr_factor(*args)
+            factor *= 1.0 if f is None else f
+        for g in self._optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * factor
+
+    def _accumulate(self, terms: dict[str, Tensor]) -> None:
+        # on-device running sums; the host reads them only every log_every steps
+        for k, v in terms.items():
+            v = v.detach()
+            self._loss_sums[k] = self._loss_sums[k] + v if k in self._loss_sums else v.clone()
+        self._loss_count += 1
+        if self._loss_count >= self.log_every:
+            self.flush_losses()
+
+    def flush_losses(self) -> dict[str, float]:
+        """Average the accumulated loss terms (one host sync), log and reset them."""
+        if not self._loss_count:
+            return {}
+        keys = list(self._loss_sums)
+        means = (torch.stack([self._loss_sums[k] for k in keys]) / self._loss_count).tolist()
+        out = {f"loss/{k}": m for k, m in zip(keys, means)}
+        self._loss_sums, self._loss_count = {}, 0
+        self.loss_log.append({"step": self.cl_step, "experience": self.current_exp, **out})
+        for listener in self.listeners:
+            listener(self, "losses", out)
+        return out
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # scenario data already lives on the device; skip Lightning's generic collection walk
+        if isinstance(batch, Batch):
+            return batch if batch.x.device == device else Batch(
+                batch.x.to(device), batch.y.to(device), batch.t.to(device), batch.exp
+            )
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+
+def task_loss(logits: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy, or ``sum(weight * ce)`` when per-sample weights are given."""
+    if weight is None:
+        return F.cross_entropy(logits, y)
+    return (F.cross_entropy(logits, y, reduction="none") * weight).sum()

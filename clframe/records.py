@@ -1,0 +1,91 @@
+"""The run directory: config.yaml, metrics.csv, summary.json, and wandb when enabled.
+
+Files are written atomically (temporary file, then rename), so a crash never leaves
+a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+METRIC_FIELDS = ["step", "experience", "eval_experience", "acc", "loss"]
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunRecorder:
+    """Writes what a run produces into ``run_dir`` and, optionally, a Lightning ``WandbLogger``.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        config: the resolved config (a plain dict), saved as ``config.yaml``.
+        wandb_logger: a ``lightning.pytorch.loggers.WandbLogger`` or None (default None).
+    """
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], wandb_logger: Any = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.wandb = wandb_logger
+        self.rows: list[dict[str, Any]] = []
+        atomic_write(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+
+    def __call__(self, module: Any, event: str, payload: dict[str, Any]) -> None:
+        """Listener for ``CLModule`` events: ``boundary_eval`` and ``losses``."""
+        if event == "boundary_eval":
+            self.rows.extend(payload["rows"])
+            self.write_metrics()
+            if self.wandb is not None:
+                accs = {f"acc/exp{r['eval_experience']}": r["acc"] for r in payload["rows"]}
+                seen = [r["acc"] for r in payload["rows"][: payload["experience"] + 1]]
+                self.wandb.log_metrics({**accs, "acc/avg_seen": sum(seen) / len(seen)}, step=module.cl_step)
+        elif event == "losses" and self.wandb is not None:
+            self.wandb.log_metrics(payload, step=module.cl_step)
+
+    def write_metrics(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write(self.run_dir / "metrics.csv", buf.getvalue())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if self.wandb is not None:
+            scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+            self.wandb.experiment.summary.update(scalars)
+            self.wandb.log_metrics({f"final/{k}": v for k, v in scalars.items()})
+            self.wandb.finalize("success")
+
+
+def make_wandb_logger(run_dir: Path, config: dict[str, Any]) -> Any:
+    """A ``WandbLogger`` grouped by experiment and named by strategies and seed; offline
+    unless the environment sets ``WANDB_MODE``."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    log = config["logger"]
+    name = f"{'+'.join(config['strategies']) or 'naive'}-s{config['seed']}"
+    return WandbLogger(
+        project=log["project"], entity=log["entity"], group=config["experiment_name"], name=name,
+        save_dir=str(run_dir), config=config, mode=os.environ.get("WANDB_MODE", "offline"),
+    )

@@ -1,0 +1,43 @@
+"""Permuted inputs: one fixed random pixel permutation per experience (domain-incremental)."""
+
+from __future__ import annotations
+
+import torch
+
+from clframe.datasets import load_dataset
+from clframe.registry import SCENARIOS
+from clframe.scenario_utils import domain_incremental
+from clframe.stream import Scenario
+
+
+@SCENARIOS.register("permuted")
+def permuted(
+    dataset: str = "digits",
+    n_experiences: int = 5,
+    identity_first: bool = False,
+    seed: int = 0,
+    data_root: str | None = None,
+    download: bool = False,
+) -> Scenario:
+    """Every experience holds all classes with the input features permuted.
+
+    Args:
+        dataset: dataset name (default ``digits``).
+        n_experiences: number of permutations (default 5).
+        identity_first: leave the first experience unpermuted (default False).
+        seed: seed for the permutations (default 0).
+        data_root: dataset directory (default: the dataset's own).
+        download: allow downloading a missing dataset (default False).
+    """
+    ds = load_dataset(dataset, data_root, download)
+    shape = ds.x_train.shape[1:]
+    d = shape.numel()
+    g = torch.Generator().manual_seed(seed)
+    perms = [torch.randperm(d, generator=g) for _ in range(n_experiences)]
+    if identity_first:
+        perms[0] = torch.arange(d)
+
+    def permute(p: torch.Tensor):
+        return lambda x: x.flatten(1)[:, p].reshape(len(x), *shape)
+
+    return domain_incremental(ds, [permute(p) for p in perms], f"permuted-{dataset} ({n_experiences} experiences)")

@@ -1,0 +1,51 @@
+"""Rotated images: one rotation angle per experience (domain-incremental)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from clframe.datasets import load_dataset
+from clframe.errors import ConfigError
+from clframe.registry import SCENARIOS
+from clframe.scenario_utils import domain_incremental
+from clframe.stream import Scenario
+
+
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate images [N, C, H, W] by ``degrees`` (counter-clockwise), bilinear, zero fill."""
+    a = math.radians(degrees)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]], dtype=x.dtype)
+    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@SCENARIOS.register("rotated")
+def rotated(
+    dataset: str = "digits",
+    n_experiences: int = 3,
+    angles: list[float] | None = None,
+    seed: int = 0,
+    data_root: str | None = None,
+    download: bool = False,
+) -> Scenario:
+    """Every experience holds all classes rotated by its own angle.
+
+    Args:
+        dataset: an image dataset, [N, C, H, W] (default ``digits``).
+        n_experiences: number of angles when ``angles`` is not given (default 3).
+        angles: the angles in degrees, one per experience (default: evenly spaced
+            in [0, 180), e.g. 0, 60, 120).
+        seed: unused by the rotation itself; kept so every scenario takes the run seed.
+        data_root: dataset directory (default: the dataset's own).
+        download: allow downloading a missing dataset (default False).
+    """
+    ds = load_dataset(dataset, data_root, download)
+    if ds.x_train.dim() != 4:
+        raise ConfigError(f"scenario 'rotated' needs images [N, C, H, W]; dataset '{dataset}' has shape "
+                          f"{list(ds.x_train.shape)}.")
+    angles = list(angles) if angles is not None else [i * 180.0 / n_experiences for i in range(n_experiences)]
+    fns = [lambda x, a=a: rotate(x, a) for a in angles]
+    return domain_incremental(ds, fns, f"rotated-{dataset} {angles}", infos=[{"angle": a} for a in angles])

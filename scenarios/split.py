@@ -1,0 +1,71 @@
+"""Split a dataset by class into experiences: class- or task-incremental."""
+
+from __future__ import annotations
+
+import torch
+
+from clframe.datasets import load_dataset
+from clframe.errors import ConfigError
+from clframe.registry import SCENARIOS
+from clframe.scenario_utils import tensor_data
+from clframe.stream import Experience, Scenario, Stream
+
+
+@SCENARIOS.register("split")
+def split(
+    dataset: str = "digits",
+    n_experiences: int = 5,
+    task_incremental: bool = False,
+    class_order: list[int] | None = None,
+    shuffle_classes: bool = False,
+    seed: int = 0,
+    data_root: str | None = None,
+    download: bool = False,
+) -> Scenario:
+    """Split ``dataset`` into ``n_experiences`` groups of classes.
+
+    Args:
+        dataset: dataset name (default ``digits``).
+        n_experiences: number of experiences; classes are divided as evenly as possible (default 5).
+        task_incremental: give experience ``i`` task label ``i`` (use a ``multihead`` head) (default False).
+        class_order: explicit class order; overrides ``shuffle_classes`` (default: 0, 1, 2, ...).
+        shuffle_classes: draw the class order from ``seed`` (default False).
+        seed: seed for the class order (default 0).
+        data_root: dataset directory (default: the dataset's own).
+        download: allow downloading a missing dataset (default False).
+    """
+    ds = load_dataset(dataset, data_root, download)
+    classes = sorted(torch.unique(ds.y_train).tolist())
+    if class_order is not None:
+        if sorted(class_order) != classes:
+            raise ConfigError(f"scenario.class_order must be a permutation of {classes}, got {class_order}.")
+        order = list(class_order)
+    elif shuffle_classes:
+        order = [classes[i] for i in torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))]
+    else:
+        order = classes
+    if not 1 <= n_experiences <= len(order):
+        raise ConfigError(f"scenario.n_experiences must be in [1, {len(order)}] for {dataset}, got {n_experiences}.")
+    groups = [g.tolist() for g in torch.tensor(order).tensor_split(n_experiences)]
+    exps = []
+    for i, group in enumerate(groups):
+        task = i if task_incremental else 0
+        tr = torch.isin(ds.y_train, torch.tensor(group))
+        te = torch.isin(ds.y_test, torch.tensor(group))
+        exps.append(
+            Experience(
+                index=i,
+                train=tensor_data(ds.x_train[tr], ds.y_train[tr], task),
+                eval=tensor_data(ds.x_test[te], ds.y_test[te], task),
+                classes_in_this_experience=group,
+                task_label=task,
+            )
+        )
+    kind = "task" if task_incremental else "class"
+    return Scenario(
+        Stream(exps),
+        n_classes=ds.n_classes,
+        input_shape=tuple(ds.x_train.shape[1:]),
+        n_tasks=n_experiences if task_incremental else 1,
+        name=f"split-{dataset} ({kind}-incremental, {n_experiences} experiences)",
+    )

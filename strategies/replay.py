@@ -1,0 +1,68 @@
+"""Experience replay from a reservoir or class-balanced buffer."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from clframe.buffers import ClassBalancedBuffer, ReservoirBuffer
+from clframe.plugin import Batch, StepContext, Strategy
+from clframe.registry import STRATEGIES
+
+
+@STRATEGIES.register("replay")
+class Replay(Strategy):
+    """Rehearse stored samples alongside each new batch.
+
+    Args:
+        mem_size: buffer capacity in samples (default 200).
+        buffer: ``reservoir`` (updated after every step; works on boundary-free streams)
+            or ``class_balanced`` (equal room per seen class, rebuilt at experience end)
+            (default ``reservoir``).
+        batch_size_mem: replayed samples per step (default 32).
+        mode: ``mixed`` concatenates replayed samples into the batch (one mean loss);
+            ``separate`` weighs them as ``(1 - mem_weight) CE_new + mem_weight CE_mem``
+            (default ``mixed``).
+        mem_weight: weight of the replay loss in ``separate`` mode (default 0.5).
+        seed: seed of the buffer's sampling (default 0).
+    """
+
+    def __init__(
+        self,
+        mem_size: int = 200,
+        buffer: Literal["reservoir", "class_balanced"] = "reservoir",
+        batch_size_mem: int = 32,
+        mode: Literal["mixed", "separate"] = "mixed",
+        mem_weight: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        self.mode, self.mem_weight, self.batch_size_mem = mode, mem_weight, batch_size_mem
+        self.buffer = ReservoirBuffer(mem_size, seed) if buffer == "reservoir" else ClassBalancedBuffer(mem_size, seed)
+
+    def before_forward(self, batch: Batch, module: Any) -> Batch:
+        if self.buffer.size == 0 or self.batch_size_mem == 0:
+            return batch
+        xm, ym, tm = self.buffer.sample(self.batch_size_mem)
+        weight = None
+        if self.mode == "separate":
+            n, m = len(batch), len(ym)
+            weight = torch.cat([batch.y.new_full((n,), (1 - self.mem_weight) / n, dtype=torch.float32),
+                                batch.y.new_full((m,), self.mem_weight / m, dtype=torch.float32)])
+        return Batch(torch.cat([batch.x, xm]), torch.cat([batch.y, ym]), torch.cat([batch.t, tm]),
+                     batch.exp, weight=weight, n_new=len(batch))
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        if isinstance(self.buffer, ReservoirBuffer):
+            new = ctx.batch.new_samples()
+            self.buffer.add(new.x, new.y, new.t)
+
+    def on_experience_end(self, exp: Any, module: Any) -> None:
+        if isinstance(self.buffer, ClassBalancedBuffer):
+            self.buffer.update(exp.train.x, exp.train.y, exp.train.t)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
