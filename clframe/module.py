@@ -14,6 +14,10 @@ from clframe.evaluation.evaluate import evaluate_many
 from clframe.plugin import Batch, StepContext, Strategy, overrides
 from clframe.stream import Stream
 
+# Plain (non-tensor, non-module) attributes written every step. nn.Module.__setattr__ runs
+# isinstance checks on each write; Lightning alone writes _current_fx_name ~28 times a step.
+FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_count", "_loss_sums"})
+
 HOOKS = (
     "before_forward",
     "loss_terms",
@@ -98,6 +102,12 @@ class CLModule(L.LightningModule):
         if head_tasks is not None:
             for e in stream:
                 head_tasks(e.task_label, e.classes_in_this_experience)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in FAST_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.head(self.backbone(x), t)

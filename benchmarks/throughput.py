@@ -1,0 +1,162 @@
+"""Training throughput: clframe vs a plain PyTorch loop vs Avalanche ``Naive``, in one process.
+
+The work: MLP 784-256-256-10, batch 64, SGD, 10k in-memory samples split into 5
+class-incremental experiences, one thread. Prints samples/s of each and the ratios.
+
+    python benchmarks/throughput.py [--epochs 3] [--repeats 3]
+
+Uses the real MNIST test set (10k images) when ``../shared/data/mnist-t10k`` (or
+``$CLFRAME_MNIST_T10K``) is there, random data otherwise; throughput does not depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clframe.data import StreamIterator
+from clframe.module import CLModule
+from clframe.runner import fit, fit_fabric, quiet
+from clframe.stream import Experience, Stream, TensorData
+
+BATCH, LR, N_EXP = 64, 0.01, 5
+
+
+def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
+    try:
+        from clframe.datasets import load_dataset
+
+        d = load_dataset("mnist_t10k")
+        return torch.cat([d.x_train, d.x_test]).flatten(1), torch.cat([d.y_train, d.y_test]), "MNIST t10k"
+    except FileNotFoundError:
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(10_000, 784, generator=g), torch.randint(0, 10, (10_000,), generator=g), "random"
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def experiences(x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[(y // 2) == i], y[(y // 2) == i]) for i in range(N_EXP)]
+
+
+def plain(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    """The reference: a hand-written loop over the same experiences and batches."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    n = 0
+    start = time.perf_counter()
+    for xe, ye in experiences(x, y):
+        for _ in range(epochs):
+            perm = torch.randperm(len(ye))
+            xs, ys = xe[perm], ye[perm]
+            for i in range(0, len(ys), BATCH):
+                loss = F.cross_entropy(model(xs[i : i + BATCH]), ys[i : i + BATCH])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                n += len(ys[i : i + BATCH])
+    return n / (time.perf_counter() - start)
+
+
+class _Backbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = mlp()[:-1]
+        self.out_features = 256
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = mlp()[-1]
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.fc(h)
+
+
+def clframe_run(x: torch.Tensor, y: torch.Tensor, epochs: int, engine: str) -> float:
+    """clframe's CLModule over a tensor stream, driven by Trainer.fit or Fabric."""
+    # boundary evaluation stays on (it is part of a clframe run) but on 10 samples, so it
+    # costs next to nothing: the comparison is about training steps
+    exps = [
+        Experience(i, TensorData(xe, ye, torch.zeros_like(ye)), TensorData(xe[:10], ye[:10], torch.zeros_like(ye[:10])),
+                   sorted(set(ye.tolist())))
+        for i, (xe, ye) in enumerate(experiences(x, y))
+    ]
+    stream = Stream(exps)
+    loader = StreamIterator(stream, BATCH, epochs, seed=0)
+    module = CLModule(_Backbone(), _Head(), {}, stream, loader.steps_per_experience(), lr=LR, log_every=10**9)
+    start = time.perf_counter()
+    if engine == "fabric":
+        fit_fabric(module, loader, "cpu", progress=False)
+    else:
+        from types import SimpleNamespace
+
+        fit(SimpleNamespace(module=module, loader=loader, config={
+            "train": {"engine": "trainer", "accelerator": "cpu"}, "logger": {"progress": False}}))
+    return module.samples_seen / (time.perf_counter() - start)
+
+
+def avalanche_run(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    """Avalanche ``Naive`` on the same stream, evaluation plugin disabled."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from avalanche.benchmarks import nc_benchmark
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
+        from avalanche.training import Naive
+        from avalanche.training.plugins import EvaluationPlugin
+
+    ds = make(x, y)
+    bench = nc_benchmark(ds, make(x[:500], y[:500]), n_experiences=N_EXP, task_labels=False,
+                         fixed_class_order=list(range(10)))
+    model = mlp()
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR), train_mb_size=BATCH,
+                     train_epochs=epochs, evaluator=EvaluationPlugin(loggers=[]), device="cpu")
+    start = time.perf_counter()
+    for exp in bench.train_stream:
+        strategy.train(exp)
+    return len(y) * epochs / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=3, help="passes over each experience (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians reported")
+    parser.add_argument("--skip-avalanche", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    quiet()
+    warnings.simplefilter("ignore")
+    x, y, source = load_data()
+    runs = {"plain": lambda: plain(x, y, args.epochs),
+            "clframe (Trainer.fit)": lambda: clframe_run(x, y, args.epochs, "trainer"),
+            "clframe (Fabric)": lambda: clframe_run(x, y, args.epochs, "fabric")}
+    if not args.skip_avalanche:
+        runs["avalanche Naive"] = lambda: avalanche_run(x, y, args.epochs)
+    for fn in runs.values():  # warm-up: imports, allocator, first-call overheads
+        fn()
+    results: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for k, fn in runs.items():
+            results[k].append(fn())
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"data: {source}, {len(y)} samples, {N_EXP} experiences, {args.epochs} epochs each, batch {BATCH}, 1 thread")
+    for k, v in med.items():
+        print(f"{k:<24}{v:>10.0f} samples/s   {v / med['plain']:.2f}x plain"
+              + (f"   {v / med['avalanche Naive']:.2f}x avalanche" if "avalanche Naive" in med else ""))
+
+
+if __name__ == "__main__":
+    main()

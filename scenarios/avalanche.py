@@ -1,0 +1,80 @@
+"""Any Avalanche benchmark as a clframe scenario (materialised once into tensors)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from clframe.errors import ConfigError
+from clframe.registry import SCENARIOS, import_dotted
+from clframe.stream import Experience, Scenario, Stream, TensorData
+
+
+def _materialise(dataset: Any, max_samples: int | None, batch_size: int) -> TensorData:
+    # Avalanche datasets yield (x, y, task) per sample; this per-sample pass happens once,
+    # here, instead of on every training step
+    from torch.utils.data import DataLoader, Subset
+
+    if max_samples is not None and len(dataset) > max_samples:
+        dataset = Subset(dataset, range(max_samples))
+    xs, ys, ts = [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        xs.append(torch.as_tensor(batch[0]).float())
+        ys.append(torch.as_tensor(batch[1]).long())
+        ts.append(torch.as_tensor(batch[2]).long() if len(batch) > 2 else torch.zeros_like(ys[-1]))
+    if not xs:
+        raise ConfigError("an Avalanche experience has no samples")
+    return TensorData(torch.cat(xs), torch.cat(ys), torch.cat(ts))
+
+
+def from_avalanche(bench: Any, max_samples_per_experience: int | None = None, batch_size: int = 1024) -> Scenario:
+    """Convert an Avalanche benchmark (with ``train_stream`` and ``test_stream`` of equal length).
+
+    Args:
+        bench: the Avalanche benchmark object.
+        max_samples_per_experience: keep at most this many samples per experience (default: all).
+        batch_size: loader batch size used once for the conversion (default 1024).
+    """
+    train, test = list(bench.train_stream), list(bench.test_stream)
+    if len(train) != len(test):
+        raise ConfigError(f"Avalanche benchmark has {len(train)} train but {len(test)} test experiences; "
+                          "clframe pairs them by index.")
+    exps = []
+    for i, (tr, te) in enumerate(zip(train, test)):
+        task = tr.task_labels[0] if getattr(tr, "task_labels", None) else 0
+        exps.append(Experience(
+            index=i,
+            train=_materialise(tr.dataset, max_samples_per_experience, batch_size),
+            eval=_materialise(te.dataset, max_samples_per_experience, batch_size),
+            classes_in_this_experience=sorted(int(c) for c in tr.classes_in_this_experience),
+            task_label=int(task),
+        ))
+    labels = torch.cat([e.train.y for e in exps])
+    tasks = torch.cat([e.train.t for e in exps])
+    n_classes = int(getattr(bench, "n_classes", 0) or int(labels.max()) + 1)
+    return Scenario(Stream(exps), n_classes=n_classes, input_shape=tuple(exps[0].train.x.shape[1:]),
+                    n_tasks=int(tasks.max()) + 1, name=f"avalanche:{type(bench).__name__} ({len(exps)} experiences)")
+
+
+@SCENARIOS.register("avalanche")
+def avalanche(
+    benchmark: str = "avalanche.benchmarks.classic:SplitMNIST",
+    benchmark_args: dict[str, Any] | None = None,
+    max_samples_per_experience: int | None = None,
+) -> Scenario:
+    """Build an Avalanche benchmark and convert it.
+
+    Args:
+        benchmark: dotted path to a benchmark factory (called with ``benchmark_args``) or to
+            a benchmark object (default ``avalanche.benchmarks.classic:SplitMNIST``; its data
+            must be on disk or downloadable).
+        benchmark_args: keyword arguments for the factory (default none).
+        max_samples_per_experience: keep at most this many samples per experience (default: all).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # avalanche warns about optional solvers at import
+        factory = import_dotted(benchmark, "scenario.benchmark")
+        bench = factory(**(benchmark_args or {})) if callable(factory) else factory
+    return from_avalanche(bench, max_samples_per_experience)
