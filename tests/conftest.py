@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests run on CPU, offline, and fast."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# Small, fast settings for end-to-end runs: 2 experiences of split digits, tiny MLP.
+TINY = [
+    "scenario.n_experiences=2",
+    "backbone.hidden=[32]",
+    "train.epochs=1",
+    "logger.progress=false",
+]
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    """Overrides for a run that trains in well under a second."""
+    return list(TINY)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_and_single_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
