@@ -127,8 +127,8 @@ def cmd_list(args: list[str]) -> None:
     from clframe.config import SECTIONS, group_options
     from clframe.registry import REGISTRIES
 
-    for kind, reg in REGISTRIES.items():
-        print(f"{kind}s:")
+    for reg in REGISTRIES.values():
+        print(f"{reg.plural} (entry-point group {reg.group}):")
         for name in reg.names():
             fn = reg.get(name)
             doc = (inspect.getdoc(fn) or "").split("\n")[0]

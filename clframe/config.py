@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from clframe.errors import ConfigError, did_you_mean, unknown
 from clframe.registry import REGISTRIES, check_params
@@ -125,7 +126,10 @@ def _check_component(kind: str, node: Any, errors: list[str], key: str | None = 
 def validate(cfg: DictConfig | dict) -> dict[str, Any]:
     """Check a composed config; return it as a resolved plain dict, or raise ``ConfigError``."""
     try:
-        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) if isinstance(cfg, DictConfig) \
+            else dict(cfg)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"'{e.full_key}' is missing (???): set it, e.g. {e.full_key}=<value>.") from e
     except Exception as e:  # e.g. a broken ${interpolation}
         raise ConfigError(f"Config cannot be resolved: {e}") from e
     plain.pop("hydra", None)
@@ -178,7 +182,7 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
                         raise unknown(f"{key} option", str(choice), group_options(key, config_dir))
             first = values[0]
             group_choice.append(f"{key}={_fmt(first)}")
-    base = compose(group_choice, config_dir, check=False)
+    base = OmegaConf.to_container(compose(group_choice, config_dir, check=False), resolve=False)
     for o in parsed:
         key = o.key_or_group
         if key in GROUPS or key.startswith("hydra") or o.is_add() or o.is_force_add() or o.is_delete():
@@ -186,10 +190,12 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
         node: Any = base
         parts = key.split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(node, DictConfig) or part not in node:
+            if not isinstance(node, dict) or part not in node:
                 where = ".".join(parts[:depth]) or "the top level"
-                valid = list(node.keys()) if isinstance(node, DictConfig) else []
-                hint = f" To add a new key, write '+{key}=...'." if isinstance(node, DictConfig) else ""
+                valid = list(node) if isinstance(node, dict) else []
+                # components may take keys their YAML does not list; run settings may not
+                addable = isinstance(node, dict) and parts[0] in ("scenario", "backbone", "head", "strategies")
+                hint = f" To add a key the YAML does not list, write '+{key}=...'." if addable else ""
                 raise ConfigError(
                     f"Unknown key '{key}' ('{part}' is not in {where}).{did_you_mean(part, valid)} "
                     f"Valid keys there: {', '.join(map(str, valid)) or '(none)'}.{hint}"

@@ -33,13 +33,16 @@ class Registry:
         kind: singular name used in messages and config keys, e.g. ``"backbone"``.
         package: dotted name of the package whose modules hold the built-ins.
         provided: constructor arguments the framework passes itself (not configurable).
+        plural: plural of ``kind``, which names the entry-point group ``clframe.<plural>``
+            (default ``kind + "s"``).
     """
 
-    def __init__(self, kind: str, package: str, provided: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, package: str, provided: tuple[str, ...] = (), plural: str | None = None) -> None:
         self.kind = kind
         self.package = package
         self.provided = provided
-        self.group = f"clframe.{kind}s"
+        self.plural = plural or f"{kind}s"
+        self.group = f"clframe.{self.plural}"
         self._items: dict[str, Callable[..., Any]] = {}
         self._loaded = False
 
@@ -161,7 +164,7 @@ def check_params(
 
 BACKBONES = Registry("backbone", "clframe.backbones", provided=("input_shape",))
 HEADS = Registry("head", "clframe.heads", provided=("in_features", "n_classes", "n_tasks"))
-STRATEGIES = Registry("strategy", "strategies")
+STRATEGIES = Registry("strategy", "strategies", plural="strategies")
 SCENARIOS = Registry("scenario", "scenarios")
 DATASETS = Registry("dataset", "clframe.datasets")
 REGISTRIES = {r.kind: r for r in (BACKBONES, HEADS, STRATEGIES, SCENARIOS, DATASETS)}

@@ -46,7 +46,8 @@ def format_comparison(summaries: list[dict[str, Any]]) -> str:
 
     def cell(vals: list[float]) -> str:
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        return f"{statistics.mean(vals):.3f} ± {sd:.3f}"
+        digits = 0 if abs(statistics.mean(vals)) >= 100 else 3
+        return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
 
     keys = ["final_avg_acc", "avg_forgetting", "bwt", "train_samples_per_s"]
     header = f"{'experiment':<20}{'strategies':<16}{'seeds':>6}" + "".join(f"{k:>22}" for k in keys)
