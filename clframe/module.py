@@ -20,7 +20,6 @@ FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_co
 
 HOOKS = (
     "before_forward",
-    "loss_terms",
     "before_optimizer_step",
     "after_optimizer_step",
     "lr_factor",
@@ -87,6 +86,7 @@ class CLModule(L.LightningModule):
         self.opt_cfg = {"name": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         self.reset_optimizer, self.eval_batch_size, self.log_every = reset_optimizer, eval_batch_size, log_every
         self._hooks = {h: [s for s in strategies.values() if overrides(s, h)] for h in HOOKS}
+        self._loss_providers = [(k, s) for k, s in strategies.items() if overrides(s, "loss_terms")]
         self.cl_step = 0
         self.current_exp = -1
         self.exp_start_step = 0
@@ -151,7 +151,10 @@ class CLModule(L.LightningModule):
         self.evaluate_boundary(exp)
 
     def on_train_epoch_end(self) -> None:
-        if self.current_exp >= 0 and len(self.acc_matrix) <= self.current_exp:
+        # also enters trailing experiences that had no training batches, so every
+        # experience gets its hooks and its row of the accuracy matrix
+        self._enter_experience(len(self.stream) - 1)
+        if len(self.acc_matrix) <= self.current_exp:
             self._end_experience(self.current_exp)
 
     def eval_target(self) -> nn.Module:
@@ -189,8 +192,10 @@ class CLModule(L.LightningModule):
         loss = task_loss(logits, batch.y, batch.weight)
         ctx = StepContext(self, batch, logits, loss, self.cl_step, self.current_exp)
         terms = {"task": loss}
-        for s in self._hooks["loss_terms"]:
-            terms.update(s.loss_terms(ctx))
+        for key, s in self._loss_providers:
+            for name, term in s.loss_terms(ctx).items():
+                # two strategies may return the same name (e.g. two EWC instances): keep both
+                terms[f"{key}.{name}" if name in terms else name] = term
         total = loss if len(terms) == 1 else sum(terms.values())
         opt = self._optimizer
         opt.zero_grad(set_to_none=True)

@@ -76,6 +76,9 @@ class RunRecorder:
             self.wandb.experiment.summary.update(scalars)
             self.wandb.log_metrics({f"final/{k}": v for k, v in scalars.items()})
             self.wandb.finalize("success")
+            # finalize() does not finish the wandb run; without this, the next run of a
+            # sweep in the same process would log into this one
+            self.wandb.experiment.finish()
 
 
 def make_wandb_logger(run_dir: Path, config: dict[str, Any]) -> Any:
