@@ -49,6 +49,7 @@ def _precheck(overrides: list[str], multirun: bool) -> None:
 
 def cmd_run(args: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in args)
+    _SWEEP_DIRS.clear()
     overrides = [a for a in args if not a.startswith("-")]
     try:
         _precheck(overrides, multirun)

@@ -172,16 +172,22 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
     except Exception as e:
         raise ConfigError(f"Cannot parse overrides {overrides}: {e}") from e
     group_choice: list[str] = []
+    # options in extra config directories are Hydra's to find; only ours are checked here
+    extra_dirs = any(o.key_or_group.startswith("hydra.searchpath") for o in parsed)
     for o in parsed:
         key = o.key_or_group
-        if key in GROUPS:
+        if key in GROUPS and not o.is_delete():
             values = [o.value()] if not o.is_sweep_override() else list(o.sweep_iterator())
             for v in values:
                 for choice in v if isinstance(v, list) else [v]:
-                    if choice is not None and str(choice) not in group_options(key, config_dir):
+                    if choice is None:
+                        raise ConfigError(f"'{key}=null' is not a choice; options: {', '.join(group_options(key))}"
+                                          + (" (or strategy=[] for none)." if key == "strategy" else "."))
+                    if not extra_dirs and str(choice) not in group_options(key, config_dir):
                         raise unknown(f"{key} option", str(choice), group_options(key, config_dir))
-            first = values[0]
-            group_choice.append(f"{key}={_fmt(first)}")
+            group_choice.append(f"{key}={_fmt(values[0])}")
+    if extra_dirs:
+        group_choice += [o.input_line for o in parsed if o.key_or_group.startswith("hydra.searchpath")]
     base = OmegaConf.to_container(compose(group_choice, config_dir, check=False), resolve=False)
     for o in parsed:
         key = o.key_or_group

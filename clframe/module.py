@@ -100,8 +100,12 @@ class CLModule(L.LightningModule):
         self._optimizer: torch.optim.Optimizer | None = None
         head_tasks = getattr(head, "set_task_classes", None)
         if head_tasks is not None:
+            # a task label shared by several experiences covers all of their classes
+            task_classes: dict[int, set[int]] = {}
             for e in stream:
-                head_tasks(e.task_label, e.classes_in_this_experience)
+                task_classes.setdefault(e.task_label, set()).update(e.classes_in_this_experience)
+            for task, classes in task_classes.items():
+                head_tasks(task, sorted(classes))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in FAST_ATTRS:

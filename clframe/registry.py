@@ -157,7 +157,8 @@ def check_params(
             errors.append(f"'{kind}.{key}' must be {type_name(ann)}, got {value!r} ({type(value).__name__}).")
     for key, p in schema.items():
         if p.default is inspect.Parameter.empty and key not in params:
-            errors.append(f"{kind} '{name}' needs '{kind}.{key}' ({type_name(p.annotation)}).")
+            ann = "" if p.annotation is inspect.Parameter.empty else f" ({type_name(p.annotation)})"
+            errors.append(f"{kind} '{name}' needs '{kind}.{key}'{ann}.")
     if errors:
         raise ConfigError("\n".join(errors))
 

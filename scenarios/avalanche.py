@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS, import_dotted
+from clframe.registry import SCENARIOS, check_params, import_dotted
 from clframe.stream import Experience, Scenario, Stream, TensorData
 
 
@@ -76,5 +76,9 @@ def avalanche(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # avalanche warns about optional solvers at import
         factory = import_dotted(benchmark, "scenario.benchmark")
-        bench = factory(**(benchmark_args or {})) if callable(factory) else factory
+        if callable(factory):
+            check_params("scenario.benchmark_args", benchmark, factory, benchmark_args or {})
+            bench = factory(**(benchmark_args or {}))
+        else:
+            bench = factory
     return from_avalanche(bench, max_samples_per_experience)

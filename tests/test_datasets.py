@@ -1,0 +1,172 @@
+"""Datasets as in-memory tensors: shapes, ranges, fixed splits, and MNIST from local idx files."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clframe.datasets import load_dataset, seeded_split
+from clframe.datasets.mnist import T10K_DEFAULT, read_idx
+from clframe.errors import ConfigError, DatasetNotFoundError
+from clframe.registry import DATASETS
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    """Encode a uint8 array in the idx format: 0, 0, type 0x08 (uint8), ndim, big-endian dims, data."""
+    header = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    return header + a.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, a: np.ndarray) -> None:
+    data = idx_bytes(a)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def fake_mnist(root: Path, n_train: int = 10, n_test: int = 5, gz: bool = True) -> dict[str, np.ndarray]:
+    """Write tiny MNIST idx files under ``root``; return the arrays written."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        MNIST_FILES[0]: rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        MNIST_FILES[1]: (np.arange(n_train) % 10).astype(np.uint8),
+        MNIST_FILES[2]: rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        MNIST_FILES[3]: (np.arange(n_test)[::-1] % 10).astype(np.uint8),
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    for stem, a in arrays.items():
+        write_idx(root / (stem + (".gz" if gz else "")), a)
+    return arrays
+
+
+def test_registered_datasets():
+    assert {"digits", "mnist", "mnist1d", "mnist_t10k"} <= set(DATASETS.names())
+    with pytest.raises(ConfigError, match="Did you mean 'mnist'"):
+        load_dataset("mnsit")
+
+
+# -- digits ---------------------------------------------------------------------------------------
+
+def test_digits_shapes_range_and_split():
+    d = load_dataset("digits")
+    assert d.name == "digits" and d.n_classes == 10
+    assert d.x_train.shape == (1348, 1, 8, 8) and d.x_test.shape == (449, 1, 8, 8)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert d.x_train.min() == 0.0 and d.x_train.max() == 1.0
+    assert set(d.y_train.tolist()) == set(d.y_test.tolist()) == set(range(10))
+
+
+def test_digits_split_is_fixed():
+    a, b = load_dataset("digits"), load_dataset("digits")
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+
+
+def test_seeded_split():
+    x, y = torch.arange(20.0).unsqueeze(1), torch.arange(20)
+    xtr, ytr, xte, yte = seeded_split(x, y, test_fraction=0.25, seed=3)
+    assert len(ytr) == 15 and len(yte) == 5
+    assert sorted(torch.cat([ytr, yte]).tolist()) == list(range(20))
+    assert torch.equal(xtr.squeeze(1).long(), ytr)
+    assert torch.equal(seeded_split(x, y, 0.25, 3)[3], yte)
+    assert not torch.equal(seeded_split(x, y, 0.25, 4)[3], yte)
+
+
+# -- mnist1d --------------------------------------------------------------------------------------
+
+def test_mnist1d_offline_shapes():
+    d = load_dataset("mnist1d")
+    assert d.x_train.shape == (4000, 40) and d.x_test.shape == (1000, 40)
+    assert d.y_train.shape == (4000,) and d.y_test.shape == (1000,)
+    assert set(d.y_train.tolist()) == set(range(10)) and d.n_classes == 10
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+
+
+def test_mnist1d_is_deterministic_and_each_load_is_a_copy():
+    a = load_dataset("mnist1d")
+    a.x_train.zero_()
+    b = load_dataset("mnist1d")
+    assert b.x_train.abs().sum() > 0  # the cached tensors were not modified through a
+    assert torch.equal(b.y_test, load_dataset("mnist1d").y_test)
+
+
+# -- mnist from idx files -------------------------------------------------------------------------
+
+def test_read_idx_round_trips(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for name in ("a-idx3-ubyte", "a-idx3-ubyte.gz"):
+        write_idx(tmp_path / name, a)
+        assert np.array_equal(read_idx(tmp_path / name), a)
+
+
+def test_mnist_missing_says_where_and_how_to_download(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("mnist", root=str(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path) in msg
+    assert "scenario.download=true" in msg
+    assert "train-images-idx3-ubyte" in msg and "scenario.data_root" in msg
+    assert isinstance(e.value, FileNotFoundError)
+
+
+def test_mnist_with_only_the_test_files_is_still_missing(tmp_path):
+    fake_mnist(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetNotFoundError, match=re.escape(str(tmp_path))):
+        load_dataset("mnist", root=str(tmp_path))
+
+
+@pytest.mark.parametrize(("sub", "gz"), [("", True), ("", False), ("MNIST/raw", True)])
+def test_mnist_reads_idx_files(tmp_path, sub, gz):
+    arrays = fake_mnist(tmp_path / sub, gz=gz)
+    d = load_dataset("mnist", root=str(tmp_path))
+    assert d.name == "mnist" and d.n_classes == 10
+    assert d.x_train.shape == (10, 1, 28, 28) and d.x_test.shape == (5, 1, 28, 28)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert torch.allclose(d.x_train[:, 0], torch.from_numpy(arrays[MNIST_FILES[0]]).float() / 255)
+    assert d.y_train.tolist() == arrays[MNIST_FILES[1]].tolist()
+    assert torch.allclose(d.x_test[:, 0], torch.from_numpy(arrays[MNIST_FILES[2]]).float() / 255)
+    assert d.y_test.tolist() == arrays[MNIST_FILES[3]].tolist()
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+
+
+def test_split_scenario_on_local_mnist(tmp_path):
+    from scenarios.split import split
+
+    fake_mnist(tmp_path, n_train=20, n_test=10)
+    s = split(dataset="mnist", data_root=str(tmp_path), n_experiences=5)
+    assert s.input_shape == (1, 28, 28)
+    assert [len(e.train) for e in s.stream] == [4] * 5
+
+
+def test_mnist_t10k_missing_says_where(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("mnist_t10k", root=str(tmp_path))
+    assert str(tmp_path) in str(e.value) and "scenario.download=true" in str(e.value)
+
+
+def test_mnist_t10k_reads_only_the_test_files(tmp_path):
+    fake_mnist(tmp_path, n_test=10)
+    for stem in MNIST_FILES[:2]:
+        (tmp_path / (stem + ".gz")).unlink()
+    d = load_dataset("mnist_t10k", root=str(tmp_path))
+    assert len(d.y_train) == 8 and len(d.y_test) == 2
+    assert sorted(torch.cat([d.y_train, d.y_test]).tolist()) == sorted(range(10))
+
+
+@pytest.mark.skipif(not Path(T10K_DEFAULT).is_dir(), reason=f"real MNIST test set not at {T10K_DEFAULT}")
+def test_mnist_t10k_real():
+    d = load_dataset("mnist_t10k")
+    assert d.x_train.shape == (8000, 1, 28, 28) and d.x_test.shape == (2000, 1, 28, 28)
+    assert set(d.y_train.tolist()) == set(range(10))
+    assert d.x_train.min() == 0.0 and d.x_train.max() == 1.0
+    assert torch.equal(d.y_test, load_dataset("mnist_t10k").y_test)  # fixed split
