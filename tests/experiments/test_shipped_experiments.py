@@ -1,0 +1,33 @@
+"""The shipped experiments reproduce the effects the issue asks for.
+
+Thresholds are the issue's; the runs are the shipped configs with seed 0, unchanged.
+"""
+
+from __future__ import annotations
+
+from clframe.config import compose
+from clframe.runner import run
+
+
+def _run(tmp_path, *overrides: str) -> dict:
+    return run(compose([*overrides, "logger.progress=false"]), tmp_path / "_".join(overrides).replace("=", "-"))
+
+
+def test_split_digits_naive_forgets_and_replay_remembers(tmp_path):
+    naive = _run(tmp_path, "experiment=split_digits", "strategy=naive")
+    replay = _run(tmp_path, "experiment=split_digits", "strategy=replay")
+    assert naive["final_avg_acc"] <= 0.30
+    assert replay["final_avg_acc"] >= 0.80
+
+
+def test_split_digits_til_ewc_is_accurate_and_not_below_naive(tmp_path):
+    naive = _run(tmp_path, "experiment=split_digits_til", "strategy=naive")
+    ewc = _run(tmp_path, "experiment=split_digits_til", "strategy=ewc")
+    assert ewc["final_avg_acc"] >= 0.90
+    assert ewc["final_avg_acc"] >= naive["final_avg_acc"]
+
+
+def test_permuted_digits_ewc_forgets_5_points_less_than_naive(tmp_path):
+    naive = _run(tmp_path, "experiment=permuted_digits", "strategy=naive")
+    ewc = _run(tmp_path, "experiment=permuted_digits", "strategy=ewc")
+    assert ewc["avg_forgetting"] <= naive["avg_forgetting"] - 0.05
