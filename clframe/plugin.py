@@ -105,7 +105,8 @@ class Strategy:
         return None
 
     def eval_model(self, module: CLModule) -> nn.Module | None:
-        """The model to evaluate instead of ``module`` (e.g. averaged weights), or None."""
+        """The model to evaluate instead of ``module`` (e.g. averaged weights), or None.
+        It is called as ``model(x, t)`` and must return logits, like ``module``."""
         return None
 
     def state_dict(self) -> dict[str, Any]:
