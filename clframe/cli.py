@@ -13,7 +13,9 @@ USAGE = """usage:
   clframe run [-m] [key=value ...]     train (Hydra overrides; -m sweeps: strategy=naive,ewc seed=0,1)
   clframe validate [key=value ...]     compose, check and build a config without training
   clframe list                         every registered backbone, head, strategy, scenario, dataset
-  clframe compare DIR [DIR ...]        table of summary.json files under run or sweep directories
+  clframe compare [DIR ...] [--metric NAME ...] [--out DIR]
+                                       group runs (sweep or run directories) by config difference: a table
+                                       of mean ± std over seeds, and comparison.csv + comparison.png
 """
 
 USER_ERRORS = (ConfigError, DatasetNotFoundError)
@@ -58,9 +60,8 @@ def cmd_run(args: list[str]) -> None:
     sys.argv = ["clframe run", *args]
     _hydra_entry()
     if multirun and _SWEEP_DIRS:
-        from clframe.report import format_comparison, load_summaries
-
-        print("\n" + format_comparison(load_summaries(sorted(set(_SWEEP_DIRS)))))
+        print()
+        _compare(sorted(set(_SWEEP_DIRS)))  # the table, and comparison.csv/png in the (first) sweep dir
 
 
 def _make_hydra_entry():
@@ -143,13 +144,31 @@ def cmd_list(args: list[str]) -> None:
         print(f"config group {group}/: {', '.join(group_options(group))}")
 
 
-def cmd_compare(args: list[str]) -> None:
-    from clframe.report import format_comparison, load_summaries
+def _compare(paths: list[str], metrics: list[str] | None = None, out: str | None = None) -> None:
+    from clframe.compare import compare
 
-    summaries = load_summaries(args or ["runs", "multirun"])
-    if not summaries:
-        _fail(ConfigError(f"no summary.json found under {', '.join(args) or 'runs/, multirun/'}"))
-    print(format_comparison(summaries))
+    try:
+        compare(paths, metrics=metrics, out=out)
+    except USER_ERRORS as e:
+        _fail(e)
+
+
+def cmd_compare(args: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="clframe compare", allow_abbrev=False,
+        description="Group runs by how their configs differ (seeds aside), print mean ± std over seeds, and "
+                    "write comparison.csv and comparison.png (accuracy curves over training steps).")
+    parser.add_argument("paths", nargs="*", metavar="DIR",
+                        help="run or sweep directories, searched recursively (default: runs/ multirun/)")
+    parser.add_argument("--metric", action="append", metavar="NAME",
+                        help="a numeric summary.json key to show; repeatable or comma-separated (default: "
+                             "final_avg_acc, avg_forgetting, bwt, and min_acc, wc_acc, stability_gap_depth "
+                             "when recorded)")
+    parser.add_argument("--out", metavar="DIR", help="where comparison.csv/png go (default: the first DIR)")
+    ns = parser.parse_args(args)
+    _compare(ns.paths or ["runs", "multirun"], ns.metric, ns.out)
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare}

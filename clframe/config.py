@@ -60,13 +60,24 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """``eval:`` settings.
+    """``eval:`` settings. The accuracy matrix always comes from the full eval data of every
+    experience at each experience end; the continual evaluator adds the curve in between.
 
     Args:
+        every: continual evaluation every this many steps; 0 turns it off (default 10).
+        subset: fixed, seeded eval samples per experience for continual evaluation (default 1000).
+        on: evaluate the ``seen`` experiences or ``all`` of them (default ``seen``).
         batch_size: samples per forward pass in evaluation (default 1000).
+        gap_window: evaluations after a switch in which the stability-gap depth is sought (default 100).
+        lca_beta: number of evaluations (beta) of the learning-curve area LCA (default 10).
     """
 
+    every: int = 10
+    subset: int = 1000
+    on: Literal["seen", "all"] = "seen"
     batch_size: int = 1000
+    gap_window: int = 100
+    lca_beta: int = 10
 
 
 @dataclass

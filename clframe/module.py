@@ -92,6 +92,8 @@ class CLModule(L.LightningModule):
         self.exp_start_step = 0
         self.samples_seen = 0
         self.acc_matrix: list[list[float]] = []
+        self.initial_accs: list[float] = []
+        self.boundaries: list[int] = []
         self.eval_rows: list[dict[str, Any]] = []
         self.loss_log: list[dict[str, float]] = []
         self.listeners: list[Callable[[CLModule, str, dict[str, Any]], None]] = []
@@ -131,6 +133,8 @@ class CLModule(L.LightningModule):
     def on_fit_start(self) -> None:
         for s in self.strategies.values():
             s.setup(self)
+        # the untrained model's accuracy on every experience: the baseline of forward transfer
+        self.initial_accs = self._evaluate_all()[0]
 
     # -- experiences ---------------------------------------------------------
     def _enter_experience(self, exp: int) -> None:
@@ -152,6 +156,7 @@ class CLModule(L.LightningModule):
             with torch.enable_grad():
                 for s in self.strategies.values():
                     s.on_experience_end(self.stream[exp], self)
+        self.boundaries.append(self.cl_step)
         self.evaluate_boundary(exp)
 
     def on_train_epoch_end(self) -> None:
@@ -169,16 +174,20 @@ class CLModule(L.LightningModule):
                 return m
         return self
 
-    def evaluate_boundary(self, exp: int) -> list[float]:
-        """Accuracy on every experience's eval data after training on ``exp``; one matrix row."""
+    def _evaluate_all(self) -> tuple[list[float], list[float]]:
         model = self.eval_target()
         was_training = model.training
         model.eval()
         accs, losses = evaluate_many(model, [e.eval for e in self.stream], self.eval_batch_size)
         model.train(was_training)
+        return accs, losses
+
+    def evaluate_boundary(self, exp: int) -> list[float]:
+        """Accuracy on every experience's full eval data after training on ``exp``; one matrix row."""
+        accs, losses = self._evaluate_all()
         self.acc_matrix.append(accs)
         rows = [
-            {"step": self.cl_step, "experience": exp, "eval_experience": j, "acc": a, "loss": lo}
+            {"step": self.cl_step, "experience": exp, "eval_experience": j, "acc": a, "loss": lo, "kind": "boundary"}
             for j, (a, lo) in enumerate(zip(accs, losses))
         ]
         self.eval_rows.extend(rows)

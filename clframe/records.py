@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-METRIC_FIELDS = ["step", "experience", "eval_experience", "acc", "loss"]
+METRIC_FIELDS = ["step", "experience", "eval_experience", "acc", "loss", "kind"]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -52,7 +52,15 @@ class RunRecorder:
 
     def __call__(self, module: Any, event: str, payload: dict[str, Any]) -> None:
         """Listener for ``CLModule`` events: ``boundary_eval`` and ``losses``."""
-        if event == "boundary_eval":
+        if event == "continual_eval":
+            self.rows.extend(payload["rows"])
+            if self.wandb is not None:
+                by_step: dict[int, dict[str, float]] = {}
+                for r in payload["rows"]:
+                    by_step.setdefault(r["step"], {})[f"cont_acc/exp{r['eval_experience']}"] = r["acc"]
+                for step, accs in sorted(by_step.items()):
+                    self.wandb.log_metrics(accs, step=step)
+        elif event == "boundary_eval":
             self.rows.extend(payload["rows"])
             self.write_metrics()
             if self.wandb is not None:
@@ -66,15 +74,24 @@ class RunRecorder:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows(sorted(self.rows, key=lambda r: (r["step"], r["kind"], r["eval_experience"])))
         atomic_write(self.run_dir / "metrics.csv", buf.getvalue())
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
+    def write_summary(self, summary: dict[str, Any], figures: list[Path] | None = None) -> None:
+        """Write ``summary.json`` (and the final metrics.csv); to wandb: scalars, a table of
+        the final metrics and the ``figures`` (PNG paths)."""
+        self.write_metrics()
         atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if self.wandb is not None:
-            scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+            import wandb
+
+            scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self.wandb.experiment.summary.update(scalars)
             self.wandb.log_metrics({f"final/{k}": v for k, v in scalars.items()})
+            self.wandb.experiment.log({
+                "final_metrics": wandb.Table(columns=["metric", "value"], data=[[k, v] for k, v in scalars.items()]),
+                **{f"plots/{Path(f).stem}": wandb.Image(str(f)) for f in figures or []},
+            })
             self.wandb.finalize("success")
             # finalize() does not finish the wandb run; without this, the next run of a
             # sweep in the same process would log into this one

@@ -1,10 +1,8 @@
-"""Human-readable results: one run's accuracy matrix, and a comparison of many runs."""
+"""Human-readable results: one run's accuracy matrix, and a comparison of many runs (see clframe.compare)."""
 
 from __future__ import annotations
 
 import json
-import statistics
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +36,10 @@ def load_summaries(paths: list[str | Path]) -> list[dict[str, Any]]:
     return out
 
 
-def format_comparison(summaries: list[dict[str, Any]]) -> str:
-    """Mean and standard deviation over seeds, one row per (experiment, strategies)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for s in summaries:
-        groups[(s["experiment_name"], "+".join(s["strategies"]) or "naive")].append(s)
+def format_comparison(summaries: list[dict[str, Any]], metrics: list[str] | None = None) -> str:
+    """The ``clframe compare`` table of these summaries (grouped by config difference, mean ± std over seeds)
+    as plain text; ``clframe.compare.compare`` also prints warnings and writes the csv and plot."""
+    from clframe.compare import group_runs, resolve_metrics, runs_from_summaries, table_text
 
-    def cell(vals: list[float]) -> str:
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        digits = 0 if abs(statistics.mean(vals)) >= 100 else 3
-        return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
-
-    keys = ["final_avg_acc", "avg_forgetting", "bwt", "train_samples_per_s"]
-    header = f"{'experiment':<20}{'strategies':<16}{'seeds':>6}" + "".join(f"{k:>22}" for k in keys)
-    rows = [header, "-" * len(header)]
-    for (exp, strat), runs in sorted(groups.items()):
-        rows.append(f"{exp:<20}{strat:<16}{len(runs):>6}" + "".join(f"{cell([r[k] for r in runs]):>22}" for k in keys))
-    return "\n".join(rows)
+    runs = runs_from_summaries(summaries)
+    return table_text(group_runs(runs), resolve_metrics(runs, metrics))

@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 import clframe
 from clframe.config import validate
 from clframe.data import StreamIterator
 from clframe.errors import ConfigError
+from clframe.evaluation.continual import ContinualEvaluator
+from clframe.evaluation.curve import Curve
+from clframe.evaluation.curve_metrics import curve_summary
 from clframe.evaluation.metrics import summary_metrics
+from clframe.evaluation.plots import plot_acc_matrix, plot_curves
 from clframe.module import CLModule
 from clframe.progress import StreamProgressBar, progress_metrics
 from clframe.records import RunRecorder, make_wandb_logger
@@ -58,6 +63,7 @@ class Built:
     scenario: Scenario
     module: CLModule
     loader: StreamIterator
+    evaluator: ContinualEvaluator | None = None
 
 
 def build(cfg: Any) -> Built:
@@ -82,27 +88,35 @@ def build(cfg: Any) -> Built:
         reset_optimizer=tr["reset_optimizer"], eval_batch_size=c["eval"]["batch_size"],
         log_every=c["logger"]["log_every"],
     )
-    return Built(c, scenario, module, loader)
+    ev = c["eval"]
+    evaluator = ContinualEvaluator(ev["every"], ev["subset"], ev["on"], ev["batch_size"], seed=c["seed"]) \
+        if ev["every"] > 0 else None
+    return Built(c, scenario, module, loader, evaluator)
 
 
 def fit(built: Built) -> None:
     """Train ``built.module`` over the whole stream with the configured engine."""
     tr, progress = built.config["train"], built.config["logger"]["progress"]
+    callbacks = [built.evaluator] if built.evaluator is not None else []
     if tr["engine"] == "fabric":
-        fit_fabric(built.module, built.loader, tr["accelerator"], progress)
+        fit_fabric(built.module, built.loader, tr["accelerator"], progress, callbacks)
         return
     trainer = L.Trainer(
         accelerator=tr["accelerator"], devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=progress,
-        callbacks=[StreamProgressBar()] if progress else [], num_sanity_val_steps=0,
+        callbacks=callbacks + ([StreamProgressBar()] if progress else []), num_sanity_val_steps=0,
         use_distributed_sampler=False,
     )
     trainer.fit(built.module, train_dataloaders=built.loader)
 
 
-def fit_fabric(module: CLModule, loader: StreamIterator, accelerator: str, progress: bool = True) -> None:
+def fit_fabric(
+    module: CLModule, loader: StreamIterator, accelerator: str, progress: bool = True, callbacks: list | None = None
+) -> None:
     """Lightning Fabric drives the module's own ``training_step``: the same step as under
-    ``Trainer.fit`` without the Trainer's per-step machinery (single device)."""
+    ``Trainer.fit`` without the Trainer's per-step machinery (single device). Lightning
+    callbacks get ``on_train_start``, ``on_train_batch_end`` and ``on_train_end`` with
+    ``trainer=None``."""
     from lightning.fabric import Fabric
     from tqdm.auto import tqdm
 
@@ -110,14 +124,21 @@ def fit_fabric(module: CLModule, loader: StreamIterator, accelerator: str, progr
     optimizer = module.configure_optimizers()
     fabric.setup(module, optimizer)
     module.on_fit_start()
+    callbacks = callbacks or []
+    for cb in callbacks:
+        cb.on_train_start(None, module)
     bar = tqdm(total=len(loader), desc="clframe", disable=not progress, mininterval=0.5)
     for i, batch in enumerate(loader):
         module.training_step(batch, i)
-        if progress and i % 10 == 0:
-            bar.update(10 if i else 1)
+        for cb in callbacks:
+            cb.on_train_batch_end(None, module, None, batch, i)
+        if progress and (i + 1) % 10 == 0:
+            bar.update(10)
             bar.set_postfix(progress_metrics(module), refresh=False)
     bar.close()
     module.on_train_epoch_end()
+    for cb in callbacks:
+        cb.on_train_end(None, module)
 
 
 def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
@@ -138,14 +159,19 @@ def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     fit_start = time.perf_counter()
     fit(built)
     fit_time = time.perf_counter() - fit_start
+    ev = c["eval"]
+    curve = built.evaluator.curve(module) if built.evaluator is not None else boundary_curve(module)
     summary = {
         "experiment_name": c["experiment_name"],
         "strategies": list(c["strategies"]),
         "scenario": built.scenario.name,
         "seed": c["seed"],
         "acc_matrix": module.acc_matrix,
-        **summary_metrics(module.acc_matrix),
+        **summary_metrics(module.acc_matrix, module.initial_accs),
+        **curve_summary(curve, windows=(10, 100), beta=ev["lca_beta"], gap_window=ev["gap_window"]),
+        "curve_source": "continual" if built.evaluator is not None else "boundary",
         "final_accs": module.acc_matrix[-1],
+        "initial_accs": module.initial_accs,
         "final_losses": module.loss_log[-1] if module.loss_log else {},
         "steps": module.cl_step,
         "samples": module.samples_seen,
@@ -156,5 +182,15 @@ def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         "versions": {"clframe": clframe.__version__, "torch": torch.__version__, "lightning": L.__version__,
                      "python": platform.python_version()},
     }
-    recorder.write_summary(summary)
+    title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
+    figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title),
+               plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title)]
+    recorder.write_summary(summary, figures)
     return summary
+
+
+def boundary_curve(module: CLModule) -> Curve:
+    """The curve of the boundary evaluations alone (before training, then each experience end)."""
+    T = len(module.stream)
+    return Curve([0, *module.boundaries], [-1, *range(len(module.boundaries))],
+                 np.array([module.initial_accs, *module.acc_matrix]).reshape(-1, T), module.boundaries)

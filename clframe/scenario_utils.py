@@ -32,3 +32,17 @@ def domain_incremental(
         for i, f in enumerate(transforms)
     ]
     return Scenario(Stream(exps), n_classes=ds.n_classes, input_shape=tuple(ds.x_train.shape[1:]), name=name)
+
+
+def make_cumulative(scenario: Scenario) -> Scenario:
+    """Joint incremental training: experience ``i`` trains on the union of the training data of
+    experiences ``0..i`` (every batch is drawn from everything seen so far); eval data unchanged."""
+    seen: list[TensorData] = []
+    for e in scenario.stream:
+        seen.append(e.train)
+        e.train = TensorData(*(torch.cat(parts) for parts in zip(*((d.x, d.y, d.t) for d in seen))))
+        e.classes_in_this_experience = sorted(set().union(*(set(x.classes_in_this_experience)
+                                                             for x in scenario.stream[: e.index + 1])))
+        e.info["cumulative"] = True
+    scenario.name += " (cumulative)"
+    return scenario

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from clframe.datasets import load_dataset
 from clframe.errors import ConfigError
 from clframe.registry import SCENARIOS
-from clframe.scenario_utils import domain_incremental
+from clframe.scenario_utils import domain_incremental, make_cumulative
 from clframe.stream import Scenario
 
 
@@ -27,6 +27,7 @@ def rotated(
     dataset: str = "digits",
     n_experiences: int = 3,
     angles: list[float] | None = None,
+    cumulative: bool = False,
     seed: int = 0,
     data_root: str | None = None,
     download: bool = False,
@@ -38,6 +39,8 @@ def rotated(
         n_experiences: number of angles when ``angles`` is not given (default 3).
         angles: the angles in degrees, one per experience (default: evenly spaced
             in [0, 180), e.g. 0, 60, 120).
+        cumulative: joint incremental training: each experience trains on all rotations seen
+            so far (the stability-gap "full replay" setting) (default False).
         seed: unused by the rotation itself; kept so every scenario takes the run seed.
         data_root: dataset directory (default: the dataset's own).
         download: allow downloading a missing dataset (default False).
@@ -48,4 +51,5 @@ def rotated(
                           f"{list(ds.x_train.shape)}.")
     angles = list(angles) if angles is not None else [i * 180.0 / n_experiences for i in range(n_experiences)]
     fns = [lambda x, a=a: rotate(x, a) for a in angles]
-    return domain_incremental(ds, fns, f"rotated-{dataset} {angles}", infos=[{"angle": a} for a in angles])
+    scenario = domain_incremental(ds, fns, f"rotated-{dataset} {angles}", infos=[{"angle": a} for a in angles])
+    return make_cumulative(scenario) if cumulative else scenario

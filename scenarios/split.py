@@ -7,7 +7,7 @@ import torch
 from clframe.datasets import load_dataset
 from clframe.errors import ConfigError
 from clframe.registry import SCENARIOS
-from clframe.scenario_utils import tensor_data
+from clframe.scenario_utils import make_cumulative, tensor_data
 from clframe.stream import Experience, Scenario, Stream
 
 
@@ -18,6 +18,7 @@ def split(
     task_incremental: bool = False,
     class_order: list[int] | None = None,
     shuffle_classes: bool = False,
+    cumulative: bool = False,
     seed: int = 0,
     data_root: str | None = None,
     download: bool = False,
@@ -30,6 +31,8 @@ def split(
         task_incremental: give experience ``i`` task label ``i`` (use a ``multihead`` head) (default False).
         class_order: explicit class order; overrides ``shuffle_classes`` (default: 0, 1, 2, ...).
         shuffle_classes: draw the class order from ``seed`` (default False).
+        cumulative: joint incremental training: each experience trains on the data of all
+            experiences so far (default False).
         seed: seed for the class order (default 0).
         data_root: dataset directory (default: the dataset's own).
         download: allow downloading a missing dataset (default False).
@@ -62,10 +65,11 @@ def split(
             )
         )
     kind = "task" if task_incremental else "class"
-    return Scenario(
+    scenario = Scenario(
         Stream(exps),
         n_classes=ds.n_classes,
         input_shape=tuple(ds.x_train.shape[1:]),
         n_tasks=n_experiences if task_incremental else 1,
         name=f"split-{dataset} ({kind}-incremental, {n_experiences} experiences)",
     )
+    return make_cumulative(scenario) if cumulative else scenario

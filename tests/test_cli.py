@@ -102,6 +102,8 @@ def test_sweep_prints_each_run_and_a_comparison_table(sweep_dir):
     assert "final_avg_acc" in table and "avg_forgetting" in table
     assert "split_digits" in table
     assert "naive" in table and "replay" in table
+    assert (sweep_dir / "comparison.csv").is_file()  # written into the sweep dir after the sweep
+    assert (sweep_dir / "comparison.png").is_file()
 
 
 def test_run_precheck_fails_before_any_job(tmp_path, capsys, clean_process):
@@ -155,13 +157,16 @@ def test_list_shows_components_parameters_and_defaults(capsys):
 def test_compare_prints_a_table(sweep_dir, capsys):
     code, out, _ = run_main(["compare", str(sweep_dir)], capsys)
     assert code == 0
-    lines = out.strip().splitlines()
-    assert lines[0].split()[:3] == ["experiment", "strategies", "seeds"]
-    rows = {line.split()[1]: line.split() for line in lines[2:]}
-    assert set(rows) == {"naive", "replay"}
+    assert "experiment split_digits: 2 runs in 2 groups" in out
+    lines = out.splitlines()
+    header = next(line.split() for line in lines if line.split()[:2] == ["group", "seeds"])
+    assert header[2:5] == ["final_avg_acc", "avg_forgetting", "bwt"]
+    rows = {line.split()[0]: line.split() for line in lines if line.strip().startswith("strategies=")}
+    assert set(rows) == {"strategies=naive", "strategies=replay"}
     final_acc = json.loads((sweep_dir / "0-naive-s0" / "summary.json").read_text())["final_avg_acc"]
-    assert rows["naive"][0] == "split_digits" and rows["naive"][2] == "1"
-    assert rows["naive"][3] == f"{final_acc:.3f}"
+    assert rows["strategies=naive"][1] == "1"  # one seed: the mean alone
+    assert rows["strategies=naive"][2] == f"{final_acc:.3f}"
+    assert (sweep_dir / "comparison.csv").is_file() and (sweep_dir / "comparison.png").is_file()
 
 
 def test_compare_with_nothing_to_compare(tmp_path, capsys):

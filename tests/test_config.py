@@ -261,7 +261,8 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
     assert c["train"] == {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0,
                           "weight_decay": 0.0, "reset_optimizer": False, "accelerator": "cpu", "devices": 1,
                           "engine": "trainer", "num_threads": None}
-    assert c["eval"] == {"batch_size": 1000}
+    assert c["eval"] == {"every": 10, "subset": 1000, "on": "seen", "batch_size": 1000, "gap_window": 100,
+                         "lca_beta": 10}
     assert c["logger"] == {"wandb": False, "project": "clframe", "entity": None, "progress": True, "log_every": 50}
     assert c["strategies"] == {"naive": {}}
     assert cfg["train"] == {"epochs": 4}  # the input is not modified

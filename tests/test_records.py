@@ -58,8 +58,8 @@ def test_metrics_csv(tiny_run):
     run_dir, summary = tiny_run
     with open(run_dir / "metrics.csv") as f:
         reader = csv.DictReader(f)
-        rows = list(reader)
-    assert reader.fieldnames == METRIC_FIELDS == ["step", "experience", "eval_experience", "acc", "loss"]
+        rows = [r for r in reader if r["kind"] == "boundary"]
+    assert reader.fieldnames == METRIC_FIELDS == ["step", "experience", "eval_experience", "acc", "loss", "kind"]
     R = summary["acc_matrix"]
     T = len(R)
     assert T == 2 and len(rows) == T * T

@@ -1,0 +1,546 @@
+"""``clframe compare``: group runs by how their configs differ, average over seeds, tabulate and plot.
+
+Runs are the directories holding a ``summary.json`` (with its ``config.yaml`` and ``metrics.csv``).
+Their resolved configs are flattened to dotted keys; the keys whose values differ across runs (leaving
+out the seed and what is derived from it, paths and display-only settings) define the groups, and a
+group's label is those values (``strategies=replay, strategies.replay.mem_size=100``). Runs that differ
+in their scenario or experiment name are still tabulated, but flagged as not comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clframe.errors import ConfigError, unknown
+
+DEFAULT_METRICS = ("final_avg_acc", "avg_forgetting", "bwt")
+OPTIONAL_METRICS = ("min_acc", "wc_acc", "stability_gap_depth")  # shown by default when the summaries have them
+STRATEGIES = "strategies"  # the pseudo-key holding the joined strategy names, e.g. "replay+ewc"
+DISPLAY_ONLY = frozenset({"logger.progress", "logger.log_every"})  # settings that cannot change results
+_PATH_LIKE = re.compile(r"(^|_)(dir|path|root|file)s?$")
+
+
+class _Marker:
+    """A stand-in config value: how a key is missing from a run."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+_NA = _Marker("<n/a>")  # the key's parent node does not exist in this run (e.g. another strategy's parameter)
+_UNSET = _Marker("<unset>")  # the parent exists but the key does not
+_NODE = _Marker("<mapping>")  # the key is a mapping here, a value elsewhere
+CSV_NAME, PNG_NAME = "comparison.csv", "comparison.png"
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Run:
+    """One run directory: its summary, resolved config, and (read on demand, once) its curve."""
+
+    dir: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    leaves: dict[str, Any] = field(init=False, repr=False)
+    nodes: set[str] = field(init=False, repr=False)
+    _curve: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.leaves, self.nodes = flatten(self.config)
+
+    @property
+    def seed(self) -> Any:
+        return self.summary.get("seed", self.config.get("seed"))
+
+    def value(self, key: str) -> Any:
+        """The config value at ``key``; ``_UNSET`` when its parent exists without it, ``_NA`` otherwise."""
+        if key in self.leaves:
+            return self.leaves[key]
+        if key in self.nodes:
+            return _NODE
+        return _UNSET if key.rpartition(".")[0] in self.nodes else _NA
+
+    def curve(self) -> tuple[list[int], list[float], str] | None:
+        """(steps, accuracy averaged over the experiences evaluated at each step, source) from metrics.csv."""
+        if self._curve is None:
+            self._curve = read_curve(self.dir / "metrics.csv") or ()
+        return self._curve or None
+
+
+def strategy_names(strategies: Any) -> str:
+    names = list(strategies or [])
+    return "+".join(map(str, names)) or "naive"
+
+
+def flatten(config: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """Dotted leaf keys -> values, and the dotted paths of every mapping (``""`` is the root).
+
+    Lists are leaves. ``strategies`` also becomes a leaf: the joined names of the strategies.
+    """
+    leaves: dict[str, Any] = {}
+    nodes: set[str] = set()
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        nodes.add(prefix)
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if key == STRATEGIES:
+                leaves[STRATEGIES] = strategy_names(v)
+            if isinstance(v, dict):
+                walk(v, key)
+            elif key != STRATEGIES:
+                leaves[key] = v
+
+    walk(config, "")
+    return leaves, nodes
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key putting ``2-replay-s0`` before ``10-naive-s0`` (Hydra's job order)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path)) if t]
+
+
+def _config_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in config for a run directory without config.yaml."""
+    return {
+        "seed": summary.get("seed"),
+        "experiment_name": summary.get("experiment_name"),
+        "scenario": {"description": summary.get("scenario")},
+        STRATEGIES: {name: {} for name in summary.get("strategies") or []},
+    }
+
+
+def make_run(run_dir: Path, summary: dict[str, Any]) -> Run:
+    """A Run from an already-read summary; config.yaml is read here if the directory has one."""
+    import yaml
+
+    cfg_file = run_dir / "config.yaml"
+    config = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else None
+    return Run(run_dir, summary, config if isinstance(config, dict) else _config_from_summary(summary))
+
+
+def summary_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Every ``summary.json`` under the given paths (or the paths themselves), once, in Hydra job order."""
+    found: dict[Path, Path] = {}
+    for p in map(Path, paths):
+        files = [p] if p.name == "summary.json" and p.is_file() else p.rglob("summary.json") if p.is_dir() else []
+        for f in files:
+            found.setdefault(f.resolve(), f)
+    return sorted(found.values(), key=_natural)
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """A Run for every ``summary.json`` under ``paths``; unreadable ones are skipped with a warning."""
+    runs = []
+    for f in summary_files(paths):
+        try:
+            summary = json.loads(f.read_text())
+            runs.append(make_run(f.parent, summary | {"run_dir": str(f.parent)}))
+        except (OSError, ValueError) as e:
+            _stderr_warning(f"skipping {f}: {e}")
+    return runs
+
+
+def runs_from_summaries(summaries: Iterable[dict[str, Any]]) -> list[Run]:
+    """Runs from summaries already loaded (each with a ``run_dir``, as ``report.load_summaries`` gives)."""
+    return [make_run(Path(s.get("run_dir", ".")), s) for s in summaries]
+
+
+def read_curve(path: Path, column: str = "acc") -> tuple[list[int], list[float], str] | None:
+    """Per evaluation step, ``column`` averaged over the experiences evaluated at that step.
+
+    Uses the rows with ``kind == "continual"`` when metrics.csv has that column and such rows, otherwise
+    every row; repeated evaluations of one experience at one step are averaged first.
+    """
+    if not path.is_file():
+        return None
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    source = "all"
+    if rows and "kind" in rows[0]:
+        continual = [r for r in rows if r.get("kind") == "continual"]
+        if continual:
+            rows, source = continual, "continual"
+    per_step: dict[int, dict[str, list[float]]] = {}
+    for r in rows:
+        try:
+            step, value = int(float(r["step"])), float(r[column])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            per_step.setdefault(step, {}).setdefault(str(r.get("eval_experience")), []).append(value)
+    if not per_step:
+        return None
+    steps = sorted(per_step)
+    values = [statistics.fmean(statistics.fmean(v) for v in per_step[s].values()) for s in steps]
+    return steps, values, source
+
+
+# -- grouping ------------------------------------------------------------------------------------
+
+def _canon(value: Any) -> str:
+    if isinstance(value, _Marker):
+        return value.text
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _fmt(value: Any) -> str:
+    """A config value as it reads in a label: strings bare, the rest as JSON (``[16]``, ``null``, ``0.05``)."""
+    if isinstance(value, str):
+        return value
+    return value.text if isinstance(value, _Marker) else json.dumps(value, default=str)
+
+
+def ignored_key(key: str) -> bool:
+    """The seed itself, paths and directories, display-only settings."""
+    return key == "seed" or key in DISPLAY_ONLY or bool(_PATH_LIKE.search(key.rpartition(".")[2]))
+
+
+def _seed_derived(pairs: list[tuple[Run, Any]]) -> bool:
+    return all(type(v) is int and v == r.seed for r, v in pairs)
+
+
+def differing_keys(runs: Sequence[Run]) -> list[str]:
+    """Flattened config keys whose values differ across runs, in config order.
+
+    A key only counts in the runs where its parent exists (``strategies.replay.mem_size`` is not compared
+    with runs without replay: the ``strategies`` key tells those apart). Ignored: the seed, keys whose
+    value is the run's seed in every run (``scenario.seed: ${seed}``), paths and display-only settings.
+    """
+    order: dict[str, None] = {}
+    for r in runs:
+        order.update(dict.fromkeys(r.leaves))
+    keys = []
+    for key in order:
+        if ignored_key(key):
+            continue
+        pairs = [(r, v) for r in runs if (v := r.value(key)) is not _NA]
+        if len({_canon(v) for _, v in pairs}) > 1 and not _seed_derived(pairs):
+            keys.append(key)
+    if STRATEGIES in keys:  # the strategy set first: it reads best at the start of a label
+        keys.remove(STRATEGIES)
+        keys.insert(0, STRATEGIES)
+    return keys
+
+
+def is_scenario_key(key: str) -> bool:
+    """Keys that make results incomparable when they differ."""
+    return key == "experiment_name" or key == "scenario" or key.startswith("scenario.")
+
+
+@dataclass
+class Group:
+    label: str
+    values: dict[str, Any]  # differing key -> this group's value (keys that do not apply are left out)
+    runs: list[Run]
+
+    @property
+    def scenario(self) -> str:
+        """This group's values on the scenario keys, as text (``""`` when the scenario is shared)."""
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.values.items() if is_scenario_key(k))
+
+
+@dataclass
+class Comparison:
+    runs: list[Run]
+    keys: list[str]  # the differing config keys that define the groups
+    groups: list[Group]
+
+    @property
+    def scenario_keys(self) -> list[str]:
+        return [k for k in self.keys if is_scenario_key(k)]
+
+    @property
+    def comparable(self) -> bool:
+        return not self.scenario_keys
+
+    @property
+    def experiments(self) -> list[str]:
+        return list(dict.fromkeys(str(r.summary.get("experiment_name", "?")) for r in self.runs))
+
+
+def group_runs(runs: Sequence[Run]) -> Comparison:
+    """Groups of runs with identical values on every differing key, in the order they first appear
+    (groups of one scenario together)."""
+    keys = differing_keys(runs)
+    by_values: dict[tuple[str, ...], Group] = {}
+    for r in runs:
+        vals = {k: r.value(k) for k in keys}
+        sig = tuple(_canon(v) for v in vals.values())
+        if sig not in by_values:
+            shown = {k: v for k, v in vals.items() if v is not _NA}
+            label = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
+            by_values[sig] = Group(label or f"{STRATEGIES}={_fmt(r.value(STRATEGIES))}", shown, [])
+        by_values[sig].runs.append(r)
+    groups = list(by_values.values())
+    scenario_order = list(dict.fromkeys(g.scenario for g in groups))
+    groups.sort(key=lambda g: scenario_order.index(g.scenario))  # stable: same-scenario groups together
+    return Comparison(list(runs), keys, groups)
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+def metric_value(summary: dict[str, Any], name: str) -> float | None:
+    """A numeric summary value (dotted names reach into nested dicts); None when absent, null or NaN."""
+    v: Any = summary
+    for part in [name] if name in summary else name.split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def numeric_keys(runs: Sequence[Run]) -> list[str]:
+    """Every numeric summary key of the runs (one level into nested dicts)."""
+    keys: dict[str, None] = {}
+    for r in runs:
+        for k, v in r.summary.items():
+            items = [(f"{k}.{k2}", v2) for k2, v2 in v.items()] if isinstance(v, dict) else [(k, v)]
+            keys.update({name: None for name, x in items if isinstance(x, int | float) and not isinstance(x, bool)})
+    return list(keys)
+
+
+def resolve_metrics(runs: Sequence[Run], requested: Iterable[str] | None = None) -> list[str]:
+    """The metrics to show: the requested ones (repeatable, comma-separated), or the defaults.
+
+    Raises:
+        ConfigError: a requested metric is not a numeric summary key of any run.
+    """
+    names = list(dict.fromkeys(n.strip() for item in requested or [] for n in item.split(",") if n.strip()))
+    if not names:
+        present = [m for m in OPTIONAL_METRICS if any(metric_value(r.summary, m) is not None for r in runs)]
+        return [*DEFAULT_METRICS, *present]
+    for name in names:
+        if not any(metric_value(r.summary, name) is not None for r in runs):
+            raise unknown("metric", name, numeric_keys(runs))
+    return names
+
+
+@dataclass
+class Stat:
+    n: int
+    mean: float | None
+    std: float | None  # sample standard deviation (n - 1); None for fewer than two values
+
+
+def stat(group: Group, metric: str) -> Stat:
+    vals = [v for r in group.runs if (v := metric_value(r.summary, metric)) is not None]
+    return Stat(len(vals), statistics.fmean(vals) if vals else None, statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def format_stat(s: Stat, n_runs: int) -> str:
+    if s.mean is None:
+        return "—"
+    digits = 0 if abs(s.mean) >= 100 else 3
+    text = f"{s.mean:.{digits}f}" + ("" if s.std is None else f" ± {s.std:.{digits}f}")
+    return text + (f" (n={s.n})" if s.n < n_runs else "")
+
+
+# -- output --------------------------------------------------------------------------------------
+
+def not_comparable_message(cmp: Comparison) -> str:
+    """Which scenario keys differ, with their values, and which groups share each scenario."""
+    lines = ["runs differ in their scenario, so their results are NOT comparable:"]
+    for k in cmp.scenario_keys:
+        values = dict.fromkeys(_fmt(r.value(k)) for r in cmp.runs if r.value(k) is not _NA)
+        lines.append(f"  {k}: {', '.join(values)}")
+    lines.append("groups in different scenarios cannot be compared with each other:")
+    by_scenario: dict[str, list[str]] = {}
+    for g in cmp.groups:
+        by_scenario.setdefault(g.scenario, []).append(g.label)
+    lines += [f"  [{scn}] {'; '.join(labels)}" for scn, labels in by_scenario.items()]
+    return "\n".join(lines)
+
+
+def comparison_table(cmp: Comparison, metrics: Sequence[str], fit_width: int | None = None) -> Any:
+    """A ``rich`` table: one row per group, the number of seeds, mean ± std of every metric.
+
+    With ``fit_width`` (a narrow terminal), each ``key=value`` of a group label and each cell's "± std" go
+    on a line of their own, and the label column gets the width the numbers leave.
+    """
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    exps = cmp.experiments
+    title = (f"experiment {exps[0]}" if len(exps) == 1 else f"experiments {', '.join(exps)}") + \
+        f": {len(cmp.runs)} runs in {len(cmp.groups)} group{'s' * (len(cmp.groups) != 1)}"
+    caption = "mean ± std over seeds (sample std)"
+    caption += f"; grouped by {', '.join(cmp.keys)}" if cmp.keys else "; the runs differ only by seed"
+    if not cmp.comparable:
+        title = f"NOT COMPARABLE (scenarios differ in {', '.join(cmp.scenario_keys)}) — {title}"
+    table = Table(title=Text(title), caption=Text(caption), box=box.SIMPLE_HEAD,
+                  title_style="bold" if cmp.comparable else "bold red")
+    labels = [g.label for g in cmp.groups]
+    cells = [[format_stat(stat(g, m), len(g.runs)) for m in metrics] for g in cmp.groups]
+    widths: list[int | None] = [None] * (len(metrics) + 2)
+    if fit_width:
+        labels = [label.replace(", ", ",\n") for label in labels]
+        cells = [[c.replace(" ± ", "\n± ").replace(" (n=", "\n(n=") for c in row] for row in cells]
+        widths[2:] = [max(5, *(len(line) for row in cells for line in row[i].splitlines()))
+                      for i in range(len(metrics))]
+        widths[1] = 5
+        longest = max(len(line) for label in labels for line in label.splitlines())
+        widths[0] = max(12, min(longest, fit_width - sum(w + 3 for w in widths[1:]) - 4))
+    table.add_column("group", overflow="fold", width=widths[0])
+    table.add_column("seeds", justify="right", width=widths[1], overflow="fold")
+    for m, w in zip(metrics, widths[2:]):
+        table.add_column(m, justify="right", overflow="fold", width=w)
+    for label, g, row in zip(labels, cmp.groups, cells):
+        table.add_row(Text(label), str(len(g.runs)), *map(Text, row))
+    return table
+
+
+def _console(stderr: bool = False) -> Any:
+    """A rich Console on stdout (or stderr), resolved now (so that redirected streams are honoured)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _natural_width(console: Any, renderable: Any) -> int:
+    return console.measure(renderable, options=console.options.update_width(10_000)).maximum
+
+
+def print_table(cmp: Comparison, metrics: Sequence[str], console: Any = None) -> None:
+    """Print the comparison table: in a terminal, fitted to its width (labels stacked if need be);
+    otherwise (a pipe, a file) as wide as the content, one line per group."""
+    console = console or _console()
+    table = comparison_table(cmp, metrics)
+    if not console.is_terminal:
+        console.width = max(80, _natural_width(console, table))
+    elif _natural_width(console, table) > console.width:
+        table = comparison_table(cmp, metrics, fit_width=console.width)
+    console.print(table)
+
+
+def table_text(cmp: Comparison, metrics: Sequence[str]) -> str:
+    """The comparison table as plain text."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    buf = StringIO()
+    print_table(cmp, metrics, Console(file=buf, highlight=False))
+    return buf.getvalue().rstrip("\n")
+
+
+def write_csv(cmp: Comparison, metrics: Sequence[str], path: Path) -> Path:
+    """One row per group: group label, n_seeds, then ``<metric>_mean`` and ``<metric>_std`` per metric."""
+    with Path(path).open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["group", "n_seeds", *(f"{m}_{s}" for m in metrics for s in ("mean", "std"))])
+        for g in cmp.groups:
+            cells: list[Any] = []
+            for m in metrics:
+                s = stat(g, m)
+                cells += ["" if s.mean is None else repr(s.mean), "" if s.std is None else repr(s.std)]
+            w.writerow([g.label, len(g.runs), *cells])
+    return Path(path)
+
+
+def group_curve(group: Group) -> tuple[list[int], list[float], list[float], set[str]] | None:
+    """(steps, mean over the group's runs, sample std (0 with one run), curve sources) — None without curves."""
+    curves = [c for r in group.runs if (c := r.curve())]
+    if not curves:
+        return None
+    at: dict[int, list[float]] = {}
+    for steps, values, _ in curves:
+        for s, v in zip(steps, values):
+            at.setdefault(s, []).append(v)
+    steps = sorted(at)
+    mean = [statistics.fmean(at[s]) for s in steps]
+    std = [statistics.stdev(at[s]) if len(at[s]) > 1 else 0.0 for s in steps]
+    return steps, mean, std, {c[2] for c in curves}
+
+
+def plot_comparison(cmp: Comparison, path: Path) -> Path | None:
+    """Overlaid accuracy curves, mean over seeds with a ± std band per group; None if no run has metrics.csv."""
+    curves = [(g, c) for g in cmp.groups if (c := group_curve(g))]
+    if not curves:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for g, (steps, mean, std, _) in curves:
+        (line,) = ax.plot(steps, mean, lw=1.4, label=f"{g.label} (n={len(g.runs)})")
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color=line.get_color(), alpha=0.2, lw=0)
+    sources = set().union(*(c[3] for _, c in curves))
+    evals = {"continual": "continual evaluation", "all": "all evaluations"}
+    source = " / ".join(evals[s] for s in sorted(sources))
+    title = f"Average accuracy over the experiences evaluated at each step ({source})\nmean ± std over seeds"
+    if not cmp.comparable:
+        title = f"NOT COMPARABLE: scenarios differ in {', '.join(cmp.scenario_keys)}\n{title}"
+    ax.set(xlabel="training step", ylabel="accuracy (mean over evaluated experiences)", title=title)
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.09, top=0.86)  # fixed margins: one draw, not a layout pass
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def default_out(paths: Sequence[str | Path]) -> Path:
+    """Where comparison.csv/png go by default: the first given directory (a summary.json's directory)."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            return p
+        if p.is_file():
+            return p.parent
+    return Path(".")
+
+
+def _stderr_warning(msg: str) -> None:
+    _console(stderr=True).print(f"warning: {msg}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, out: str | Path | None = None,
+            write: bool = True) -> Comparison:
+    """``clframe compare``: load, group, print the table (and any comparability warning), write the files.
+
+    Args:
+        paths: run directories, sweep directories or summary.json files (searched recursively).
+        metrics: summary keys to show (repeatable and/or comma-separated); default ``DEFAULT_METRICS`` and
+            those of ``OPTIONAL_METRICS`` the summaries have.
+        out: directory for comparison.csv and comparison.png (default: ``default_out(paths)``).
+        write: whether to write those files.
+
+    Raises:
+        ConfigError: nothing found, or an unknown metric.
+    """
+    runs = load_runs(paths)
+    if not runs:
+        raise ConfigError(f"no summary.json found under {', '.join(map(str, paths))}")
+    names = resolve_metrics(runs, metrics)
+    cmp = group_runs(runs)
+    if not cmp.comparable:
+        _stderr_warning(not_comparable_message(cmp))
+    console = _console()
+    print_table(cmp, names, console)
+    if write:
+        out_dir = Path(out) if out is not None else default_out(paths)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = [write_csv(cmp, names, out_dir / CSV_NAME)]
+        png = plot_comparison(cmp, out_dir / PNG_NAME)
+        written += [png] if png else []
+        note = "" if png else " (no metrics.csv found: no plot)"
+        console.print(f"wrote {', '.join(map(str, written))}{note}", markup=False, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    return cmp

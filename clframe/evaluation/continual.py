@@ -1,0 +1,150 @@
+"""The continual evaluator: accuracy on fixed subsets of every experience, every few steps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from clframe.evaluation.curve import Curve
+
+if TYPE_CHECKING:
+    from clframe.module import CLModule
+
+
+class ContinualEvaluator(Callback):
+    """Evaluate every ``every`` steps, at every experience end, and once before training.
+
+    Each experience's subset is drawn once from its eval data with a fixed seed and
+    cached on the model's device; an evaluation concatenates the subsets of the evaluated
+    experiences and runs a few large forward passes in inference mode. Results stay on
+    the device and reach the host in one transfer per ``flush_every`` evaluations (and at
+    each experience end), so evaluating does not sync the host every step. The model is
+    put in eval mode (dropout off, BatchNorm statistics untouched) and the RNG state is
+    restored afterwards, so training proceeds exactly as without the evaluator.
+
+    Args:
+        every: evaluate every this many optimizer steps (default 10).
+        subset: samples per experience (default 1000; all of them if fewer).
+        on: ``seen`` (experiences trained so far, including the current one) or ``all``.
+        batch_size: samples per forward pass (default 1000).
+        seed: seed of the subset draw (default 0).
+        flush_every: evaluations kept on the device before one host transfer (default 100).
+    """
+
+    def __init__(
+        self,
+        every: int = 10,
+        subset: int = 1000,
+        on: Literal["seen", "all"] = "seen",
+        batch_size: int = 1000,
+        seed: int = 0,
+        flush_every: int = 100,
+    ) -> None:
+        self.every, self.subset, self.on, self.batch_size = every, subset, on, batch_size
+        self.seed, self.flush_every = seed, flush_every
+        self.steps: list[int] = []
+        self.experiences: list[int] = []
+        self.acc: list[list[float]] = []
+        self.loss: list[list[float]] = []
+        self._pending: list[tuple[int, int, Tensor]] = []
+        self._cache: dict[str, Any] = {}
+        self._module: CLModule | None = None
+
+    # -- data --------------------------------------------------------------
+    def _subsets(self, module: CLModule) -> None:
+        xs, ys, ts = [], [], []
+        for e in module.stream:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + e.index)
+            idx = torch.randperm(len(e.eval), generator=g)[: self.subset].to(e.eval.y.device)
+            xs.append(e.eval.x[idx].to(module.device))
+            ys.append(e.eval.y[idx].to(module.device))
+            ts.append(e.eval.t[idx].to(module.device))
+        self._cache = {"x": xs, "y": ys, "t": ts, "key": None}
+
+    def _eval_set(self, n_eval: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        # the concatenated set changes only when a new experience is seen
+        c = self._cache
+        if c["key"] != n_eval:
+            seg = torch.cat([torch.full((len(y),), i, device=y.device) for i, y in enumerate(c["y"][:n_eval])])
+            counts = torch.bincount(seg, minlength=n_eval).clamp_min(1).float()
+            c.update(key=n_eval, cat=(torch.cat(c["x"][:n_eval]), torch.cat(c["y"][:n_eval]),
+                                      torch.cat(c["t"][:n_eval]), seg, counts))
+        return c["cat"]
+
+    # -- evaluation --------------------------------------------------------
+    def evaluate(self, module: CLModule) -> None:
+        """Record one evaluation at the module's current step (device-side, no host sync)."""
+        n_total = len(module.stream)
+        n_eval = n_total if self.on == "all" else min(max(module.current_exp, 0) + 1, n_total)
+        x, y, t, seg, counts = self._eval_set(n_eval)
+        model = module.eval_target()
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []):
+            with torch.inference_mode():
+                correct = torch.zeros(n_eval, device=y.device)
+                loss = torch.zeros(n_eval, device=y.device)
+                for i in range(0, len(y), self.batch_size):
+                    s = slice(i, i + self.batch_size)
+                    logits = model(x[s], t[s])
+                    correct.index_add_(0, seg[s], (logits.argmax(-1) == y[s]).float())
+                    loss.index_add_(0, seg[s], F.cross_entropy(logits.float(), y[s], reduction="none"))
+                out = torch.full((2, n_total), float("nan"), device=y.device)
+                out[0, :n_eval] = correct / counts
+                out[1, :n_eval] = loss / counts
+        model.train(was_training)
+        self._pending.append((module.cl_step, module.current_exp, out))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Move pending evaluations to the host (one transfer) and tell the module's listeners."""
+        if not self._pending:
+            return
+        values = torch.stack([p[2] for p in self._pending]).cpu().numpy()  # [P, 2, T]
+        rows = []
+        for (step, exp, _), v in zip(self._pending, values):
+            self.steps.append(step)
+            self.experiences.append(exp)
+            self.acc.append(v[0].tolist())
+            self.loss.append(v[1].tolist())
+            rows += [{"step": step, "experience": exp, "eval_experience": j, "acc": float(v[0, j]),
+                      "loss": float(v[1, j]), "kind": "continual"} for j in range(v.shape[1]) if not np.isnan(v[0, j])]
+        self._pending = []
+        if self._module is not None:
+            for listener in self._module.listeners:
+                listener(self._module, "continual_eval", {"rows": rows})
+
+    def curve(self, module: CLModule) -> Curve:
+        """The recorded curve (flushes first)."""
+        self.flush()
+        return Curve(self.steps, self.experiences, np.array(self.acc).reshape(len(self.steps), -1),
+                     module.boundaries)
+
+    # -- hooks -------------------------------------------------------------
+    def _on_module_event(self, module: CLModule, event: str, payload: dict[str, Any]) -> None:
+        if event == "boundary_eval":
+            if self._last_step() != module.cl_step:
+                self.evaluate(module)
+            self.flush()
+
+    def _last_step(self) -> int:
+        return self._pending[-1][0] if self._pending else (self.steps[-1] if self.steps else -1)
+
+    def on_train_start(self, trainer: Any, pl_module: CLModule) -> None:
+        self._module = pl_module
+        self._subsets(pl_module)
+        pl_module.listeners.append(self._on_module_event)
+        self.evaluate(pl_module)  # step 0, before any training: experience -1
+
+    def on_train_batch_end(self, trainer: Any, pl_module: CLModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.every > 0 and pl_module.cl_step % self.every == 0:
+            self.evaluate(pl_module)
+
+    def on_train_end(self, trainer: Any, pl_module: CLModule) -> None:
+        self.flush()

@@ -1,0 +1,65 @@
+"""Matplotlib figures of a run: accuracy curves with experience boundaries, accuracy matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from clframe.evaluation.curve import Curve  # noqa: E402
+
+
+def plot_curves(curve: Curve, path: Path, title: str = "") -> Path:
+    """Accuracy of every experience over training steps; dashed lines at experience ends.
+
+    Args:
+        curve: the recorded evaluations.
+        path: PNG file to write.
+        title: figure title (default none).
+    """
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for j in range(curve.n_experiences):
+        ok = ~np.isnan(curve.acc[:, j])
+        if ok.any():
+            ax.plot(curve.steps[ok], curve.acc[ok, j], lw=1.2, label=f"exp {j}")
+    for k, b in enumerate(curve.boundaries[:-1]):
+        ax.axvline(b, color="grey", ls="--", lw=0.8, label="experience end" if k == 0 else None)
+    ax.set(xlabel="training step", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
+    ax.legend(loc="lower left", fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_acc_matrix(R: Sequence[Sequence[float]], path: Path, title: str = "") -> Path:
+    """The accuracy matrix as an annotated heatmap (row: after training i; column: evaluated on j).
+
+    Args:
+        R: the T x T accuracy matrix.
+        path: PNG file to write.
+        title: figure title (default none).
+    """
+    a = np.asarray(R, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * a.shape[1], 0.8 + 0.7 * a.shape[0]))
+    im = ax.imshow(a, vmin=0, vmax=1, cmap="viridis")
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if a[i, j] < 0.6 else "black")
+    ax.set(xlabel="evaluated on experience", ylabel="after training experience", title=title,
+           xticks=range(a.shape[1]), yticks=range(a.shape[0]))
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
