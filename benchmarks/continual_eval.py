@@ -19,8 +19,8 @@ the machine's load hits them alike; (c) follows.
 
     python benchmarks/continual_eval.py [--repeats 5] [--evals 200] [--skip-avalanche] [--avalanche-eval-batch 1000]
 
-At the defaults it runs about 3 x 5 x 200 forwards over 5000 samples (~60 ms each on one
-core), some 3-4 minutes; ``--evals 100`` halves that.
+At the defaults it runs 3 x 5 x 200 forwards over 5000 samples (35-60 ms each on one core),
+some 2-4 minutes; ``--evals 100`` about halves that.
 
 Uses the real MNIST test set (10k images) when it is there, random data otherwise (see
 ``benchmarks/throughput.py``); the timings do not depend on it.

@@ -31,3 +31,18 @@ def test_permuted_digits_ewc_forgets_5_points_less_than_naive(tmp_path):
     naive = _run(tmp_path, "experiment=permuted_digits", "strategy=naive")
     ewc = _run(tmp_path, "experiment=permuted_digits", "strategy=ewc")
     assert ewc["avg_forgetting"] <= naive["avg_forgetting"] - 0.05
+
+
+def test_stability_gap_rotated_dips_at_least_3_points_and_recovers(tmp_path):
+    s = _run(tmp_path, "experiment=stability_gap_rotated")
+    first = s["stability_gap_first"]
+    assert first["boundary"] == 0 and first["experience"] == 0
+    assert first["depth"] >= 0.03
+    assert first["recovery"] is not None
+    assert (tmp_path.glob("*/plots/accuracy_curves.png"))
+
+
+def test_stability_gap_split_digits_replay_has_a_gap_hidden_at_boundaries(tmp_path):
+    s = _run(tmp_path, "experiment=stability_gap_split_digits", "strategy=replay")
+    past_final = s["final_accs"][:-1]
+    assert s["min_acc"] < sum(past_final) / len(past_final) - 0.05

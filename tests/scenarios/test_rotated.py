@@ -68,3 +68,15 @@ def test_non_image_dataset_is_a_config_error():
         rotated(dataset="mnist1d")
     assert "needs images [N, C, H, W]" in str(e.value)
     assert "'mnist1d'" in str(e.value) and "[4000, 40]" in str(e.value)
+
+
+def test_cumulative_trains_each_rotation_on_everything_seen_so_far():
+    from scenarios.rotated import rotated
+
+    plain = rotated(angles=[0.0, 80.0, 160.0])
+    joint = rotated(angles=[0.0, 80.0, 160.0], cumulative=True)
+    for k, e in enumerate(joint.stream):
+        expected = torch.cat([plain.stream[i].train.x for i in range(k + 1)])
+        assert torch.equal(e.train.x, expected)
+        assert torch.equal(e.eval.x, plain.stream[k].eval.x)  # evaluation stays per rotation
+    assert "cumulative" in joint.name
