@@ -9,11 +9,9 @@ in their scenario or experiment name are still tabulated, but flagged as not com
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
-import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +74,8 @@ class Run:
     def curve(self) -> tuple[list[int], list[float], str] | None:
         """(steps, accuracy averaged over the experiences evaluated at each step, source) from metrics.csv."""
         if self._curve is None:
+            from clframe.compare_plot import read_curve
+
             self._curve = read_curve(self.dir / "metrics.csv") or ()
         return self._curve or None
 
@@ -158,38 +158,6 @@ def runs_from_summaries(summaries: Iterable[dict[str, Any]]) -> list[Run]:
     """Runs from summaries already loaded (each with a ``run_dir``, as ``report.load_summaries`` gives)."""
     return [make_run(Path(s.get("run_dir", ".")), s) for s in summaries]
 
-
-def read_curve(path: Path, column: str = "acc") -> tuple[list[int], list[float], str] | None:
-    """Per evaluation step, ``column`` averaged over the experiences evaluated at that step.
-
-    Uses the rows with ``kind == "continual"`` when metrics.csv has that column and such rows, otherwise
-    every row; repeated evaluations of one experience at one step are averaged first.
-    """
-    if not path.is_file():
-        return None
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    source = "all"
-    if rows and "kind" in rows[0]:
-        continual = [r for r in rows if r.get("kind") == "continual"]
-        if continual:
-            rows, source = continual, "continual"
-    per_step: dict[int, dict[str, list[float]]] = {}
-    for r in rows:
-        try:
-            step, value = int(float(r["step"])), float(r[column])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if math.isfinite(value):
-            per_step.setdefault(step, {}).setdefault(str(r.get("eval_experience")), []).append(value)
-    if not per_step:
-        return None
-    steps = sorted(per_step)
-    values = [statistics.fmean(statistics.fmean(v) for v in per_step[s].values()) for s in steps]
-    return steps, values, source
-
-
-# -- grouping ------------------------------------------------------------------------------------
 
 def _canon(value: Any) -> str:
     if isinstance(value, _Marker):
@@ -329,28 +297,6 @@ def resolve_metrics(runs: Sequence[Run], requested: Iterable[str] | None = None)
     return names
 
 
-@dataclass
-class Stat:
-    n: int
-    mean: float | None
-    std: float | None  # sample standard deviation (n - 1); None for fewer than two values
-
-
-def stat(group: Group, metric: str) -> Stat:
-    vals = [v for r in group.runs if (v := metric_value(r.summary, metric)) is not None]
-    return Stat(len(vals), statistics.fmean(vals) if vals else None, statistics.stdev(vals) if len(vals) > 1 else None)
-
-
-def format_stat(s: Stat, n_runs: int) -> str:
-    if s.mean is None:
-        return "—"
-    digits = 0 if abs(s.mean) >= 100 else 3
-    text = f"{s.mean:.{digits}f}" + ("" if s.std is None else f" ± {s.std:.{digits}f}")
-    return text + (f" (n={s.n})" if s.n < n_runs else "")
-
-
-# -- output --------------------------------------------------------------------------------------
-
 def not_comparable_message(cmp: Comparison) -> str:
     """Which scenario keys differ, with their values, and which groups share each scenario."""
     lines = ["runs differ in their scenario, so their results are NOT comparable:"]
@@ -365,138 +311,6 @@ def not_comparable_message(cmp: Comparison) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(cmp: Comparison, metrics: Sequence[str], fit_width: int | None = None) -> Any:
-    """A ``rich`` table: one row per group, the number of seeds, mean ± std of every metric.
-
-    With ``fit_width`` (a narrow terminal), each ``key=value`` of a group label and each cell's "± std" go
-    on a line of their own, and the label column gets the width the numbers leave.
-    """
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    exps = cmp.experiments
-    title = (f"experiment {exps[0]}" if len(exps) == 1 else f"experiments {', '.join(exps)}") + \
-        f": {len(cmp.runs)} runs in {len(cmp.groups)} group{'s' * (len(cmp.groups) != 1)}"
-    caption = "mean ± std over seeds (sample std)"
-    caption += f"; grouped by {', '.join(cmp.keys)}" if cmp.keys else "; the runs differ only by seed"
-    if not cmp.comparable:
-        title = f"NOT COMPARABLE (scenarios differ in {', '.join(cmp.scenario_keys)}) — {title}"
-    table = Table(title=Text(title), caption=Text(caption), box=box.SIMPLE_HEAD,
-                  title_style="bold" if cmp.comparable else "bold red")
-    labels = [g.label for g in cmp.groups]
-    cells = [[format_stat(stat(g, m), len(g.runs)) for m in metrics] for g in cmp.groups]
-    widths: list[int | None] = [None] * (len(metrics) + 2)
-    if fit_width:
-        labels = [label.replace(", ", ",\n") for label in labels]
-        cells = [[c.replace(" ± ", "\n± ").replace(" (n=", "\n(n=") for c in row] for row in cells]
-        widths[2:] = [max(5, *(len(line) for row in cells for line in row[i].splitlines()))
-                      for i in range(len(metrics))]
-        widths[1] = 5
-        longest = max(len(line) for label in labels for line in label.splitlines())
-        widths[0] = max(12, min(longest, fit_width - sum(w + 3 for w in widths[1:]) - 4))
-    table.add_column("group", overflow="fold", width=widths[0])
-    table.add_column("seeds", justify="right", width=widths[1], overflow="fold")
-    for m, w in zip(metrics, widths[2:]):
-        table.add_column(m, justify="right", overflow="fold", width=w)
-    for label, g, row in zip(labels, cmp.groups, cells):
-        table.add_row(Text(label), str(len(g.runs)), *map(Text, row))
-    return table
-
-
-def _console(stderr: bool = False) -> Any:
-    """A rich Console on stdout (or stderr), resolved now (so that redirected streams are honoured)."""
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def _natural_width(console: Any, renderable: Any) -> int:
-    return console.measure(renderable, options=console.options.update_width(10_000)).maximum
-
-
-def print_table(cmp: Comparison, metrics: Sequence[str], console: Any = None) -> None:
-    """Print the comparison table: in a terminal, fitted to its width (labels stacked if need be);
-    otherwise (a pipe, a file) as wide as the content, one line per group."""
-    console = console or _console()
-    table = comparison_table(cmp, metrics)
-    if not console.is_terminal:
-        console.width = max(80, _natural_width(console, table))
-    elif _natural_width(console, table) > console.width:
-        table = comparison_table(cmp, metrics, fit_width=console.width)
-    console.print(table)
-
-
-def table_text(cmp: Comparison, metrics: Sequence[str]) -> str:
-    """The comparison table as plain text."""
-    from io import StringIO
-
-    from rich.console import Console
-
-    buf = StringIO()
-    print_table(cmp, metrics, Console(file=buf, highlight=False))
-    return buf.getvalue().rstrip("\n")
-
-
-def write_csv(cmp: Comparison, metrics: Sequence[str], path: Path) -> Path:
-    """One row per group: group label, n_seeds, then ``<metric>_mean`` and ``<metric>_std`` per metric."""
-    with Path(path).open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["group", "n_seeds", *(f"{m}_{s}" for m in metrics for s in ("mean", "std"))])
-        for g in cmp.groups:
-            cells: list[Any] = []
-            for m in metrics:
-                s = stat(g, m)
-                cells += ["" if s.mean is None else repr(s.mean), "" if s.std is None else repr(s.std)]
-            w.writerow([g.label, len(g.runs), *cells])
-    return Path(path)
-
-
-def group_curve(group: Group) -> tuple[list[int], list[float], list[float], set[str]] | None:
-    """(steps, mean over the group's runs, sample std (0 with one run), curve sources) — None without curves."""
-    curves = [c for r in group.runs if (c := r.curve())]
-    if not curves:
-        return None
-    at: dict[int, list[float]] = {}
-    for steps, values, _ in curves:
-        for s, v in zip(steps, values):
-            at.setdefault(s, []).append(v)
-    steps = sorted(at)
-    mean = [statistics.fmean(at[s]) for s in steps]
-    std = [statistics.stdev(at[s]) if len(at[s]) > 1 else 0.0 for s in steps]
-    return steps, mean, std, {c[2] for c in curves}
-
-
-def plot_comparison(cmp: Comparison, path: Path) -> Path | None:
-    """Overlaid accuracy curves, mean over seeds with a ± std band per group; None if no run has metrics.csv."""
-    curves = [(g, c) for g in cmp.groups if (c := group_curve(g))]
-    if not curves:
-        return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 5.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for g, (steps, mean, std, _) in curves:
-        (line,) = ax.plot(steps, mean, lw=1.4, label=f"{g.label} (n={len(g.runs)})")
-        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        color=line.get_color(), alpha=0.2, lw=0)
-    sources = set().union(*(c[3] for _, c in curves))
-    evals = {"continual": "continual evaluation", "all": "all evaluations"}
-    source = " / ".join(evals[s] for s in sorted(sources))
-    title = f"Average accuracy over the experiences evaluated at each step ({source})\nmean ± std over seeds"
-    if not cmp.comparable:
-        title = f"NOT COMPARABLE: scenarios differ in {', '.join(cmp.scenario_keys)}\n{title}"
-    ax.set(xlabel="training step", ylabel="accuracy (mean over evaluated experiences)", title=title)
-    ax.title.set_fontsize(10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.09, top=0.86)  # fixed margins: one draw, not a layout pass
-    fig.savefig(path, dpi=120)
-    return Path(path)
-
-
 def default_out(paths: Sequence[str | Path]) -> Path:
     """Where comparison.csv/png go by default: the first given directory (a summary.json's directory)."""
     for p in map(Path, paths):
@@ -508,6 +322,8 @@ def default_out(paths: Sequence[str | Path]) -> Path:
 
 
 def _stderr_warning(msg: str) -> None:
+    from clframe.compare_table import _console
+
     _console(stderr=True).print(f"warning: {msg}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -525,6 +341,9 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
     Raises:
         ConfigError: nothing found, or an unknown metric.
     """
+    from clframe.compare_plot import plot_comparison
+    from clframe.compare_table import _console, print_table, write_csv
+
     runs = load_runs(paths)
     if not runs:
         raise ConfigError(f"no summary.json found under {', '.join(map(str, paths))}")

@@ -39,7 +39,8 @@ def load_summaries(paths: list[str | Path]) -> list[dict[str, Any]]:
 def format_comparison(summaries: list[dict[str, Any]], metrics: list[str] | None = None) -> str:
     """The ``clframe compare`` table of these summaries (grouped by config difference, mean ± std over seeds)
     as plain text; ``clframe.compare.compare`` also prints warnings and writes the csv and plot."""
-    from clframe.compare import group_runs, resolve_metrics, runs_from_summaries, table_text
+    from clframe.compare import group_runs, resolve_metrics, runs_from_summaries
+    from clframe.compare_table import table_text
 
     runs = runs_from_summaries(summaries)
     return table_text(group_runs(runs), resolve_metrics(runs, metrics))

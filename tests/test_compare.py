@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from clframe import cli
-from clframe.compare import differing_keys, group_runs, load_runs, read_curve, resolve_metrics
+from clframe.compare import differing_keys, group_runs, load_runs, resolve_metrics
+from clframe.compare_plot import read_curve
 from clframe.report import format_comparison, load_summaries
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -202,7 +203,7 @@ def test_plot_averages_curves_over_seeds(tmp_path, capsys):
     write_run(tmp_path, "a", seed=0, curve=[(0, -1, 0, 0.2, "continual"), (10, 0, 0, 0.4, "continual")])
     write_run(tmp_path, "b", seed=1, curve=[(0, -1, 0, 0.4, "continual"), (10, 0, 0, 0.8, "continual")])
     write_run(tmp_path, "c", seed=0, strategies={"replay": {}}, kind=False)
-    from clframe.compare import group_curve
+    from clframe.compare_plot import group_curve
 
     cmp = group_runs(load_runs([tmp_path]))
     steps, mean, std, sources = group_curve(cmp.groups[0])
