@@ -22,6 +22,15 @@ from clframe.errors import ConfigError, did_you_mean, unknown
 from clframe.registry import REGISTRIES, check_params
 from clframe.typecheck import matches, type_name
 
+
+def _names(node: Any) -> str:
+    """``${clf_names:${strategies}}``: the strategy keys joined by '+', for run directory names."""
+    keys = list(node.keys()) if isinstance(node, DictConfig | dict) else []
+    return "+".join(map(str, keys)) or "none"
+
+
+OmegaConf.register_new_resolver("clf_names", _names, replace=True)
+
 CONFIG_DIR = Path(os.environ.get("CLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 GROUPS = ("scenario", "backbone", "head", "strategy", "experiment")
 

@@ -282,3 +282,13 @@ def test_validate_of_a_composed_config_is_resolved_and_drops_hydra():
 def test_null_group_choice_says_what_to_do_instead():
     with pytest.raises(ConfigError, match=r"strategy=\[\]"):
         compose(["strategy=null"])
+
+
+def test_run_directory_names_join_the_strategy_keys():
+    from omegaconf import OmegaConf
+
+    import clframe.config  # noqa: F401  (registers the resolver)
+
+    cfg = OmegaConf.create({"strategies": {"replay": {}, "ewc": {}}, "none": {}, "a": "${clf_names:${strategies}}",
+                            "b": "${clf_names:${none}}"})
+    assert (cfg.a, cfg.b) == ("replay+ewc", "none")
