@@ -13,6 +13,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_main
 
 from clframe import cli
 
@@ -45,15 +46,6 @@ def clean_process():
         yield
 
 
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``clframe.cli.main(argv)`` in-process: (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        cli.main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_helpers import run_main
 
-from clframe import cli
 from clframe.compare import differing_keys, group_runs, load_runs, resolve_metrics
 from clframe.compare_plot import read_curve
 from clframe.report import format_comparison, load_summaries
@@ -60,14 +60,6 @@ def write_run(root: Path, name: str, *, seed: int = 0, strategies: dict[str, Any
     return d
 
 
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        cli.main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
