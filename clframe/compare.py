@@ -154,11 +154,6 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
-def runs_from_summaries(summaries: Iterable[dict[str, Any]]) -> list[Run]:
-    """Runs from summaries already loaded (each with a ``run_dir``, as ``report.load_summaries`` gives)."""
-    return [make_run(Path(s.get("run_dir", ".")), s) for s in summaries]
-
-
 def _canon(value: Any) -> str:
     if isinstance(value, _Marker):
         return value.text

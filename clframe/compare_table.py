@@ -96,17 +96,6 @@ def print_table(cmp: Comparison, metrics: Sequence[str], console: Any = None) ->
     console.print(table)
 
 
-def table_text(cmp: Comparison, metrics: Sequence[str]) -> str:
-    """The comparison table as plain text."""
-    from io import StringIO
-
-    from rich.console import Console
-
-    buf = StringIO()
-    print_table(cmp, metrics, Console(file=buf, highlight=False))
-    return buf.getvalue().rstrip("\n")
-
-
 def write_csv(cmp: Comparison, metrics: Sequence[str], path: Path) -> Path:
     """One row per group: group label, n_seeds, then ``<metric>_mean`` and ``<metric>_std`` per metric."""
     with Path(path).open("w", newline="") as fh:

@@ -1,9 +1,7 @@
-"""Human-readable results: one run's accuracy matrix, and a comparison of many runs (see clframe.compare)."""
+"""Human-readable results of one run: the accuracy matrix and its summary metrics (comparisons: clframe.compare)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 
@@ -25,22 +23,3 @@ def format_run(summary: dict[str, Any]) -> str:
     if "run_dir" in summary:
         lines.append(f"results: {summary['run_dir']}")
     return "\n".join(lines)
-
-
-def load_summaries(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """Every ``summary.json`` under the given run or sweep directories."""
-    out = []
-    for p in map(Path, paths):
-        files = [p] if p.name == "summary.json" else sorted(p.rglob("summary.json"))
-        out += [json.loads(f.read_text()) | {"run_dir": str(f.parent)} for f in files]
-    return out
-
-
-def format_comparison(summaries: list[dict[str, Any]], metrics: list[str] | None = None) -> str:
-    """The ``clframe compare`` table of these summaries (grouped by config difference, mean ± std over seeds)
-    as plain text; ``clframe.compare.compare`` also prints warnings and writes the csv and plot."""
-    from clframe.compare import group_runs, resolve_metrics, runs_from_summaries
-    from clframe.compare_table import table_text
-
-    runs = runs_from_summaries(summaries)
-    return table_text(group_runs(runs), resolve_metrics(runs, metrics))

@@ -15,7 +15,6 @@ from cli_helpers import run_main
 
 from clframe.compare import differing_keys, group_runs, load_runs, resolve_metrics
 from clframe.compare_plot import read_curve
-from clframe.report import format_comparison, load_summaries
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # (step, experience, eval_experience, acc, kind)
@@ -268,11 +267,3 @@ def test_run_dir_without_config_yaml_groups_by_summary(tmp_path):
         (write_run(tmp_path, name, seed=seed, strategies={strategy: {}}) / "config.yaml").unlink()
     cmp = group_runs(load_runs([tmp_path]))
     assert [(g.label, len(g.runs)) for g in cmp.groups] == [("strategies=naive", 2), ("strategies=replay", 1)]
-
-
-def test_format_comparison_still_works_on_loaded_summaries(tmp_path):
-    write_run(tmp_path, "a", strategies={"naive": {}})
-    write_run(tmp_path, "b", strategies={"replay": {}})
-    text = format_comparison(load_summaries([tmp_path]))
-    assert "experiment exp: 2 runs in 2 groups" in text
-    assert "strategies=naive" in text and "strategies=replay" in text and "final_avg_acc" in text
