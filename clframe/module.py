@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clframe.evaluation.evaluate import evaluate_many
+from clframe.evaluation.evaluate import evaluate_many, evaluation_mode
 from clframe.plugin import Batch, StepContext, Strategy, overrides
 from clframe.stream import Stream
 
@@ -94,7 +94,6 @@ class CLModule(L.LightningModule):
         self.acc_matrix: list[list[float]] = []
         self.initial_accs: list[float] = []
         self.boundaries: list[int] = []
-        self.eval_rows: list[dict[str, Any]] = []
         self.loss_log: list[dict[str, float]] = []
         self.listeners: list[Callable[[CLModule, str, dict[str, Any]], None]] = []
         self._loss_sums: dict[str, Tensor] = {}
@@ -175,12 +174,8 @@ class CLModule(L.LightningModule):
         return self
 
     def _evaluate_all(self) -> tuple[list[float], list[float]]:
-        model = self.eval_target()
-        was_training = model.training
-        model.eval()
-        accs, losses = evaluate_many(model, [e.eval for e in self.stream], self.eval_batch_size)
-        model.train(was_training)
-        return accs, losses
+        with evaluation_mode(self.eval_target()) as model:
+            return evaluate_many(model, [e.eval for e in self.stream], self.eval_batch_size)
 
     def evaluate_boundary(self, exp: int) -> list[float]:
         """Accuracy on every experience's full eval data after training on ``exp``; one matrix row."""
@@ -190,7 +185,6 @@ class CLModule(L.LightningModule):
             {"step": self.cl_step, "experience": exp, "eval_experience": j, "acc": a, "loss": lo, "kind": "boundary"}
             for j, (a, lo) in enumerate(zip(accs, losses))
         ]
-        self.eval_rows.extend(rows)
         for listener in self.listeners:
             listener(self, "boundary_eval", {"experience": exp, "rows": rows})
         return accs

@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from clframe.evaluation.curve import Curve
+from clframe.evaluation.evaluate import concat_segments, evaluation_mode, segment_scores
+from clframe.stream import TensorData
 
 if TYPE_CHECKING:
     from clframe.module import CLModule
@@ -66,14 +68,12 @@ class ContinualEvaluator(Callback):
             ts.append(e.eval.t[idx].to(module.device))
         self._cache = {"x": xs, "y": ys, "t": ts, "key": None}
 
-    def _eval_set(self, n_eval: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _eval_set(self, n_eval: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         # the concatenated set changes only when a new experience is seen
         c = self._cache
         if c["key"] != n_eval:
-            seg = torch.cat([torch.full((len(y),), i, device=y.device) for i, y in enumerate(c["y"][:n_eval])])
-            counts = torch.bincount(seg, minlength=n_eval).clamp_min(1).float()
-            c.update(key=n_eval, cat=(torch.cat(c["x"][:n_eval]), torch.cat(c["y"][:n_eval]),
-                                      torch.cat(c["t"][:n_eval]), seg, counts))
+            subsets = [TensorData(x, y, t) for x, y, t in zip(c["x"][:n_eval], c["y"][:n_eval], c["t"][:n_eval])]
+            c.update(key=n_eval, cat=concat_segments(subsets))
         return c["cat"]
 
     # -- evaluation --------------------------------------------------------
@@ -81,23 +81,10 @@ class ContinualEvaluator(Callback):
         """Record one evaluation at the module's current step (device-side, no host sync)."""
         n_total = len(module.stream)
         n_eval = n_total if self.on == "all" else min(max(module.current_exp, 0) + 1, n_total)
-        x, y, t, seg, counts = self._eval_set(n_eval)
-        model = module.eval_target()
-        was_training = model.training
-        model.eval()
-        with torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []):
-            with torch.inference_mode():
-                correct = torch.zeros(n_eval, device=y.device)
-                loss = torch.zeros(n_eval, device=y.device)
-                for i in range(0, len(y), self.batch_size):
-                    s = slice(i, i + self.batch_size)
-                    logits = model(x[s], t[s])
-                    correct.index_add_(0, seg[s], (logits.argmax(-1) == y[s]).float())
-                    loss.index_add_(0, seg[s], F.cross_entropy(logits.float(), y[s], reduction="none"))
-                out = torch.full((2, n_total), float("nan"), device=y.device)
-                out[0, :n_eval] = correct / counts
-                out[1, :n_eval] = loss / counts
-        model.train(was_training)
+        with evaluation_mode(module.eval_target()) as model:
+            scores = segment_scores(model, *self._eval_set(n_eval), n_eval, self.batch_size)  # [2, n_eval]
+        # unevaluated experiences are NaN; the row keeps its width so evaluations stack
+        out = F.pad(scores, (0, n_total - n_eval), value=float("nan"))
         self._pending.append((module.cl_step, module.current_exp, out))
         if len(self._pending) >= self.flush_every:
             self.flush()

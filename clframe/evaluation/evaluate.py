@@ -1,42 +1,77 @@
-"""Batched evaluation of a model on in-memory experience data."""
+"""Batched evaluation on in-memory data: accuracy and loss per group of samples."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from clframe.stream import TensorData
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout, frozen BatchNorm statistics) and a restored RNG state, so
+    evaluating leaves training exactly as it was; the previous mode comes back afterwards."""
+    was_training = model.training
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def segment_scores(
+    model: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, t: Tensor, seg: Tensor, n: int,
+    batch_size: int = 1000,
+) -> Tensor:
+    """Accuracy and mean cross-entropy of ``model(x, t)`` per segment, on the data's device.
+
+    Args:
+        model: maps inputs and task labels to logits.
+        x, y, t: inputs, labels and task labels [N].
+        seg: segment index of each sample in ``[0, n)`` [N] (e.g. its experience).
+        n: number of segments.
+        batch_size: samples per forward pass (default 1000).
+
+    Returns:
+        [2, n]: accuracy and mean loss per segment (0 for an empty segment); no host sync.
+    """
+    correct = torch.zeros(n, device=y.device)
+    loss = torch.zeros(n, device=y.device)
+    with torch.inference_mode():
+        for i in range(0, len(y), batch_size):
+            s = slice(i, i + batch_size)
+            logits = model(x[s], t[s])
+            correct.index_add_(0, seg[s], (logits.argmax(-1) == y[s]).float())
+            loss.index_add_(0, seg[s], F.cross_entropy(logits.float(), y[s], reduction="none"))
+        counts = torch.bincount(seg, minlength=n).clamp_min(1).float()
+        return torch.stack([correct / counts, loss / counts])
+
+
+def concat_segments(datasets: list[TensorData]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``x, y, t`` of all datasets concatenated, and each sample's dataset index."""
+    seg = torch.cat([torch.full((len(d),), i, device=d.y.device) for i, d in enumerate(datasets)])
+    return (torch.cat([d.x for d in datasets]), torch.cat([d.y for d in datasets]),
+            torch.cat([d.t for d in datasets]), seg)
 
 
 def evaluate_many(
     model: Callable[[Tensor, Tensor], Tensor], datasets: list[TensorData], batch_size: int = 1000
 ) -> tuple[list[float], list[float]]:
-    """Accuracy and mean cross-entropy of ``model(x, t)`` on each dataset.
-
-    Runs under ``inference_mode`` in large batches and syncs with the host once.
+    """Accuracy and mean cross-entropy of ``model(x, t)`` on each dataset, with one host sync.
 
     Args:
         model: maps inputs and task labels to logits.
         datasets: the data to evaluate, e.g. every experience's eval split.
         batch_size: samples per forward pass (default 1000).
     """
-    correct, losses = [], []
-    with torch.inference_mode():
-        for d in datasets:
-            c = torch.zeros((), device=d.y.device)
-            s = torch.zeros((), device=d.y.device)
-            for i in range(0, len(d), batch_size):
-                logits = model(d.x[i : i + batch_size], d.t[i : i + batch_size])
-                y = d.y[i : i + batch_size]
-                c += (logits.argmax(-1) == y).sum()
-                s += F.cross_entropy(logits.float(), y, reduction="sum")
-            n = max(len(d), 1)
-            correct.append(c / n)
-            losses.append(s / n)
     if not datasets:
         return [], []
-    out = torch.stack([torch.stack(correct), torch.stack(losses)]).cpu().tolist()
+    out = segment_scores(model, *concat_segments(datasets), len(datasets), batch_size).cpu().tolist()
     return out[0], out[1]
