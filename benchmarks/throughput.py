@@ -102,7 +102,8 @@ def clframe_run(x: torch.Tensor, y: torch.Tensor, epochs: int, engine: str) -> f
     if engine == "fabric":
         fit_fabric(module, loader, "cpu", progress=False)
     else:
-        config = {"train": {"engine": "trainer", "accelerator": "cpu"}, "logger": {"progress": False}}
+        config = {"trainer": {"engine": "trainer", "accelerator": "cpu", "devices": 1, "strategy": "auto",
+                              "num_nodes": 1}, "logger": {"progress": False}}
         # the continual evaluator stays off (evaluator=None): this measures training steps
         fit(Built(config, Scenario(stream, 10, (784,)), module, loader, evaluator=None))
     return module.samples_seen / (time.perf_counter() - start)

@@ -1,3 +1,3 @@
 """clframe: config-driven continual-learning experiments on PyTorch Lightning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from clframe.compat import renamed_message
 from clframe.errors import ConfigError, did_you_mean, unknown
 from clframe.registry import REGISTRIES, check_params
 from clframe.typecheck import matches, type_name
@@ -47,10 +48,6 @@ class TrainConfig:
         momentum: SGD momentum (default 0.0).
         weight_decay: weight decay (default 0.0).
         reset_optimizer: clear optimizer state at each experience (default False).
-        accelerator: Lightning accelerator, ``cpu``, ``gpu`` or ``auto`` (default ``cpu``).
-        devices: Lightning devices (default 1).
-        engine: ``trainer`` (Lightning Trainer.fit) or ``fabric`` (Lightning Fabric driving
-            the same module; less per-step overhead, single device) (default ``trainer``).
         num_threads: torch CPU threads (default: torch's choice).
     """
 
@@ -61,10 +58,45 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     reset_optimizer: bool = False
+    num_threads: int | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer:`` settings: where and how the steps run (Lightning's own engines).
+
+    Args:
+        accelerator: Lightning accelerator, ``cpu``, ``gpu``/``cuda`` or ``auto`` (default ``cpu``).
+        devices: devices per node (default 1); more than one needs a distributed ``strategy``.
+        strategy: Lightning strategy, e.g. ``auto``, ``ddp``, ``ddp_spawn`` (default ``auto``).
+        num_nodes: machines (default 1).
+        engine: ``trainer`` (Lightning Trainer.fit) or ``fabric`` (Lightning Fabric driving
+            the same module; less per-step overhead, single device) (default ``trainer``).
+    """
+
     accelerator: str = "cpu"
     devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
     engine: Literal["trainer", "fabric"] = "trainer"
-    num_threads: int | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    """``checkpoint:`` settings. Checkpoints go to ``<run_dir>/checkpoints/``; a run resumes
+    from the latest with ``resume=<run_dir>`` or ``resume=auto``.
+
+    Args:
+        enabled: write checkpoints at all (default True).
+        every: also every this many optimizer steps; null: only at experience ends (default 500).
+        at_experience_end: after each experience (default True).
+        keep: most recent checkpoints kept on disk (default 2).
+    """
+
+    enabled: bool = True
+    every: int | None = 500
+    at_experience_end: bool = True
+    keep: int = 2
 
 
 @dataclass
@@ -73,7 +105,7 @@ class EvalConfig:
     experience at each experience end; the continual evaluator adds the curve in between.
 
     Args:
-        every: continual evaluation every this many steps; 0 turns it off (default 10).
+        every: continual evaluation every this many steps; null turns it off (default 10).
         subset: fixed, seeded eval samples per experience for continual evaluation (default 1000).
         on: evaluate the ``seen`` experiences or ``all`` of them (default ``seen``).
         batch_size: samples per forward pass in evaluation (default 1000).
@@ -81,7 +113,7 @@ class EvalConfig:
         lca_beta: number of evaluations (beta) of the learning-curve area LCA (default 10).
     """
 
-    every: int = 10
+    every: int | None = 10
     subset: int = 1000
     on: Literal["seen", "all"] = "seen"
     batch_size: int = 1000
@@ -108,9 +140,16 @@ class LoggerConfig:
     log_every: int = 50
 
 
-SECTIONS = {"train": TrainConfig, "eval": EvalConfig, "logger": LoggerConfig}
-TOP_KEYS = {"seed": int, "experiment_name": str, "scenario": dict, "backbone": dict, "head": dict,
+SECTIONS = {"train": TrainConfig, "trainer": TrainerConfig, "eval": EvalConfig, "logger": LoggerConfig,
+            "checkpoint": CheckpointConfig}
+TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "scenario": dict, "backbone": dict, "head": dict,
             "strategies": dict, **{k: dict for k in SECTIONS}}
+# settings that must be >= 1 when set (null is allowed where the type is Optional)
+POSITIVE = {"train": ("epochs", "batch_size", "num_threads"), "trainer": ("num_nodes",),
+            "eval": ("every", "subset", "batch_size", "gap_window", "lca_beta"), "logger": ("log_every",),
+            "checkpoint": ("every", "keep")}
+OFF_HINT = {"eval.every": " To turn continual evaluation off, set eval.every=null.",
+            "checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null."}
 
 
 def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None:
@@ -121,9 +160,12 @@ def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None
     hints = typing.get_type_hints(cls)
     for k, v in values.items():
         if k not in fields:
-            errors.append(f"Unknown key '{name}.{k}'.{did_you_mean(k, fields)} Valid keys: {', '.join(fields)}.")
+            errors.append(renamed_message(f"{name}.{k}", v) or
+                          f"Unknown key '{name}.{k}'.{did_you_mean(k, fields)} Valid keys: {', '.join(fields)}.")
         elif not matches(v, hints[k]):
             errors.append(f"'{name}.{k}' must be {type_name(hints[k])}, got {v!r} ({type(v).__name__}).")
+        elif k in POSITIVE.get(name, ()) and v is not None and v < 1:
+            errors.append(f"'{name}.{k}' must be >= 1, got {v!r}.{OFF_HINT.get(f'{name}.{k}', '')}")
 
 
 def _check_component(kind: str, node: Any, errors: list[str], key: str | None = None) -> None:
@@ -156,9 +198,12 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
     errors: list[str] = []
     for k, v in plain.items():
         if k not in TOP_KEYS:
-            errors.append(f"Unknown key '{k}'.{did_you_mean(k, TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
+            errors.append(renamed_message(k, v) or
+                          f"Unknown key '{k}'.{did_you_mean(k, TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
         elif k == "seed" and not matches(v, int):
             errors.append(f"'seed' must be int, got {v!r}.")
+        elif k == "resume" and not matches(v, str | None):
+            errors.append(f"'resume' must be a run directory, a checkpoint file or 'auto', got {v!r}.")
     for k, cls in SECTIONS.items():
         _check_section(k, cls, plain.get(k, {}), errors)
     for kind in ("scenario", "backbone", "head"):
@@ -174,6 +219,7 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
     for k, cls in SECTIONS.items():
         plain[k] = dataclasses.asdict(cls(**plain.get(k, {})))
     plain["strategies"] = {k: v or {} for k, v in strategies.items()}
+    plain.setdefault("resume", None)
     return plain
 
 
@@ -217,6 +263,8 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
         parts = key.split(".")
         for depth, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
+                if (msg := renamed_message(key, o.value())) is not None:
+                    raise ConfigError(msg)
                 where = ".".join(parts[:depth]) or "the top level"
                 valid = list(node) if isinstance(node, dict) else []
                 # components may take keys their YAML does not list; run settings may not

@@ -2,7 +2,8 @@
 
 Stateful and resumable: the position is (experience, epoch, batch), and the shuffle
 of each (experience, epoch) comes from its own seed, so any position can be
-re-entered without replaying the batches before it.
+re-entered without replaying the batches before it. Under multi-process training each
+rank takes its share of every global batch of ``batch_size * world_size`` samples.
 """
 
 from __future__ import annotations
@@ -25,11 +26,19 @@ class StreamIterator:
         epochs: passes over each experience before moving on (default 1).
         seed: base seed for the per-(experience, epoch) shuffles.
         shuffle: shuffle within each epoch (default True).
+        rank: this process's rank (default 0).
+        world_size: number of processes sharing each global batch (default 1).
     """
 
-    def __init__(self, stream: Stream, batch_size: int, epochs: int = 1, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self, stream: Stream, batch_size: int, epochs: int = 1, seed: int = 0, shuffle: bool = True,
+        rank: int = 0, world_size: int = 1,
+    ) -> None:
         if batch_size < 1 or epochs < 1:
             raise ValueError(f"batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got {rank}, {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.stream = stream
         self.batch_size = batch_size
         self.epochs = epochs
@@ -38,7 +47,7 @@ class StreamIterator:
         self.position = {"exp": 0, "epoch": 0, "batch": 0}
 
     def batches_per_epoch(self, exp: int) -> int:
-        return -(-len(self.stream[exp].train) // self.batch_size)
+        return -(-len(self.stream[exp].train) // (self.batch_size * self.world_size))
 
     def steps_per_experience(self) -> list[int]:
         """Optimizer steps each experience takes."""
@@ -65,9 +74,36 @@ class StreamIterator:
             data = data.subset(self._order(e, ep, len(data), data.y.device))
             for b in range(self.position["batch"], self.batches_per_epoch(e)):
                 self.position["batch"] = b + 1
-                s = slice(b * bs, (b + 1) * bs)
+                s = slice(b * bs, (b + 1) * bs) if self.world_size == 1 else self._share(b, len(data))
                 yield Batch(data.x[s], data.y[s], data.t[s], e)
             self.position = {"exp": e + (ep + 1) // self.epochs, "epoch": (ep + 1) % self.epochs, "batch": 0}
+
+    def _share(self, b: int, n: int) -> slice | torch.Tensor:
+        """This rank's rows of global batch ``b`` of an epoch of ``n`` samples: near-equal
+        contiguous parts; when the last batch has fewer samples than ranks, the short ranks
+        wrap around to the epoch's first samples, so every rank takes a step."""
+        g = self.batch_size * self.world_size
+        lo, size = b * g, min(g, n - b * g)
+        if size < self.world_size:
+            i = lo + self.rank if self.rank < size else (self.rank - size) % n
+            return slice(i, i + 1)
+        q, r = divmod(size, self.world_size)
+        start = lo + self.rank * q + min(self.rank, r)
+        return slice(start, start + q + (self.rank < r))
+
+    def seek(self, consumed: int) -> None:
+        """Move to the position after ``consumed`` batches of the whole stream (a resume: one
+        batch is one optimizer step, so this is the run's step count)."""
+        steps = self.steps_per_experience()
+        e = 0
+        while e < len(steps) and consumed >= steps[e]:
+            consumed -= steps[e]
+            e += 1
+        if e == len(steps):
+            self.position = {"exp": e, "epoch": 0, "batch": 0}
+            return
+        per_epoch = self.batches_per_epoch(e)
+        self.position = {"exp": e, "epoch": consumed // per_epoch, "batch": consumed % per_epoch}
 
     def state_dict(self) -> dict[str, Any]:
         """The position of the next batch this iterator will yield (a prefetching

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from clframe.distributed import all_reduce_sum, rank, world_size
 from clframe.stream import TensorData
 
 
@@ -30,10 +31,17 @@ def diagonal_fisher(
             (the textbook empirical Fisher, independent of batch size) (default ``empirical``).
         batch_size: minibatch size (default 32).
         max_samples: use only the first ``max_samples`` samples (default: all).
+
+    Under multi-process training each rank estimates on every ``world_size``-th sample and
+    the sums are reduced across ranks, so every rank gets the same Fisher of all the samples.
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     n = len(data) if max_samples is None else min(max_samples, len(data))
+    ws = world_size()
+    if ws > 1:
+        data = data.subset(torch.arange(rank(), n, ws, device=data.y.device))
+        n = len(data)
     was_training = model.training
     model.eval()  # no dropout noise, frozen BatchNorm statistics
     if kind == "per_sample":
@@ -60,4 +68,8 @@ def diagonal_fisher(
                     fisher[k] += g.pow(2)
             count += 1
     model.train(was_training)
+    if ws > 1:
+        for v in fisher.values():
+            all_reduce_sum(v)
+        count = int(all_reduce_sum(torch.tensor([count], device=next(iter(fisher.values())).device)).item())
     return {k: v / max(count, 1) for k, v in fisher.items()}

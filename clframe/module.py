@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,13 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clframe.distributed import is_main_rank, max_diff_across_ranks, world_size
+from clframe.errors import DivergenceError
 from clframe.evaluation.evaluate import evaluate_many, evaluation_mode
 from clframe.plugin import Batch, StepContext, Strategy, overrides
 from clframe.stream import Stream
 
 # Plain (non-tensor, non-module) attributes written every step. nn.Module.__setattr__ runs
 # isinstance checks on each write; Lightning alone writes _current_fx_name ~28 times a step.
-FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_count", "_loss_sums"})
+FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps"})
 
 HOOKS = (
     "before_forward",
@@ -59,7 +62,8 @@ class CLModule(L.LightningModule):
         weight_decay: weight decay (default 0.0).
         reset_optimizer: clear the optimizer state at each new experience (default False).
         eval_batch_size: samples per forward pass in evaluation (default 1000).
-        log_every: steps between host syncs that log the loss terms (default 50).
+        log_every: steps between host syncs that log the loss terms and check them, and the
+            parameters, for NaN/inf (default 50).
     """
 
     def __init__(
@@ -89,6 +93,9 @@ class CLModule(L.LightningModule):
         self._loss_providers = [(k, s) for k, s in strategies.items() if overrides(s, "loss_terms")]
         self.cl_step = 0
         self.current_exp = -1
+        self.exp_ended = False
+        self.resuming = False
+        self.rank_weight_diff: float | None = None
         self.exp_start_step = 0
         self.samples_seen = 0
         self.acc_matrix: list[list[float]] = []
@@ -96,8 +103,8 @@ class CLModule(L.LightningModule):
         self.boundaries: list[int] = []
         self.loss_log: list[dict[str, float]] = []
         self.listeners: list[Callable[[CLModule, str, dict[str, Any]], None]] = []
-        self._loss_sums: dict[str, Tensor] = {}
-        self._loss_count = 0
+        # (step, experience, detached terms) of the steps since the last flush; read in one transfer
+        self._loss_steps: list[tuple[int, int, dict[str, Tensor]]] = []
         self._optimizer: torch.optim.Optimizer | None = None
         head_tasks = getattr(head, "set_task_classes", None)
         if head_tasks is not None:
@@ -132,15 +139,17 @@ class CLModule(L.LightningModule):
     def on_fit_start(self) -> None:
         for s in self.strategies.values():
             s.setup(self)
-        # the untrained model's accuracy on every experience: the baseline of forward transfer
-        self.initial_accs = self._evaluate_all()[0]
+        if not self.resuming and is_main_rank():
+            # the untrained model's accuracy on every experience: the baseline of forward transfer
+            self.initial_accs = self._evaluate_all()[0]
 
     # -- experiences ---------------------------------------------------------
     def _enter_experience(self, exp: int) -> None:
         while self.current_exp < exp:
-            if self.current_exp >= 0:
+            if self.current_exp >= 0 and not self.exp_ended:
                 self._end_experience(self.current_exp)
             self.current_exp += 1
+            self.exp_ended = False
             self.exp_start_step = self.cl_step
             if self.reset_optimizer and self._optimizer is not None:
                 self._optimizer.state.clear()
@@ -156,14 +165,22 @@ class CLModule(L.LightningModule):
                 for s in self.strategies.values():
                     s.on_experience_end(self.stream[exp], self)
         self.boundaries.append(self.cl_step)
+        self.exp_ended = True
         self.evaluate_boundary(exp)
 
     def on_train_epoch_end(self) -> None:
         # also enters trailing experiences that had no training batches, so every
         # experience gets its hooks and its row of the accuracy matrix
         self._enter_experience(len(self.stream) - 1)
-        if len(self.acc_matrix) <= self.current_exp:
+        if not self.exp_ended:
             self._end_experience(self.current_exp)
+        if world_size() > 1:
+            self.rank_weight_diff = max_diff_across_ranks(self)
+
+    @property
+    def finished(self) -> bool:
+        """Every experience has been trained and ended."""
+        return self.current_exp == len(self.stream) - 1 and self.exp_ended
 
     def eval_target(self) -> nn.Module:
         """The model evaluation uses: the first strategy's ``eval_model``, else this module."""
@@ -178,13 +195,17 @@ class CLModule(L.LightningModule):
             return evaluate_many(model, [e.eval for e in self.stream], self.eval_batch_size)
 
     def evaluate_boundary(self, exp: int) -> list[float]:
-        """Accuracy on every experience's full eval data after training on ``exp``; one matrix row."""
-        accs, losses = self._evaluate_all()
-        self.acc_matrix.append(accs)
-        rows = [
-            {"step": self.cl_step, "experience": exp, "eval_experience": j, "acc": a, "loss": lo, "kind": "boundary"}
-            for j, (a, lo) in enumerate(zip(accs, losses))
-        ]
+        """Accuracy on every experience's full eval data after training on ``exp``; one matrix row.
+        Under multi-process training only rank 0 evaluates (the weights are the same on every rank)."""
+        accs, rows = [], []
+        if is_main_rank():
+            accs, losses = self._evaluate_all()
+            self.acc_matrix.append(accs)
+            rows = [
+                {"step": self.cl_step, "experience": exp, "eval_experience": j, "acc": a, "loss": lo,
+                 "kind": "boundary"}
+                for j, (a, lo) in enumerate(zip(accs, losses))
+            ]
         for listener in self.listeners:
             listener(self, "boundary_eval", {"experience": exp, "rows": rows})
         return accs
@@ -228,26 +249,85 @@ class CLModule(L.LightningModule):
             g["lr"] = g["initial_lr"] * factor
 
     def _accumulate(self, terms: dict[str, Tensor]) -> None:
-        # on-device running sums; the host reads them only every log_every steps
-        for k, v in terms.items():
-            v = v.detach()
-            self._loss_sums[k] = self._loss_sums[k] + v if k in self._loss_sums else v.clone()
-        self._loss_count += 1
-        if self._loss_count >= self.log_every:
+        # kept on the device; the host reads them only every log_every steps
+        self._loss_steps.append((self.cl_step, self.current_exp, {k: v.detach() for k, v in terms.items()}))
+        if len(self._loss_steps) >= self.log_every:
             self.flush_losses()
 
+    def _read_losses(self) -> list[list[float]]:
+        """The pending loss terms on the host (one transfer); raise ``DivergenceError`` if a term
+        or a parameter is NaN or infinite."""
+        params = [(n, p) for n, p in self.named_parameters()]
+        flat = [v for _, _, terms in self._loss_steps for v in terms.values()]
+        finite = [torch.isfinite(p.detach()).all() for _, p in params]
+        parts = ([torch.stack(flat).float()] if flat else []) + ([torch.stack(finite).float()] if finite else [])
+        values = torch.cat(parts).tolist() if parts else []
+        rows, i = [], 0
+        for step, exp, terms in self._loss_steps:
+            row = values[i: i + len(terms)]
+            i += len(terms)
+            for name, v in zip(terms, row):
+                if not math.isfinite(v):
+                    raise DivergenceError(
+                        f"Training diverged: loss term '{name}' was {v} at step {step} (experience {exp}).")
+            rows.append(row)
+        bad = [n for (n, _), ok in zip(params, values[i:]) if not ok]
+        if bad:
+            raise DivergenceError(f"Training diverged: parameter '{bad[0]}' is NaN or infinite at step "
+                                  f"{self.cl_step} (experience {self.current_exp}).")
+        return rows
+
+    def check_finite(self) -> None:
+        """Raise ``DivergenceError`` if a pending loss term or a parameter is not finite (one host
+        sync; nothing is logged or reset)."""
+        self._read_losses()
+
     def flush_losses(self) -> dict[str, float]:
-        """Average the accumulated loss terms (one host sync), log and reset them."""
-        if not self._loss_count:
+        """Average the pending loss terms per name (one host sync), check them and the parameters
+        for NaN/inf, log and reset them."""
+        if not self._loss_steps:
             return {}
-        keys = list(self._loss_sums)
-        means = (torch.stack([self._loss_sums[k] for k in keys]) / self._loss_count).tolist()
-        out = {f"loss/{k}": m for k, m in zip(keys, means)}
-        self._loss_sums, self._loss_count = {}, 0
+        rows = self._read_losses()
+        sums: dict[str, list[float]] = {}
+        for (_, _, terms), row in zip(self._loss_steps, rows):
+            for name, v in zip(terms, row):
+                sums.setdefault(name, []).append(v)
+        out = {f"loss/{k}": sum(v) / len(v) for k, v in sums.items()}
+        self._loss_steps = []
         self.loss_log.append({"step": self.cl_step, "experience": self.current_exp, **out})
         for listener in self.listeners:
             listener(self, "losses", out)
         return out
+
+    # -- checkpoints ---------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """Everything that continues this run exactly: weights, optimizer, strategies, counters,
+        records and the pending loss terms (tensors and plain containers only)."""
+        return {
+            "model": self.state_dict(),
+            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
+            "strategies": {k: s.state_dict() for k, s in self.strategies.items()},
+            "counters": {"cl_step": self.cl_step, "current_exp": self.current_exp, "exp_ended": self.exp_ended,
+                         "exp_start_step": self.exp_start_step, "samples_seen": self.samples_seen},
+            "records": {"acc_matrix": self.acc_matrix, "initial_accs": self.initial_accs,
+                        "boundaries": self.boundaries, "loss_log": self.loss_log},
+            "pending_losses": self._loss_steps,
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``training_state`` returned (call after the strategies' ``setup``)."""
+        from clframe.checkpoint import to_device
+
+        self.load_state_dict(state["model"])
+        if self._optimizer is not None and state["optimizer"] is not None:
+            self._optimizer.load_state_dict(state["optimizer"])
+        for k, s in self.strategies.items():
+            s.load_state_dict(to_device(state["strategies"][k], self.device))
+        for k, v in state["counters"].items():
+            setattr(self, k, v)
+        for k, v in state["records"].items():
+            setattr(self, k, v)
+        self._loss_steps = [(s, e, to_device(t, self.device)) for s, e, t in state["pending_losses"]]
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # scenario data already lives on the device; skip Lightning's generic collection walk

@@ -70,6 +70,14 @@ class RunRecorder:
         elif event == "losses" and self.wandb is not None:
             self.wandb.log_metrics(payload, step=module.cl_step)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The rows recorded so far and the wandb run id (to continue the same wandb run)."""
+        wandb_id = getattr(self.wandb, "version", None) if self.wandb is not None else None
+        return {"rows": self.rows, "wandb_id": wandb_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+
     def write_metrics(self) -> None:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
@@ -98,9 +106,9 @@ class RunRecorder:
             self.wandb.experiment.finish()
 
 
-def make_wandb_logger(run_dir: Path, config: dict[str, Any]) -> Any:
+def make_wandb_logger(run_dir: Path, config: dict[str, Any], run_id: str | None = None) -> Any:
     """A ``WandbLogger`` grouped by experiment and named by strategies and seed; offline
-    unless the environment sets ``WANDB_MODE``."""
+    unless the environment sets ``WANDB_MODE``. ``run_id`` continues that wandb run (a resume)."""
     from lightning.pytorch.loggers import WandbLogger
 
     log = config["logger"]
@@ -108,4 +116,5 @@ def make_wandb_logger(run_dir: Path, config: dict[str, Any]) -> Any:
     return WandbLogger(
         project=log["project"], entity=log["entity"], group=config["experiment_name"], name=name,
         save_dir=str(run_dir), config=config, mode=os.environ.get("WANDB_MODE", "offline"),
+        **({"id": run_id, "resume": "allow"} if run_id else {}),
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -13,11 +15,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import clframe
+from clframe.checkpointer import Checkpointer, StopRequest
 from clframe.config import validate
 from clframe.data import StreamIterator
-from clframe.errors import ConfigError
+from clframe.distributed import is_main_rank
+from clframe.errors import ConfigError, DivergenceError, RunInterrupted
 from clframe.evaluation.continual import ContinualEvaluator
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.curve_metrics import curve_summary
@@ -27,6 +32,7 @@ from clframe.module import CLModule
 from clframe.progress import StreamProgressBar, progress_metrics
 from clframe.records import RunRecorder, make_wandb_logger
 from clframe.registry import BACKBONES, HEADS, SCENARIOS, STRATEGIES
+from clframe.resume import Resume, check_model, resolve
 from clframe.stream import Scenario
 
 
@@ -40,14 +46,32 @@ def quiet() -> None:
 
 
 def device_for(accelerator: str) -> torch.device:
-    """The torch device Lightning will use for ``accelerator``."""
+    """The torch device Lightning will use for ``accelerator`` in this process (its local rank's GPU)."""
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.accelerator={accelerator} but CUDA is not available; use train.accelerator=cpu.")
-        return torch.device("cuda")
+            raise ConfigError(f"trainer.accelerator={accelerator} but CUDA is not available; "
+                              "use trainer.accelerator=cpu.")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if accelerator in ("cpu", "auto"):
         return torch.device("cpu")
-    raise ConfigError(f"train.accelerator must be cpu, gpu, cuda or auto, got '{accelerator}'.")
+    raise ConfigError(f"trainer.accelerator must be cpu, gpu, cuda or auto, got '{accelerator}'.")
+
+
+def processes(trainer: dict[str, Any]) -> tuple[int, int]:
+    """``(rank, world_size)`` this process will have under the ``trainer:`` settings. Read from the
+    environment Lightning's launcher sets, since the process group does not exist yet."""
+    devices = trainer["devices"]
+    if isinstance(devices, str) and not devices.isdigit():
+        raise ConfigError(f"trainer.devices must be a number of devices, got '{devices}'.")
+    world = int(devices) * trainer["num_nodes"]
+    if world > 1 and trainer["engine"] == "fabric":
+        raise ConfigError("trainer.engine=fabric runs one process; use trainer.engine=trainer for "
+                          f"trainer.devices={devices} trainer.num_nodes={trainer['num_nodes']}.")
+    if world > 1 and trainer["strategy"] in ("single_device",):
+        raise ConfigError(f"trainer.strategy={trainer['strategy']} runs one device; use trainer.strategy=ddp.")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    rank = int(os.environ.get("RANK", int(os.environ.get("NODE_RANK", 0)) * int(devices) + local))
+    return (rank, world) if world > 1 else (0, 1)
 
 
 def _split_name(node: dict[str, Any], default: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -70,18 +94,18 @@ def build(cfg: Any) -> Built:
     """Validate ``cfg`` and build scenario, model, strategies and module (nothing trains)."""
     c = validate(cfg)
     tr = c["train"]
-    if tr["devices"] not in (1, "1"):
-        raise ConfigError("train.devices must be 1: multi-device training is not supported yet.")
+    rank, world = processes(c["trainer"])
     L.seed_everything(c["seed"], workers=False, verbose=False)
     if tr["num_threads"]:
         torch.set_num_threads(tr["num_threads"])
     scenario = SCENARIOS.build(*_split_name(c["scenario"]))
-    scenario.to(device_for(tr["accelerator"]))
+    scenario.to(device_for(c["trainer"]["accelerator"]))
     backbone = BACKBONES.build(*_split_name(c["backbone"]), input_shape=scenario.input_shape)
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
                        n_classes=scenario.n_classes, n_tasks=scenario.n_tasks)
     strategies = {key: STRATEGIES.build(*_split_name(node, key)) for key, node in c["strategies"].items()}
-    loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"])
+    loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"], rank=rank,
+                            world_size=world)
     module = CLModule(
         backbone, head, strategies, scenario.stream, loader.steps_per_experience(),
         optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"],
@@ -90,22 +114,27 @@ def build(cfg: Any) -> Built:
     )
     ev = c["eval"]
     evaluator = ContinualEvaluator(ev["every"], ev["subset"], ev["on"], ev["batch_size"], seed=c["seed"]) \
-        if ev["every"] > 0 else None
+        if ev["every"] is not None else None
     return Built(c, scenario, module, loader, evaluator)
 
 
-def fit(built: Built) -> None:
-    """Train ``built.module`` over the whole stream with the configured engine."""
-    tr, progress = built.config["train"], built.config["logger"]["progress"]
-    callbacks = [built.evaluator] if built.evaluator is not None else []
-    if tr["engine"] == "fabric":
-        fit_fabric(built.module, built.loader, tr["accelerator"], progress, callbacks)
+def fit(built: Built, extra_callbacks: list | None = None) -> None:
+    """Train ``built.module`` over the whole stream with the configured engine.
+
+    Args:
+        built: what ``build`` returned.
+        extra_callbacks: Lightning callbacks run after the continual evaluator (default None).
+    """
+    tn, progress = built.config["trainer"], built.config["logger"]["progress"]
+    callbacks = ([built.evaluator] if built.evaluator is not None else []) + list(extra_callbacks or [])
+    if tn["engine"] == "fabric":
+        fit_fabric(built.module, built.loader, tn["accelerator"], progress, callbacks)
         return
     trainer = L.Trainer(
-        accelerator=tr["accelerator"], devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=progress,
-        callbacks=callbacks + ([StreamProgressBar()] if progress else []), num_sanity_val_steps=0,
-        use_distributed_sampler=False,
+        accelerator=tn["accelerator"], devices=tn["devices"], strategy=tn["strategy"], num_nodes=tn["num_nodes"],
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=progress, callbacks=callbacks + ([StreamProgressBar()] if progress else []),
+        num_sanity_val_steps=0, use_distributed_sampler=False,
     )
     trainer.fit(built.module, train_dataloaders=built.loader)
 
@@ -141,27 +170,97 @@ def fit_fabric(
         cb.on_train_end(None, module)
 
 
-def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Validate, build, train and record one run; return its summary.
+
+    With ``resume`` set, the run continues from its last checkpoint in the resumed run's
+    directory instead of ``run_dir``. SIGTERM/SIGINT stop it at the end of the step with a
+    checkpoint (``RunInterrupted``); a NaN/inf loss or parameter stops it with
+    ``DivergenceError`` naming the last good checkpoint.
 
     Args:
         cfg: a composed config (``DictConfig`` or plain dict).
-        run_dir: where config.yaml, metrics.csv and summary.json go.
+        run_dir: where config.yaml, metrics.csv, summary.json and checkpoints/ go.
+        overrides: the command-line overrides that composed ``cfg`` (default None: ``cfg`` is
+            taken whole); with ``resume``, settings they do not touch come from the checkpoint.
     """
     quiet()
     start = time.perf_counter()
-    built = build(cfg)
-    c, module = built.config, built.module
-    run_dir = Path(run_dir)
-    wandb_logger = make_wandb_logger(run_dir, c) if c["logger"]["wandb"] else None
-    recorder = RunRecorder(run_dir, c, wandb_logger)
-    module.listeners.append(recorder)
+    c = validate(cfg)
+    rank, world = processes(c["trainer"])
+    resume = resolve(c, overrides, rank, world)
+    if resume is not None:
+        c, run_dir = resume.config, resume.run_dir
+        print(f"Resuming {run_dir} from {resume.path.name} (step {resume.state['step']}).")
+    built = build(c)
+    c, module, run_dir = built.config, built.module, Path(run_dir)
+    main = is_main_rank()
+    recorder = None
+    if main:
+        wandb_id = (resume.state["recorder"] or {}).get("wandb_id") if resume is not None else None
+        wandb_logger = make_wandb_logger(run_dir, c, wandb_id) if c["logger"]["wandb"] else None
+        recorder = RunRecorder(run_dir, c, wandb_logger)
+        module.listeners.append(recorder)
+    ck = c["checkpoint"]
+    stop = StopRequest()
+    checkpointer = Checkpointer(run_dir, c, ck["every"], ck["at_experience_end"], ck["keep"], built.evaluator,
+                                recorder, stop, enabled=ck["enabled"])
+    if resume is not None:
+        restore(built, resume, recorder, checkpointer)
     fit_start = time.perf_counter()
-    fit(built)
+    if not module.finished:
+        try:
+            with stop:
+                fit(built, [checkpointer])
+        except DivergenceError as e:
+            last = checkpointer.last_path or (resume.path if resume is not None else None)
+            hint = f"The last good checkpoint is {last}." if last else "No checkpoint was written before it."
+            raise DivergenceError(f"{e} {hint} Lower the learning rate or check the data; nothing was trained "
+                                  "past it.") from None
+        except (RunInterrupted, SIGTERMException) as e:
+            if recorder is not None:
+                recorder.write_metrics()
+            if isinstance(e, RunInterrupted):
+                raise
+            raise RunInterrupted(stop.signum or signal.SIGTERM, str(checkpointer.last_path),
+                                 str(run_dir)) from None
     fit_time = time.perf_counter() - fit_start
-    ev = c["eval"]
+    if not main:
+        return {}
     curve = built.evaluator.curve(module) if built.evaluator is not None else boundary_curve(module)
-    summary = {
+    summary = make_summary(built, curve, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
+    title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
+    figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title),
+               plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title)]
+    recorder.write_summary(summary, figures)
+    return summary
+
+
+def restore(built: Built, resume: Resume, recorder: RunRecorder | None, checkpointer: Checkpointer) -> None:
+    """Put a freshly built run at the checkpoint's position: the stream, the evaluator's curve and
+    the recorder's rows now; the module, strategies and RNGs when training starts (the optimizer
+    exists only then). A finished run is restored at once and only its summary is written again."""
+    state = resume.state
+    check_model(resume, built.module.state_dict())
+    if built.evaluator is not None and state["evaluator"] is not None:
+        built.evaluator.load_state_dict(state["evaluator"])
+    if recorder is not None and state["recorder"] is not None:
+        recorder.load_state_dict(state["recorder"])
+    if state["finished"]:
+        print(f"{resume.run_dir} had already finished; writing its summary again.")
+        built.module.load_training_state(state["module"])
+        return
+    built.loader.seek(state["step"])
+    built.module.resuming = True
+    checkpointer.resume_state = state
+
+
+def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, run_dir: Path,
+                 checkpointer: Checkpointer, resume: Resume | None) -> dict[str, Any]:
+    """The run's ``summary.json``: final metrics, curve metrics, throughput, checkpoints, versions."""
+    c, module, ev = built.config, built.module, built.config["eval"]
+    last = checkpointer.last_path
+    return {
         "experiment_name": c["experiment_name"],
         "strategies": list(c["strategies"]),
         "scenario": built.scenario.name,
@@ -175,18 +274,18 @@ def run(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         "final_losses": module.loss_log[-1] if module.loss_log else {},
         "steps": module.cl_step,
         "samples": module.samples_seen,
+        "world_size": built.loader.world_size,
+        "rank_weight_max_abs_diff": module.rank_weight_diff,
         "train_time_s": fit_time,
         "train_samples_per_s": module.samples_seen / fit_time if fit_time > 0 else 0.0,
-        "wall_time_s": time.perf_counter() - start,
+        "wall_time_s": wall_time,
+        "checkpoint_save_s": float(np.mean(checkpointer.save_times)) if checkpointer.save_times else None,
+        "checkpoint_mb": last.stat().st_size / 2**20 if last is not None and last.exists() else None,
+        "resumed_from": None if resume is None else str(resume.path),
         "run_dir": str(run_dir),
         "versions": {"clframe": clframe.__version__, "torch": torch.__version__, "lightning": L.__version__,
                      "python": platform.python_version()},
     }
-    title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
-    figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title),
-               plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title)]
-    recorder.write_summary(summary, figures)
-    return summary
 
 
 def boundary_curve(module: CLModule) -> Curve:

@@ -11,7 +11,7 @@ from clframe.errors import ConfigError
 from clframe.runner import build
 
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "reset_optimizer",
-              "accelerator", "devices", "engine", "num_threads")
+              "num_threads")
 
 
 def config_error(overrides: list[str]) -> str:
@@ -259,8 +259,11 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
     c = validate(cfg)
     assert type(c) is dict
     assert c["train"] == {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0,
-                          "weight_decay": 0.0, "reset_optimizer": False, "accelerator": "cpu", "devices": 1,
-                          "engine": "trainer", "num_threads": None}
+                          "weight_decay": 0.0, "reset_optimizer": False, "num_threads": None}
+    assert c["trainer"] == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
+                            "engine": "trainer"}
+    assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}
+    assert c["resume"] is None
     assert c["eval"] == {"every": 10, "subset": 1000, "on": "seen", "batch_size": 1000, "gap_window": 100,
                          "lca_beta": 10}
     assert c["logger"] == {"wandb": False, "project": "clframe", "entity": None, "progress": True, "log_every": 50}
@@ -275,8 +278,8 @@ def test_validate_of_a_composed_config_is_resolved_and_drops_hydra():
     assert type(c) is dict and type(c["scenario"]) is dict and type(c["backbone"]["hidden"]) is list
     assert "hydra" not in c
     assert isinstance(c["scenario"]["seed"], int)  # ${seed} resolved
-    assert set(c) == {"seed", "experiment_name", "scenario", "backbone", "head", "strategies", "train", "eval",
-                      "logger"}
+    assert set(c) == {"seed", "experiment_name", "resume", "scenario", "backbone", "head", "strategies", "train",
+                      "trainer", "eval", "logger", "checkpoint"}
 
 
 def test_null_group_choice_says_what_to_do_instead():
@@ -292,3 +295,25 @@ def test_run_directory_names_join_the_strategy_keys():
     cfg = OmegaConf.create({"strategies": {"replay": {}, "ewc": {}}, "none": {}, "a": "${clf_names:${strategies}}",
                             "b": "${clf_names:${none}}"})
     assert (cfg.a, cfg.b) == ("replay+ewc", "none")
+
+
+# -- renamed keys and ranges ---------------------------------------------------------------
+
+@pytest.mark.parametrize("old,new", [("train.accelerator", "trainer.accelerator"), ("train.engine", "trainer.engine"),
+                                     ("train.devices", "trainer.devices")])
+def test_a_key_renamed_since_an_older_version_names_its_new_name(old, new):
+    value = "fabric" if old.endswith("engine") else "cpu" if old.endswith("accelerator") else 1
+    msg = config_error([f"{old}={value}"])  # on the command line
+    assert f"'{old}' was renamed to '{new}' in clframe 0.2" in msg and f"{new}={value}" in msg
+    cfg = OmegaConf.to_container(compose([]))  # in an old config file
+    section, leaf = old.split(".")
+    cfg[section][leaf] = value
+    with pytest.raises(ConfigError, match=f"'{old}' was renamed to '{new}'.*move '{leaf}' under 'trainer:'"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_eval_every_must_be_positive_and_null_turns_it_off(value):
+    msg = config_error([f"eval.every={value}"])
+    assert f"'eval.every' must be >= 1, got {value}" in msg and "eval.every=null" in msg
+    assert validate(compose(["eval.every=null"]))["eval"]["every"] is None

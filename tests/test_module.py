@@ -81,7 +81,7 @@ class Recorder(Strategy):
 @pytest.mark.parametrize("engine", ["trainer", "fabric"])
 def test_hook_order_and_counts(tiny, engine):
     rec = Recorder()
-    built = with_strategies(tiny + [f"train.engine={engine}"], {"rec": rec})
+    built = with_strategies(tiny + [f"trainer.engine={engine}"], {"rec": rec})
     steps = built.loader.steps_per_experience()
     T = len(steps)
     assert T == 2

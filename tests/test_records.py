@@ -147,7 +147,7 @@ def test_wandb_consecutive_runs_get_their_own_wandb_run(tiny, tmp_path, no_wandb
 def test_fabric_engine_matches_trainer(tiny, strategy):
     results = {}
     for engine in ("trainer", "fabric"):
-        built = build(compose(tiny + [f"strategy={strategy}", f"train.engine={engine}", "train.momentum=0.9"]))
+        built = build(compose(tiny + [f"strategy={strategy}", f"trainer.engine={engine}", "train.momentum=0.9"]))
         fit(built)
         results[engine] = built.module
     t, f = results["trainer"], results["fabric"]

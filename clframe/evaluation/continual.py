@@ -56,6 +56,8 @@ class ContinualEvaluator(Callback):
         self._pending: list[tuple[int, int, Tensor]] = []
         self._cache: dict[str, Any] = {}
         self._module: CLModule | None = None
+        self._resumed = False
+        self._active = True
 
     # -- data --------------------------------------------------------------
     def _subsets(self, module: CLModule) -> None:
@@ -123,14 +125,33 @@ class ContinualEvaluator(Callback):
     def _last_step(self) -> int:
         return self._pending[-1][0] if self._pending else (self.steps[-1] if self.steps else -1)
 
+    # -- checkpoints ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The recorded curve (flushes first)."""
+        self.flush()
+        return {"steps": self.steps, "experiences": self.experiences, "acc": self.acc, "loss": self.loss}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a recorded curve; the evaluation before training is then not repeated."""
+        self.steps, self.experiences = list(state["steps"]), list(state["experiences"])
+        self.acc, self.loss = [list(r) for r in state["acc"]], [list(r) for r in state["loss"]]
+        self._resumed = True
+
     def on_train_start(self, trainer: Any, pl_module: CLModule) -> None:
+        from clframe.distributed import is_main_rank
+
+        # under multi-process training the weights are the same on every rank: rank 0 evaluates alone
+        self._active = is_main_rank()
+        if not self._active:
+            return
         self._module = pl_module
         self._subsets(pl_module)
         pl_module.listeners.append(self._on_module_event)
-        self.evaluate(pl_module)  # step 0, before any training: experience -1
+        if not self._resumed:
+            self.evaluate(pl_module)  # step 0, before any training: experience -1
 
     def on_train_batch_end(self, trainer: Any, pl_module: CLModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.every > 0 and pl_module.cl_step % self.every == 0:
+        if self._active and pl_module.cl_step % self.every == 0:
             self.evaluate(pl_module)
 
     def on_train_end(self, trainer: Any, pl_module: CLModule) -> None:

@@ -21,9 +21,9 @@ def _fit(*overrides: str):
 @pytest.mark.parametrize("engine", ["trainer", "fabric"])
 def test_evaluating_every_step_leaves_training_unchanged(engine):
     # dropout consumes the RNG in training; the evaluator must neither consume it nor touch weights
-    common = ["backbone.dropout=0.3", f"train.engine={engine}", "strategy=replay"]
+    common = ["backbone.dropout=0.3", f"trainer.engine={engine}", "strategy=replay"]
     with_eval = _fit(*common, "eval.every=1")
-    without = _fit(*common, "eval.every=0")
+    without = _fit(*common, "eval.every=null")
     assert with_eval.evaluator is not None and without.evaluator is None
     a, b = with_eval.module.state_dict(), without.module.state_dict()
     assert a.keys() == b.keys()

@@ -1,0 +1,49 @@
+"""Multi-process helpers: which rank this is, and reductions across ranks (no-ops in one process)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's global rank (0 without a process group)."""
+    return dist.get_rank() if initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes (1 without a process group)."""
+    return dist.get_world_size() if initialized() else 1
+
+
+def is_main_rank() -> bool:
+    """True on rank 0: the process that evaluates and writes the run's records."""
+    if initialized():
+        return dist.get_rank() == 0
+    # before the process group exists, Lightning's launcher has already set the rank in the environment
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over ranks, in place (``t`` itself in one process)."""
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def max_diff_across_ranks(module: nn.Module) -> float:
+    """Largest absolute difference between this rank's parameters and rank 0's, over all ranks.
+    0.0 means every rank holds exactly the same weights."""
+    flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    ref = flat.clone()
+    dist.broadcast(ref, src=0)
+    diff = (flat - ref).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)

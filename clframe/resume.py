@@ -1,0 +1,158 @@
+"""``resume=<run_dir | checkpoint | auto>``: which checkpoint a run continues from, with which config.
+
+A resumed run keeps the config it was started with: settings that would change the
+training (anything outside ``SAFE``) may not differ, so the resumed run is the run that
+was interrupted. ``resume=auto`` looks for the latest run of the same config under
+``runs/`` and ``multirun/`` and starts a new run when there is none.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clframe.checkpoint import latest_checkpoint, list_checkpoints
+from clframe.errors import CheckpointError
+
+# settings a resumed run may change: they do not alter what is trained
+SAFE = ("resume", "logger", "checkpoint", "train.num_threads", "trainer.engine")
+GROUP_KEYS = {"scenario": "scenario", "backbone": "backbone", "head": "head", "strategy": "strategies",
+              "experiment": ""}
+SEARCH_ROOTS = ("runs", "multirun")
+
+
+@dataclass
+class Resume:
+    """A checkpoint to continue from.
+
+    Args:
+        config: the config the resumed run uses (the saved one, with any safe changes).
+        run_dir: the run directory the run continues in.
+        path: the checkpoint file.
+        state: its loaded content.
+    """
+
+    config: dict[str, Any]
+    run_dir: Path
+    path: Path
+    state: dict[str, Any]
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or not d:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _safe(key: str) -> bool:
+    return any(key == s or key.startswith(s + ".") for s in SAFE)
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys outside ``SAFE`` whose values differ: key -> (saved, current)."""
+    a, b = _flatten(saved), _flatten(current)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if not _safe(k) and k != "hydra" and not k.startswith("hydra.") and a.get(k) != b.get(k)}
+
+
+def _touched(key: str, overrides: list[str]) -> bool:
+    for o in overrides:
+        name = o.split("=", 1)[0].lstrip("+~")
+        name = GROUP_KEYS.get(name, name)
+        if name == "" or key == name or key.startswith(name + "."):
+            return True
+    return False
+
+
+def find_latest_run(config: dict[str, Any], roots: tuple[str, ...] = SEARCH_ROOTS) -> Path | None:
+    """The run directory under ``roots`` whose saved config matches ``config`` (outside ``SAFE``)
+    and whose newest checkpoint is the most recent."""
+    best: tuple[float, Path] | None = None
+    for root in map(Path, roots):
+        if not root.is_dir():
+            continue
+        for cfg_file in root.rglob("config.yaml"):
+            run_dir = cfg_file.parent
+            files = list_checkpoints(run_dir) or list_checkpoints(run_dir, 0)
+            if not files:
+                continue
+            try:
+                saved = yaml.safe_load(cfg_file.read_text())
+            except yaml.YAMLError:
+                continue
+            if isinstance(saved, dict) and not differences(saved, config):
+                mtime = files[-1][1].stat().st_mtime
+                if best is None or mtime > best[0]:
+                    best = (mtime, run_dir)
+    return None if best is None else best[1]
+
+
+def resolve(config: dict[str, Any], overrides: list[str] | None = None, rank: int = 0,
+            world_size: int = 1) -> Resume | None:
+    """The checkpoint ``config['resume']`` points to, checked against ``config``; None for a fresh run.
+
+    Args:
+        config: the validated config of this invocation.
+        overrides: the command-line overrides that made it (None: ``config`` was given whole,
+            so it must match the saved config outside ``SAFE``). With overrides, settings the
+            user did not touch come from the saved config; touched ones must match it.
+        rank: this process's rank (its own checkpoint file under multi-process training).
+        world_size: number of processes.
+    """
+    target = config.get("resume")
+    if not target:
+        return None
+    if target == "auto":
+        found = find_latest_run(config)
+        if found is None:
+            print("resume=auto: no earlier run of this config with a checkpoint under "
+                  f"{' or '.join(SEARCH_ROOTS)}/; starting a new run.")
+            return None
+        target = found
+    path, state = latest_checkpoint(target, rank, world_size)
+    run_dir = path.parent.parent
+    saved = state["config"]
+    diffs = differences(saved, config)
+    conflicts = diffs if overrides is None else {k: v for k, v in diffs.items() if _touched(k, overrides)}
+    if conflicts:
+        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in conflicts.items())
+        raise CheckpointError(
+            f"Checkpoint {path} belongs to a run with a different config ({listed}). A resumed run keeps its "
+            f"config; only {', '.join(SAFE)} may change. Drop those overrides (clframe run resume={run_dir}) "
+            "or start a new run without resume=."
+        )
+    if state.get("world_size", 1) != world_size:
+        raise CheckpointError(f"Checkpoint {path} was written by {state.get('world_size', 1)} processes; "
+                              f"this run has {world_size}. Resume with the same trainer.devices and num_nodes.")
+    merged = copy.deepcopy(saved)
+    # safe settings: this invocation's where it set them (all of them for a whole config), else the saved ones
+    for key, value in _flatten(config).items():
+        if _safe(key) and (overrides is None or key == "resume" or _touched(key, overrides)):
+            *parents, leaf = key.split(".")
+            node = merged
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = copy.deepcopy(value)
+    return Resume(merged, run_dir, path, state)
+
+
+def check_model(resume: Resume, model_state: dict[str, Any]) -> None:
+    """Raise ``CheckpointError`` if the checkpoint's weights do not fit ``model_state``."""
+    saved = resume.state["module"]["model"]
+    missing = [k for k in model_state if k not in saved]
+    extra = [k for k in saved if k not in model_state]
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in model_state.items()
+              if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    if missing or extra or shapes:
+        parts = ([f"missing {', '.join(missing[:5])}"] if missing else []) + \
+                ([f"unexpected {', '.join(extra[:5])}"] if extra else []) + \
+                ([f"shape mismatch {'; '.join(shapes[:5])}"] if shapes else [])
+        raise CheckpointError(f"Checkpoint {resume.path} does not fit this model ({'; '.join(parts)}); was it "
+                              "written by another version of the backbone or head?")
