@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import sys
+from pathlib import Path
 from typing import Any
 
 from clframe.errors import ConfigError, DatasetNotFoundError
@@ -49,19 +50,74 @@ def _precheck(overrides: list[str], multirun: bool) -> None:
         validate(compose(job))
 
 
+_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def _is_sweep_dir_override(override: str) -> bool:
+    return override.lstrip("+").split("=", 1)[0] == "hydra.sweep.dir"
+
+
+def _pinned_sweep_dir(overrides: list[str]) -> str | None:
+    """The sweep directory of a multirun whose launcher runs the jobs in other processes (Hydra's submitit
+    launchers), resolved here once from the first job's config (``hydra.sweep.dir``, by default
+    ``multirun/${experiment_name}/${now:...}``) as an absolute path; None under Hydra's basic launcher, which
+    runs the jobs in this process, where the job function records the sweep directories itself.
+
+    Passed back as a ``hydra.sweep.dir`` override, it fixes where every job writes (a job resolving ``${now:}`` in
+    its own process could land elsewhere) and tells ``cmd_run`` which directory to compare afterwards."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from clframe.config import CONFIG_DIR
+
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=_sweep_combinations(overrides)[0], return_hydra_config=True)
+    except HydraException as e:
+        raise ConfigError(str(e)) from e
+    if OmegaConf.select(cfg, "hydra.launcher._target_") == _BASIC_LAUNCHER:
+        return None
+    try:
+        sweep_dir = str(Path(str(cfg.hydra.sweep.dir)).absolute())
+    except Exception:  # e.g. a ${hydra:...} interpolation, only resolvable inside a job: leave it to Hydra
+        return None
+    # passed single-quoted, so spaces, commas (a sweep otherwise) and '=' stay literal; these would not
+    return None if any(c in sweep_dir for c in ("'", "\\", "${")) else sweep_dir
+
+
+def _with_sweep_dir(args: list[str], sweep_dir: str) -> list[str]:
+    """``args`` with ``hydra.sweep.dir='<sweep_dir>'`` in place of any given one, placed right after the other
+    overrides (Hydra's argument parser takes them as one block, e.g. before a trailing ``--cfg job``)."""
+    from hydra._internal.utils import get_args_parser
+
+    args = [a for a in args if not _is_sweep_dir_override(a)]
+    given = get_args_parser().parse_args(args).overrides
+    end = next(i + len(given) for i in range(len(args) - len(given) + 1) if args[i:i + len(given)] == given)
+    return [*args[:end], f"hydra.sweep.dir='{sweep_dir}'", *args[end:]]
+
+
 def cmd_run(args: list[str]) -> None:
-    multirun = any(a in ("-m", "--multirun") for a in args)
+    from hydra._internal.utils import get_args_parser  # the parser hydra.main applies to sys.argv
+
+    ns = get_args_parser().parse_args(args)
+    multirun, overrides = ns.multirun, ns.overrides
     _SWEEP_DIRS.clear()
-    overrides = [a for a in args if not a.startswith("-")]
     try:
         _precheck(overrides, multirun)
+        sweep_dir = _pinned_sweep_dir(overrides) if multirun else None
     except USER_ERRORS as e:
         _fail(e)
+    if sweep_dir is not None:
+        args = _with_sweep_dir(args, sweep_dir)
     sys.argv = ["clframe run", *args]
     _hydra_entry()
-    if multirun and _SWEEP_DIRS:
+    dirs = sorted(set(_SWEEP_DIRS))  # jobs that ran in this process (basic launcher)
+    if sweep_dir is not None and next(Path(sweep_dir).rglob("summary.json"), None) is not None:
+        dirs = [sweep_dir]  # jobs that ran in other processes (submitit): _SWEEP_DIRS stayed empty here
+    if multirun and dirs:
         print()
-        _compare(sorted(set(_SWEEP_DIRS)))  # the table, and comparison.csv/png in the (first) sweep dir
+        _compare(dirs)  # the table, and comparison.csv/png in the (first) sweep dir
 
 
 def _make_hydra_entry():
