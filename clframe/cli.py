@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clframe.errors import ConfigError, DatasetNotFoundError
+from clframe.errors import ConfigError, DatasetNotFoundError, DivergenceError, RunInterrupted
 
 USAGE = """usage:
   clframe run [-m] [key=value ...]     train (Hydra overrides; -m sweeps: strategy=naive,ewc seed=0,1)
@@ -53,10 +53,6 @@ def _precheck(overrides: list[str], multirun: bool) -> None:
 _BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
-def _is_sweep_dir_override(override: str) -> bool:
-    return override.lstrip("+").split("=", 1)[0] == "hydra.sweep.dir"
-
-
 def _pinned_sweep_dir(overrides: list[str]) -> str | None:
     """The sweep directory of a multirun whose launcher runs the jobs in other processes (Hydra's submitit
     launchers), resolved here once from the first job's config (``hydra.sweep.dir``, by default
@@ -86,15 +82,37 @@ def _pinned_sweep_dir(overrides: list[str]) -> str | None:
     return None if any(c in sweep_dir for c in ("'", "\\", "${")) else sweep_dir
 
 
-def _with_sweep_dir(args: list[str], sweep_dir: str) -> list[str]:
-    """``args`` with ``hydra.sweep.dir='<sweep_dir>'`` in place of any given one, placed right after the other
-    overrides (Hydra's argument parser takes them as one block, e.g. before a trailing ``--cfg job``)."""
+def _with_overrides(args: list[str], extra: dict[str, str]) -> list[str]:
+    """``args`` with ``key=value`` for each of ``extra`` in place of any given one, placed right after the
+    other overrides (Hydra's argument parser takes them as one block, e.g. before a trailing ``--cfg job``)."""
     from hydra._internal.utils import get_args_parser
 
-    args = [a for a in args if not _is_sweep_dir_override(a)]
+    args = [a for a in args if a.lstrip("+").split("=", 1)[0] not in extra]
     given = get_args_parser().parse_args(args).overrides
     end = next(i + len(given) for i in range(len(args) - len(given) + 1) if args[i:i + len(given)] == given)
-    return [*args[:end], f"hydra.sweep.dir='{sweep_dir}'", *args[end:]]
+    return [*args[:end], *(f"{k}={v}" for k, v in extra.items()), *args[end:]]
+
+
+def _with_sweep_dir(args: list[str], sweep_dir: str) -> list[str]:
+    """``args`` with ``hydra.sweep.dir='<sweep_dir>'`` in place of any given one."""
+    return _with_overrides(args, {"hydra.sweep.dir": f"'{sweep_dir}'"})
+
+
+def _resume_dir(overrides: list[str]) -> str | None:
+    """The run directory a single run with ``resume=`` continues in, checked now (before Hydra creates
+    any directory): the checkpoint must exist and load. None for a new run."""
+    from clframe.checkpoint import latest_checkpoint
+    from clframe.config import compose, validate
+    from clframe.resume import find_latest_run
+
+    value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == "resume"), None)
+    if value in (None, "", "null", "None"):
+        return None
+    if value == "auto":
+        found = find_latest_run(validate(compose(overrides)))
+        return None if found is None else str(found.absolute())
+    path, _ = latest_checkpoint(value)
+    return str(path.parent.parent.absolute())
 
 
 def cmd_run(args: list[str]) -> None:
@@ -106,11 +124,17 @@ def cmd_run(args: list[str]) -> None:
     try:
         _precheck(overrides, multirun)
         sweep_dir = _pinned_sweep_dir(overrides) if multirun else None
+        resume_dir = None if multirun else _resume_dir(overrides)
     except USER_ERRORS as e:
         _fail(e)
     if sweep_dir is not None:
         args = _with_sweep_dir(args, sweep_dir)
-    sys.argv = ["clframe run", *args]
+    if resume_dir is not None and "'" not in resume_dir:
+        # continue in the resumed run's directory, leaving its .hydra/ as the original run wrote it
+        args = _with_overrides(args, {"hydra.run.dir": f"'{resume_dir}'", "hydra.output_subdir": "null"})
+    from clframe import launch
+
+    sys.argv = [launch.__file__, *args]
     _hydra_entry()
     dirs = sorted(set(_SWEEP_DIRS))  # jobs that ran in this process (basic launcher)
     if sweep_dir is not None and next(Path(sweep_dir).rglob("summary.json"), None) is not None:
@@ -136,10 +160,17 @@ def _make_hydra_entry():
         if hc.mode.name == "MULTIRUN":
             _SWEEP_DIRS.append(hc.sweep.dir)
         try:
-            summary = run(cfg, hc.runtime.output_dir)
+            summary = run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
         except USER_ERRORS as e:
             _fail(e)
-        print("\n" + format_run(summary) + "\n")
+        except RunInterrupted as e:
+            print(f"\n{e}", file=sys.stderr)
+            sys.exit(128 + e.signum)  # the shell's code for "stopped by this signal"
+        except DivergenceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        if summary:  # empty on the other ranks of a multi-process run: rank 0 reports
+            print("\n" + format_run(summary) + "\n")
 
     return entry
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clframe.distributed import is_main_rank, max_diff_across_ranks, world_size
+from clframe.distributed import all_reduce_sum, is_main_rank, max_diff_across_ranks, world_size
 from clframe.errors import DivergenceError
 from clframe.evaluation.evaluate import evaluate_many, evaluation_mode
 from clframe.plugin import Batch, StepContext, Strategy, overrides
@@ -96,6 +96,7 @@ class CLModule(L.LightningModule):
         self.exp_ended = False
         self.resuming = False
         self.rank_weight_diff: float | None = None
+        self.samples_all_ranks: int | None = None
         self.exp_start_step = 0
         self.samples_seen = 0
         self.acc_matrix: list[list[float]] = []
@@ -176,6 +177,7 @@ class CLModule(L.LightningModule):
             self._end_experience(self.current_exp)
         if world_size() > 1:
             self.rank_weight_diff = max_diff_across_ranks(self)
+            self.samples_all_ranks = int(all_reduce_sum(torch.tensor([self.samples_seen], device=self.device)))
 
     @property
     def finished(self) -> bool:

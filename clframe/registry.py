@@ -10,6 +10,8 @@ A component is registered three ways, and all three are looked up by ``get``:
 
 The constructor signature is the schema: its keyword arguments (minus the ones the
 framework supplies, such as a backbone's ``input_shape``) are what the config may set.
+A constructor that rejects a value raises ``ParamError`` (or any ``ValueError``);
+``Registry.build`` turns it into a ``ConfigError`` that names the config key.
 """
 
 from __future__ import annotations
@@ -26,6 +28,29 @@ from clframe.errors import ConfigError, did_you_mean, unknown
 from clframe.typecheck import matches, type_name
 
 
+class ParamError(ConfigError):
+    """A component's constructor rejects the value of one of its own parameters.
+
+    ``Registry.build`` reports it under the full config key, e.g.
+    ``ParamError("mem_size", "must be >= 1, got 0", "Set it to ...")`` from the strategy
+    under ``strategies.replay`` becomes ``'strategies.replay.mem_size' must be >= 1, got 0.
+    Set it to ...``. Raised outside ``build`` it reads ``'mem_size' must be >= 1, got 0. ...``.
+
+    Args:
+        param: the constructor parameter (the last part of the config key).
+        problem: what is wrong, as a clause that follows the key (no final period).
+        fix: how to fix it, one or more sentences (default none).
+    """
+
+    def __init__(self, param: str, problem: str, fix: str = "") -> None:
+        self.param, self.problem, self.fix = param, problem, fix
+        super().__init__(self.message(param))
+
+    def message(self, key: str) -> str:
+        """The error text with ``key`` as the name of the parameter."""
+        return f"'{key}' {self.problem}." + (f" {self.fix}" if self.fix else "")
+
+
 class Registry:
     """Name -> constructor table for one kind of component.
 
@@ -35,14 +60,18 @@ class Registry:
         provided: constructor arguments the framework passes itself (not configurable).
         plural: plural of ``kind``, which names the entry-point group ``clframe.<plural>``
             (default ``kind + "s"``).
+        key: where a component's settings sit in the run config, ``{name}`` standing for
+            its name, e.g. ``"strategies.{name}"`` (default ``kind``).
     """
 
-    def __init__(self, kind: str, package: str, provided: tuple[str, ...] = (), plural: str | None = None) -> None:
+    def __init__(self, kind: str, package: str, provided: tuple[str, ...] = (), plural: str | None = None,
+                 key: str | None = None) -> None:
         self.kind = kind
         self.package = package
         self.provided = provided
         self.plural = plural or f"{kind}s"
         self.group = f"clframe.{self.plural}"
+        self.key = key or kind
         self._items: dict[str, Callable[..., Any]] = {}
         self._loaded = False
 
@@ -88,10 +117,39 @@ class Registry:
         """The configurable parameters of ``name`` with their annotations resolved."""
         return signature_params(self.get(name), self.provided)
 
-    def build(self, name: str, params: dict[str, Any], **provided: Any) -> Any:
-        """Validate ``params`` against the signature of ``name`` and construct it."""
-        check_params(self.kind, name, self.get(name), params, self.provided)
-        return self.get(name)(**provided, **params)
+    def config_key(self, name: str) -> str:
+        """The config key of the settings of component ``name`` by default (``key`` with ``{name}``
+        filled in), e.g. ``head`` or ``strategies.replay``."""
+        return self.key.format(name=name)
+
+    def build(self, name: str, params: dict[str, Any], *, config_key: str | None = None, **provided: Any) -> Any:
+        """Validate ``params`` against the signature of ``name`` and construct it.
+
+        A ``ValueError`` the constructor raises (a value it rejects) becomes a ``ConfigError``
+        naming the component and ``config_key``; a ``ParamError`` names ``config_key.<param>``.
+
+        Args:
+            name: a registered name or a dotted path.
+            params: the configurable keyword arguments.
+            config_key: where ``params`` sit in the run config, for messages (default
+                ``config_key(name)``, e.g. ``strategies.replay``).
+            **provided: the arguments the framework supplies (e.g. a head's ``n_classes``).
+        """
+        fn = self.get(name)
+        check_params(self.kind, name, fn, params, self.provided)
+        key = config_key or self.config_key(name)
+        try:
+            return fn(**provided, **params)
+        except ParamError as e:
+            raise ConfigError(e.message(f"{key}.{e.param}")) from e
+        except ConfigError:
+            raise
+        except ValueError as e:
+            reason = str(e).rstrip(". ") or type(e).__name__
+            raise ConfigError(
+                f"{self.kind} '{name}' cannot be built from the settings under '{key}': {reason}. "
+                f"Change them under '{key}' (`clframe list` shows its parameters and their defaults)."
+            ) from e
 
 
 class _LazyEntryPoint:
@@ -165,7 +223,7 @@ def check_params(
 
 BACKBONES = Registry("backbone", "clframe.backbones", provided=("input_shape",))
 HEADS = Registry("head", "clframe.heads", provided=("in_features", "n_classes", "n_tasks"))
-STRATEGIES = Registry("strategy", "strategies", plural="strategies")
+STRATEGIES = Registry("strategy", "strategies", plural="strategies", key="strategies.{name}")
 SCENARIOS = Registry("scenario", "scenarios")
 DATASETS = Registry("dataset", "clframe.datasets")
 REGISTRIES = {r.kind: r for r in (BACKBONES, HEADS, STRATEGIES, SCENARIOS, DATASETS)}

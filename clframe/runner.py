@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import clframe
 from clframe.checkpointer import Checkpointer, StopRequest
+from clframe.checks import check_head, check_scenario
 from clframe.config import validate
 from clframe.data import StreamIterator
 from clframe.distributed import is_main_rank
@@ -99,11 +100,13 @@ def build(cfg: Any) -> Built:
     if tr["num_threads"]:
         torch.set_num_threads(tr["num_threads"])
     scenario = SCENARIOS.build(*_split_name(c["scenario"]))
+    check_scenario(scenario)
     scenario.to(device_for(c["trainer"]["accelerator"]))
     backbone = BACKBONES.build(*_split_name(c["backbone"]), input_shape=scenario.input_shape)
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
                        n_classes=scenario.n_classes, n_tasks=scenario.n_tasks)
-    strategies = {key: STRATEGIES.build(*_split_name(node, key)) for key, node in c["strategies"].items()}
+    strategies = {key: STRATEGIES.build(*_split_name(node, key), config_key=f"strategies.{key}")
+                  for key, node in c["strategies"].items()}
     loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"], rank=rank,
                             world_size=world)
     module = CLModule(
@@ -112,6 +115,7 @@ def build(cfg: Any) -> Built:
         reset_optimizer=tr["reset_optimizer"], eval_batch_size=c["eval"]["batch_size"],
         log_every=c["logger"]["log_every"],
     )
+    check_head(module, scenario)
     ev = c["eval"]
     evaluator = ContinualEvaluator(ev["every"], ev["subset"], ev["on"], ev["batch_size"], seed=c["seed"]) \
         if ev["every"] is not None else None
@@ -273,11 +277,11 @@ def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, 
         "initial_accs": module.initial_accs,
         "final_losses": module.loss_log[-1] if module.loss_log else {},
         "steps": module.cl_step,
-        "samples": module.samples_seen,
+        "samples": module.samples_all_ranks or module.samples_seen,  # stream samples trained on, all ranks
         "world_size": built.loader.world_size,
         "rank_weight_max_abs_diff": module.rank_weight_diff,
         "train_time_s": fit_time,
-        "train_samples_per_s": module.samples_seen / fit_time if fit_time > 0 else 0.0,
+        "train_samples_per_s": (module.samples_all_ranks or module.samples_seen) / fit_time if fit_time > 0 else 0.0,
         "wall_time_s": wall_time,
         "checkpoint_save_s": float(np.mean(checkpointer.save_times)) if checkpointer.save_times else None,
         "checkpoint_mb": last.stat().st_size / 2**20 if last is not None and last.exists() else None,

@@ -12,7 +12,7 @@ from clframe.registry import SCENARIOS, check_params, import_dotted
 from clframe.stream import Experience, Scenario, Stream, TensorData
 
 
-def _materialise(dataset: Any, max_samples: int | None, batch_size: int) -> TensorData:
+def _materialise(dataset: Any, max_samples: int | None, batch_size: int, what: str = "an experience") -> TensorData:
     # Avalanche datasets yield (x, y, task) per sample; this per-sample pass happens once,
     # here, instead of on every training step
     from torch.utils.data import DataLoader, Subset
@@ -25,7 +25,9 @@ def _materialise(dataset: Any, max_samples: int | None, batch_size: int) -> Tens
         ys.append(torch.as_tensor(batch[1]).long())
         ts.append(torch.as_tensor(batch[2]).long() if len(batch) > 2 else torch.zeros_like(ys[-1]))
     if not xs:
-        raise ConfigError("an Avalanche experience has no samples")
+        raise ConfigError(f"The Avalanche benchmark's {what} has no samples: every experience needs training and "
+                          "eval samples. Change the benchmark or its settings (scenario.benchmark, "
+                          "scenario.benchmark_args).")
     return TensorData(torch.cat(xs), torch.cat(ys), torch.cat(ts))
 
 
@@ -41,13 +43,16 @@ def from_avalanche(bench: Any, max_samples_per_experience: int | None = None, ba
     if len(train) != len(test):
         raise ConfigError(f"Avalanche benchmark has {len(train)} train but {len(test)} test experiences; "
                           "clframe pairs them by index.")
+    if not train:
+        raise ConfigError("The Avalanche benchmark has no experiences. Change the benchmark or its settings "
+                          "(scenario.benchmark, scenario.benchmark_args).")
     exps = []
     for i, (tr, te) in enumerate(zip(train, test)):
         task = tr.task_labels[0] if getattr(tr, "task_labels", None) else 0
         exps.append(Experience(
             index=i,
-            train=_materialise(tr.dataset, max_samples_per_experience, batch_size),
-            eval=_materialise(te.dataset, max_samples_per_experience, batch_size),
+            train=_materialise(tr.dataset, max_samples_per_experience, batch_size, f"experience {i} (train_stream)"),
+            eval=_materialise(te.dataset, max_samples_per_experience, batch_size, f"experience {i} (test_stream)"),
             classes_in_this_experience=sorted(int(c) for c in tr.classes_in_this_experience),
             task_label=int(task),
         ))
@@ -71,8 +76,11 @@ def avalanche(
             a benchmark object (default ``avalanche.benchmarks.classic:SplitMNIST``; its data
             must be on disk or downloadable).
         benchmark_args: keyword arguments for the factory (default none).
-        max_samples_per_experience: keep at most this many samples per experience (default: all).
+        max_samples_per_experience: keep at most this many samples per experience, at least 1 (default: all).
     """
+    if max_samples_per_experience is not None and max_samples_per_experience < 1:
+        raise ConfigError(f"scenario.max_samples_per_experience must be >= 1, got {max_samples_per_experience}: "
+                          "every experience needs samples. Set it to a positive number, or to null to keep all.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # avalanche warns about optional solvers at import
         factory = import_dotted(benchmark, "scenario.benchmark")

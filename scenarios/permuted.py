@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from clframe.datasets import load_dataset
+from clframe.errors import ConfigError
 from clframe.registry import SCENARIOS
 from clframe.scenario_utils import domain_incremental
 from clframe.stream import Scenario
@@ -23,12 +24,15 @@ def permuted(
 
     Args:
         dataset: dataset name (default ``digits``).
-        n_experiences: number of permutations (default 5).
+        n_experiences: number of permutations, at least 1 (default 5).
         identity_first: leave the first experience unpermuted (default False).
         seed: seed for the permutations (default 0).
         data_root: dataset directory (default: the dataset's own).
         download: allow downloading a missing dataset (default False).
     """
+    if n_experiences < 1:
+        raise ConfigError(f"scenario.n_experiences must be >= 1, got {n_experiences}: a stream needs at least one "
+                          "experience. Set scenario.n_experiences to the number of permutations (default 5).")
     ds = load_dataset(dataset, data_root, download)
     shape = ds.x_train.shape[1:]
     d = shape.numel()

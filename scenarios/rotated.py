@@ -36,7 +36,7 @@ def rotated(
 
     Args:
         dataset: an image dataset, [N, C, H, W] (default ``digits``).
-        n_experiences: number of angles when ``angles`` is not given (default 3).
+        n_experiences: number of angles when ``angles`` is not given, at least 1 (default 3).
         angles: the angles in degrees, one per experience (default: evenly spaced
             in [0, 180), e.g. 0, 60, 120).
         cumulative: joint incremental training: each experience trains on all rotations seen
@@ -45,6 +45,13 @@ def rotated(
         data_root: dataset directory (default: the dataset's own).
         download: allow downloading a missing dataset (default False).
     """
+    if angles is not None and len(angles) == 0:
+        raise ConfigError("scenario.angles is empty: a stream needs at least one experience. List one angle per "
+                          "experience, e.g. scenario.angles=[0,90], or set scenario.angles=null to use "
+                          "scenario.n_experiences evenly spaced angles.")
+    if angles is None and n_experiences < 1:
+        raise ConfigError(f"scenario.n_experiences must be >= 1, got {n_experiences}: a stream needs at least one "
+                          "experience. Set scenario.n_experiences to the number of angles (default 3).")
     ds = load_dataset(dataset, data_root, download)
     if ds.x_train.dim() != 4:
         raise ConfigError(f"scenario 'rotated' needs images [N, C, H, W]; dataset '{dataset}' has shape "

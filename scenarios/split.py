@@ -41,14 +41,19 @@ def split(
     classes = sorted(torch.unique(ds.y_train).tolist())
     if class_order is not None:
         if sorted(class_order) != classes:
-            raise ConfigError(f"scenario.class_order must be a permutation of {classes}, got {class_order}.")
+            raise ConfigError(f"scenario.class_order must be a permutation of {classes}, got {class_order}: "
+                              f"{_order_problems(class_order, classes, dataset)}. List every class of {dataset} "
+                              "exactly once, or set scenario.class_order=null for the order 0, 1, 2, ...")
         order = list(class_order)
     elif shuffle_classes:
         order = [classes[i] for i in torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))]
     else:
         order = classes
     if not 1 <= n_experiences <= len(order):
-        raise ConfigError(f"scenario.n_experiences must be in [1, {len(order)}] for {dataset}, got {n_experiences}.")
+        why = (f"each experience needs at least one class and {dataset} has {len(order)} classes" if n_experiences > 1
+               else "a stream needs at least one experience")
+        raise ConfigError(f"scenario.n_experiences must be in [1, {len(order)}] for {dataset}, got {n_experiences}: "
+                          f"{why}. Set scenario.n_experiences to a value in that range.")
     groups = [g.tolist() for g in torch.tensor(order).tensor_split(n_experiences)]
     exps = []
     for i, group in enumerate(groups):
@@ -73,3 +78,23 @@ def split(
         name=f"split-{dataset} ({kind}-incremental, {n_experiences} experiences)",
     )
     return make_cumulative(scenario) if cumulative else scenario
+
+
+def _order_problems(class_order: list[int], classes: list[int], dataset: str) -> str:
+    """What is wrong with ``class_order`` as an ordering of ``classes``, e.g. ``class 10 is not in digits``."""
+    given = set(class_order)
+    extra = sorted(given - set(classes))
+    missing = sorted(set(classes) - given)
+    repeated = sorted(c for c in given if class_order.count(c) > 1)
+    parts = []
+    if extra:
+        parts.append(f"{_classes(extra)} not in {dataset}")
+    if missing:
+        parts.append(f"{_classes(missing)} missing")
+    if repeated:
+        parts.append(f"{_classes(repeated)} listed more than once")
+    return "; ".join(parts)
+
+
+def _classes(cs: list[int]) -> str:
+    return f"class {cs[0]} is" if len(cs) == 1 else f"classes {cs} are"

@@ -7,8 +7,9 @@ from typing import Any, Literal
 import torch
 
 from clframe.buffers import ClassBalancedBuffer, ReservoirBuffer
+from clframe.distributed import rank
 from clframe.plugin import Batch, StepContext, Strategy
-from clframe.registry import STRATEGIES
+from clframe.registry import STRATEGIES, ParamError
 
 
 @STRATEGIES.register("replay")
@@ -16,16 +17,21 @@ class Replay(Strategy):
     """Rehearse stored samples alongside each new batch.
 
     Args:
-        mem_size: buffer capacity in samples (default 200).
+        mem_size: buffer capacity in samples, at least 1 (default 200).
         buffer: ``reservoir`` (updated after every step; works on boundary-free streams)
             or ``class_balanced`` (equal room per seen class, rebuilt at experience end)
             (default ``reservoir``).
-        batch_size_mem: replayed samples per step (default 32).
+        batch_size_mem: replayed samples per step; 0 replays nothing (default 32).
         mode: ``mixed`` concatenates replayed samples into the batch (one mean loss);
             ``separate`` weighs them as ``(1 - mem_weight) CE_new + mem_weight CE_mem``
             (default ``mixed``).
         mem_weight: weight of the replay loss in ``separate`` mode (default 0.5).
-        seed: seed of the buffer's sampling (default 0).
+        seed: seed of the buffer's sampling (default 0; rank r of a multi-process run uses
+            ``seed + 7919 r``).
+
+    Under multi-process training every rank keeps its own buffer of the samples it trained on
+    (a class-balanced buffer is built from the whole experience, the same on every rank), and
+    checkpoints keep each rank's buffer in that rank's file.
     """
 
     def __init__(
@@ -37,8 +43,19 @@ class Replay(Strategy):
         mem_weight: float = 0.5,
         seed: int = 0,
     ) -> None:
+        if mem_size < 1:
+            raise ParamError("mem_size", f"must be >= 1, got {mem_size}: the replay buffer needs room for at least "
+                             "one sample", "Set it to the number of samples to keep (default 200), or drop the "
+                             "replay strategy to train without replay (e.g. strategy=naive).")
+        if batch_size_mem < 0:
+            raise ParamError("batch_size_mem", f"must be >= 0, got {batch_size_mem}",
+                             "Set it to the number of replayed samples per step (default 32; 0 replays nothing).")
         self.mode, self.mem_weight, self.batch_size_mem = mode, mem_weight, batch_size_mem
         self.buffer = ReservoirBuffer(mem_size, seed) if buffer == "reservoir" else ClassBalancedBuffer(mem_size, seed)
+
+    def setup(self, module: Any) -> None:
+        # one buffer per rank under multi-process training, each with its own sampling stream
+        self.buffer.seed += 7919 * rank()
 
     def before_forward(self, batch: Batch, module: Any) -> Batch:
         if self.buffer.size == 0 or self.batch_size_mem == 0:

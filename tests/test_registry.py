@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pytest
 
 from clframe.errors import ConfigError
-from clframe.registry import BACKBONES, HEADS, STRATEGIES, Registry, import_dotted
+from clframe.registry import BACKBONES, HEADS, STRATEGIES, ParamError, Registry, import_dotted
 from clframe.typecheck import matches, type_name
 
 
@@ -196,6 +196,46 @@ def test_build_a_real_backbone_with_checked_params():
     assert net.out_features == 3
     with pytest.raises(ConfigError, match=r"'backbone.hidden' must be Sequence\[int\]"):
         BACKBONES.build("mlp", {"hidden": 5}, input_shape=(4,))
+
+
+def rejecting(level: int = 1) -> dict[str, int]:
+    """A constructor that rejects a value of its own: ``level`` must be >= 1."""
+    if level < 1:
+        raise ParamError("level", f"must be >= 1, got {level}", "Set it to 1 or more.")
+    if level > 9:
+        raise ValueError(f"level {level} is too deep.")
+    return {"level": level}
+
+
+def test_a_param_error_of_the_constructor_names_the_full_config_key(reg):
+    reg.register("rejecting")(rejecting)
+    with pytest.raises(ConfigError) as e:
+        reg.build("rejecting", {"level": 0})
+    assert str(e.value) == "'thing.level' must be >= 1, got 0. Set it to 1 or more."
+    assert isinstance(e.value.__cause__, ParamError)
+    with pytest.raises(ConfigError, match=r"^'strategies\.deep\.level' must be >= 1, got 0\."):
+        reg.build("rejecting", {"level": 0}, config_key="strategies.deep")
+    with pytest.raises(ConfigError, match=r"^'level' must be >= 1, got 0\. Set it to 1 or more\.$"):
+        rejecting(0)  # outside a registry it names the parameter alone
+
+
+def test_a_value_error_of_the_constructor_becomes_a_config_error_naming_the_component(reg):
+    reg.register("rejecting")(rejecting)
+    with pytest.raises(ConfigError) as e:
+        reg.build("rejecting", {"level": 10})
+    assert str(e.value) == ("thing 'rejecting' cannot be built from the settings under 'thing': level 10 is too "
+                            "deep. Change them under 'thing' (`clframe list` shows its parameters and their "
+                            "defaults).")
+    assert isinstance(e.value.__cause__, ValueError)
+
+
+def test_strategies_are_named_by_their_key_under_strategies():
+    assert STRATEGIES.config_key("replay") == "strategies.replay"
+    assert HEADS.config_key("linear") == "head"
+    with pytest.raises(ConfigError, match=r"^'strategies\.replay\.mem_size' must be >= 1, got 0"):
+        STRATEGIES.build("replay", {"mem_size": 0})
+    with pytest.raises(ConfigError, match=r"^'strategies\.rehearse\.mem_size' must be >= 1, got -3"):
+        STRATEGIES.build("replay", {"mem_size": -3}, config_key="strategies.rehearse")
 
 
 # -- import_dotted ---------------------------------------------------------------------------

@@ -138,3 +138,19 @@ def test_trains_end_to_end(tmp_path, task_labels):
 def test_unknown_benchmark_arg_is_a_config_error():
     with pytest.raises(ConfigError, match="dataset_root"):
         avalanche(benchmark=f"{__name__}:make_benchmark", benchmark_args={"dataset_root": "data/avalanche"})
+
+
+def test_an_experience_without_samples_is_named():
+    bench = make_benchmark()
+    empty = SimpleNamespace(dataset=[], task_labels=[0], classes_in_this_experience=[])
+    bench = SimpleNamespace(train_stream=list(bench.train_stream), test_stream=[*list(bench.test_stream)[:2], empty])
+    with pytest.raises(ConfigError, match=r"The Avalanche benchmark's experience 2 \(test_stream\) has no samples: "
+                                          r"every experience needs training and eval samples\."):
+        from_avalanche(bench)
+    with pytest.raises(ConfigError, match="The Avalanche benchmark has no experiences"):
+        from_avalanche(SimpleNamespace(train_stream=[], test_stream=[]))
+
+
+def test_max_samples_per_experience_below_one_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"scenario.max_samples_per_experience must be >= 1, got 0"):
+        avalanche(benchmark=f"{__name__}:make_benchmark", max_samples_per_experience=0)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from clframe.datasets import Dataset, load_dataset
+from clframe.errors import ConfigError
 from clframe.registry import DATASETS
 from scenarios.permuted import permuted
 
@@ -83,3 +84,9 @@ def test_mnist1d_is_permuted_too():
     s = permuted(dataset="mnist1d", n_experiences=2)
     assert s.input_shape == (40,)
     assert s.stream[1].train.x.shape[1:] == (40,)
+
+
+@pytest.mark.parametrize("n", [0, -2])
+def test_no_experiences_is_a_config_error(n):
+    with pytest.raises(ConfigError, match=rf"scenario.n_experiences must be >= 1, got {n}: a stream needs at least"):
+        permuted(n_experiences=n)

@@ -80,3 +80,10 @@ def test_cumulative_trains_each_rotation_on_everything_seen_so_far():
         assert torch.equal(e.train.x, expected)
         assert torch.equal(e.eval.x, plain.stream[k].eval.x)  # evaluation stays per rotation
     assert "cumulative" in joint.name
+
+
+def test_no_experiences_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"scenario.angles is empty: .* or set scenario.angles=null"):
+        rotated(angles=[])
+    with pytest.raises(ConfigError, match=r"scenario.n_experiences must be >= 1, got 0"):
+        rotated(n_experiences=0)

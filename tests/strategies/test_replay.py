@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from clframe.buffers import ClassBalancedBuffer, ReservoirBuffer
 from clframe.config import compose
+from clframe.errors import ConfigError
 from clframe.module import CLModule, task_loss
 from clframe.plugin import Batch, StepContext, Strategy
 from clframe.runner import Built, build, fit
@@ -36,6 +37,16 @@ def test_default_buffer_kinds():
     assert isinstance(Replay(buffer="class_balanced").buffer, ClassBalancedBuffer)
     assert Replay(mem_size=7).buffer.capacity == 7
 
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"mem_size": 0}, r"^'mem_size' must be >= 1, got 0: the replay buffer needs room for at least one sample\."),
+    ({"buffer": "class_balanced", "mem_size": -1}, r"^'mem_size' must be >= 1, got -1"),
+    ({"batch_size_mem": -1}, r"^'batch_size_mem' must be >= 0, got -1\."),
+])
+def test_settings_that_cannot_work_are_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Replay(**kwargs)
 
 def test_empty_buffer_leaves_the_batch_alone():
     r = Replay()

@@ -1,0 +1,149 @@
+"""Checks of the built scenario and model, run once before any training step.
+
+The config checks (``clframe.config.validate``) see only the config; these see what it
+built: experiences without samples, labels outside the scenario's classes, a head with
+fewer logits than the stream has classes. Each problem is a ``ConfigError`` that says
+what is wrong, which config key to change and how.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from clframe.errors import ConfigError
+from clframe.stream import Scenario
+
+
+def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
+    """Raise ``ConfigError`` unless every experience has training and eval samples whose inputs
+    have the scenario's ``input_shape``, whose labels are in ``[0, n_classes)`` and whose task
+    labels are in ``[0, n_tasks)``. Every problem found is reported, one per line.
+
+    Args:
+        scenario: the built scenario.
+        key: the config key of the scenario's settings, for the messages (default ``scenario``).
+    """
+    where = f"scenario '{scenario.name}'" if scenario.name else "the scenario"
+    if len(scenario.stream) == 0:
+        raise ConfigError(f"{where[0].upper()}{where[1:]} has no experiences. Change the settings under '{key}' so "
+                          f"that it yields at least one (e.g. {key}.n_experiences >= 1).")
+    errors = []
+    for i, e in enumerate(scenario.stream):
+        exp = f"Experience {i} of {where}"
+        splits = [(split, data) for split, data in (("training", e.train), ("eval", e.eval)) if len(data)]
+        for split in ("training", "eval"):
+            if split not in dict(splits):
+                errors.append(
+                    f"{exp} has no {split} samples (classes {e.classes_in_this_experience}). Every experience needs "
+                    f"training and eval samples: change the settings under '{key}' so that each experience gets "
+                    f"some (e.g. fewer experiences with {key}.n_experiences, or only classes the dataset has in both "
+                    "its train and test split), or fix the scenario's data."
+                )
+        for split, data in splits:
+            if tuple(data.x.shape[1:]) != tuple(scenario.input_shape):
+                errors.append(
+                    f"{exp} has {split} inputs of shape {list(data.x.shape[1:])}, but the scenario declares "
+                    f"input_shape={tuple(scenario.input_shape)} (the backbone is built for it). Fix the scenario "
+                    f"under '{key}' so that every experience's inputs have one shape, its input_shape."
+                )
+        if not splits:
+            continue
+        ranges = torch.stack([torch.stack([d.y.min(), d.t.min(), d.y.max(), d.t.max()]) for _, d in splits])
+        lo, tlo = ranges[:, :2].min(0).values.tolist()
+        hi, thi = ranges[:, 2:].max(0).values.tolist()
+        if lo < 0 or hi >= scenario.n_classes:
+            errors.append(
+                f"{exp} has labels in [{lo}, {hi}], outside [0, {scenario.n_classes}): the scenario declares "
+                f"n_classes={scenario.n_classes}, which sizes the head. Fix the scenario under '{key}': labels must "
+                f"be >= 0 and n_classes at least the largest label + 1 ({max(hi + 1, 1)})."
+            )
+        if tlo < 0 or thi >= scenario.n_tasks:
+            errors.append(
+                f"{exp} has task labels in [{tlo}, {thi}], outside [0, {scenario.n_tasks}): the scenario declares "
+                f"n_tasks={scenario.n_tasks}, which sizes a multi-head. Fix the scenario under '{key}': task labels "
+                f"must be >= 0 and n_tasks at least the largest task label + 1 ({max(thi + 1, 1)})."
+            )
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+
+def check_head(module: nn.Module, scenario: Scenario, key: str = "head") -> None:
+    """Raise ``ConfigError`` unless the model gives at least ``max label + 1`` logits per sample.
+
+    One forward pass on one training sample of each experience (so every task label is
+    seen), on the module's device, in eval mode, without gradients and with the RNG state
+    restored: training afterwards is exactly what it would have been without the check.
+
+    Args:
+        module: the model, called as ``module(x, t)`` (a ``CLModule``, or any module with
+            that signature; its ``head`` attribute, if any, names the head in messages).
+        scenario: the built scenario (check it first with ``check_scenario``).
+        key: the config key of the head's settings, for the messages (default ``head``).
+    """
+    samples = [e.train for e in scenario.stream if len(e.train)]
+    if not samples:
+        check_scenario(scenario)  # reports the empty experiences
+        raise ConfigError("The scenario has no training samples.")
+    max_label, max_exp = max((int(d.y.max()), i) for i, e in enumerate(scenario.stream)
+                             for d in (e.train, e.eval) if len(d))
+    head = getattr(module, "head", module)
+    name = _component_name(head)
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    device = first.device if first is not None else samples[0].x.device
+    x = torch.cat([d.x[:1].to(device) for d in samples])
+    t = torch.cat([d.t[:1].to(device) for d in samples])
+    with _untouched(module, device):
+        try:
+            logits = module(x, t)
+        except Exception as e:  # a head or backbone that does not fit the data: say so before training
+            raise ConfigError(
+                f"The model (head '{name}' under '{key}') fails on one training sample per experience of "
+                f"scenario '{scenario.name}' (inputs {list(x.shape)}, task labels {t.tolist()}): "
+                f"{type(e).__name__}: {e}. Check that '{key}' and 'backbone' fit the scenario's inputs, "
+                f"classes (n_classes={scenario.n_classes}) and tasks (n_tasks={scenario.n_tasks})."
+            ) from e
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or len(logits) != len(x):
+        got = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ConfigError(f"head '{name}' under '{key}' must return logits of shape [batch, classes]; for "
+                          f"{len(x)} samples it returned {got}. Fix its forward.")
+    n_out = logits.shape[1]
+    if n_out < max_label + 1:
+        also = (f" (the scenario declares n_classes={scenario.n_classes}, also too few: fix it under 'scenario')"
+                if scenario.n_classes < max_label + 1 else "")
+        raise ConfigError(
+            f"head '{name}' under '{key}' outputs {n_out} logits per sample, but the labels of scenario "
+            f"'{scenario.name}' go up to {max_label} (experience {max_exp}), so it needs at least {max_label + 1} "
+            f"(largest label + 1). Fix '{key}': size the head from the n_classes the framework passes it "
+            f"(n_classes={scenario.n_classes}){also} instead of a fixed size, or set its size to at "
+            f"least {max_label + 1}."
+        )
+
+
+@contextmanager
+def _untouched(module: nn.Module, device: torch.device) -> Iterator[None]:
+    """Eval mode, no gradients and a forked RNG (of the CPU and of ``device``); every submodule's
+    train/eval mode comes back afterwards."""
+    modes = [(m, m.training) for m in module.modules()]
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    module.eval()
+    try:
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+            yield
+    finally:
+        module.train(modes[0][1])
+        for m, mode in modes:
+            if m.training != mode:
+                m.training = mode
+
+
+def _component_name(obj: object) -> str:
+    """The registered name of ``obj``'s class, else ``module:Class``."""
+    cls = type(obj)
+    return cls.__dict__.get("registry_name") or f"{cls.__module__}:{cls.__qualname__}"
+
