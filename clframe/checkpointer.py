@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 import clframe
 from clframe.checkpoint import FORMAT, atomic_save, check_plain, checkpoint_dir, checkpoint_name, prune, rng_state
 from clframe.distributed import rank, world_size
-from clframe.errors import RunInterrupted
+from clframe.errors import CheckpointError, RunInterrupted
 
 
 class StopRequest:
@@ -104,6 +104,7 @@ class Checkpointer(Callback):
         return {
             "format": FORMAT, "clframe": clframe.__version__, "step": module.cl_step,
             "experience": module.current_exp, "finished": module.finished, "world_size": world_size(),
+            "rank": rank(),
             "config": self.config, "module": training, "rng": rng_state(),
             "evaluator": None if self.evaluator is None else self.evaluator.state_dict(),
             "recorder": None if self.recorder is None else self.recorder.state_dict(),
@@ -133,6 +134,9 @@ class Checkpointer(Callback):
         if self.resume_state is not None:
             from clframe.checkpoint import set_rng_state
 
+            if self.resume_state.get("rank", 0) != rank():
+                raise CheckpointError(f"rank {rank()} was given the checkpoint of rank {self.resume_state['rank']}; "
+                                      "resume with the same launcher and process layout.")
             pl_module.load_training_state(self.resume_state["module"])
             self._saved_key = (pl_module.cl_step, pl_module.current_exp, pl_module.exp_ended)
             set_rng_state(self.resume_state["rng"])  # last: nothing may draw from the RNGs after this

@@ -66,6 +66,12 @@ class StreamIterator:
         return torch.randperm(n, generator=g).to(device)
 
     def __iter__(self) -> Iterator[Batch]:
+        from clframe.distributed import rank, world_size
+
+        if world_size() > 1:  # the process group is the authority on ranks, whichever launcher started them
+            if world_size() != self.world_size:
+                raise RuntimeError(f"{world_size()} processes, but the batches were planned for {self.world_size}")
+            self.rank = rank()
         bs = self.batch_size
         while self.position["exp"] < len(self.stream):
             e, ep = self.position["exp"], self.position["epoch"]

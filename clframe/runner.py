@@ -70,9 +70,16 @@ def processes(trainer: dict[str, Any]) -> tuple[int, int]:
                           f"trainer.devices={devices} trainer.num_nodes={trainer['num_nodes']}.")
     if world > 1 and trainer["strategy"] in ("single_device",):
         raise ConfigError(f"trainer.strategy={trainer['strategy']} runs one device; use trainer.strategy=ddp.")
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    rank = int(os.environ.get("RANK", int(os.environ.get("NODE_RANK", 0)) * int(devices) + local))
-    return (rank, world) if world > 1 else (0, 1)
+    if world == 1:
+        return 0, 1
+    env = os.environ
+    if "RANK" in env:
+        rank = int(env["RANK"])
+    elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 0)) == world:  # Slurm started the processes
+        rank = int(env["SLURM_PROCID"])
+    else:  # Lightning's launcher: one process per device on each node
+        rank = int(env.get("NODE_RANK", 0)) * int(devices) + int(env.get("LOCAL_RANK", 0))
+    return rank, world
 
 
 def _split_name(node: dict[str, Any], default: str | None = None) -> tuple[str, dict[str, Any]]:
