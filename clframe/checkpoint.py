@@ -15,7 +15,6 @@ import pickle
 import random
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -136,15 +135,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights only" in str(e).lower() or "unsupported global" in str(e).lower():
+        if re.search(r"unsupported global|can only (create new object|build)|call reduce", str(e), re.I):
             raise CheckpointError(
                 f"Refusing to load {path}: it holds Python objects that only full unpickling can rebuild "
                 f"({_unsupported(str(e))}). clframe loads checkpoints with torch.load(weights_only=True) because "
                 "unpickling can run arbitrary code; its own checkpoints hold only tensors and plain containers. "
                 "Resume from a checkpoint that clframe wrote."
             ) from e
-        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({reason}).") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as e:
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))  # torch's first line advises weights_only=False
+        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated "
+                              f"({detail.group(1).strip() if detail else reason}).") from e
+    except Exception as e:  # whatever else a damaged file makes torch.load raise (KeyError, struct.error, ...)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({reason}).") from e
     if not isinstance(state, dict) or "format" not in state:

@@ -17,7 +17,8 @@ from clframe.runner import build
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")
 TINY_DDP = ["scenario.n_experiences=2", "backbone.hidden=[32]", "logger.progress=false", "train.num_threads=1",
-            "eval.every=5", "train.epochs=5", "train.lr=0.2", "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+            "eval.every=5", "train.epochs=5", "train.lr=0.2", "trainer.strategy=ddp", "trainer.devices=2",
+            "trainer.accelerator=cpu"]
 
 
 def ddp_run(tmp_path: Path, *overrides: str) -> Path:

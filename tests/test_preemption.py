@@ -92,7 +92,7 @@ def test_kill_9_while_a_checkpoint_is_written_leaves_the_previous_one(tmp_path):
         run_dir = tmp_path / f"run{attempt}"
         ckpts = run_dir / "checkpoints"
         proc = start([*overrides, f"hydra.run.dir={run_dir}"], tmp_path)
-        wait_for(lambda: len(list(ckpts.glob("step-*.ckpt"))) >= 2 and any(ckpts.glob(".step-*.tmp")), proc)
+        wait_for(lambda d=ckpts: len(list(d.glob("step-*.ckpt"))) >= 2 and any(d.glob(".step-*.tmp")), proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         if any(ckpts.glob(".step-*.tmp")):
