@@ -178,7 +178,8 @@ def list_checkpoints(run_dir: str | Path, rank: int | None = None) -> list[tuple
 
 
 def latest_checkpoint(target: str | Path, rank: int = 0, world_size: int = 1) -> tuple[Path, dict[str, Any]]:
-    """The newest loadable checkpoint of a run directory (or ``target`` itself if it is a file).
+    """The newest loadable checkpoint of a run directory (or ``target`` itself if it is a file), for
+    ``rank`` of ``world_size`` processes.
 
     A newer file that fails to load is skipped with a warning, so a damaged last checkpoint
     falls back to the one before it; the error is raised only when none loads.
@@ -188,7 +189,9 @@ def latest_checkpoint(target: str | Path, rank: int = 0, world_size: int = 1) ->
         return target, load_checkpoint(target)
     if not target.is_dir():
         raise CheckpointError(f"resume={target}: no such run directory or checkpoint file.")
-    files = list_checkpoints(target, rank if world_size > 1 else None)
+    # one process reading a multi-process run (to learn its config) reads rank 0's files
+    files = list_checkpoints(target, rank) if world_size > 1 else \
+        list_checkpoints(target, None) or list_checkpoints(target, 0)
     if not files:
         raise CheckpointError(
             f"resume={target}: no checkpoints in {checkpoint_dir(target)} "

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 import clframe
 from clframe.checkpoint import FORMAT, atomic_save, check_plain, checkpoint_dir, checkpoint_name, prune, rng_state
-from clframe.distributed import rank, world_size
+from clframe.distributed import all_reduce_max, rank, world_size
 from clframe.errors import CheckpointError, RunInterrupted
 
 
@@ -40,6 +41,14 @@ class StopRequest:
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
+
+    def install(self) -> None:
+        """Take the signals back from handlers set since ``__enter__``. Lightning's own SIGTERM handler
+        broadcasts across ranks inside the handler, which can pair with another collective and hang
+        a multi-process run; here the ranks agree on stopping between two steps instead."""
+        if self._previous and threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                signal.signal(s, self._handle)
 
     def __exit__(self, *exc: Any) -> None:
         for s, handler in self._previous.items():
@@ -131,6 +140,8 @@ class Checkpointer(Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # registered after the evaluator's listener, so a boundary checkpoint holds the boundary evaluation
         pl_module.listeners.append(self._on_module_event)
+        if self.stop is not None:
+            self.stop.install()
         if self.resume_state is not None:
             from clframe.checkpoint import set_rng_state
 
@@ -145,18 +156,20 @@ class Checkpointer(Callback):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.enabled and self.every and pl_module.cl_step % self.every == 0:
             self.save(pl_module)
-        if self.stop is not None and self.stop.signum is not None:
-            if world_size() > 1:
-                # every rank must stop at the same step: Lightning broadcasts this flag at the next
-                # step and raises SIGTERMException on all ranks, where on_exception saves
-                if trainer is not None and rank() == 0:
-                    trainer.received_sigterm = True
-                return
-            raise RunInterrupted(self.stop.signum, str(self.save(pl_module)), str(self.run_dir))
+        if self.stop is None:
+            return
+        signum = self.stop.signum
+        if world_size() > 1:
+            # every rank stops at the same step: agree on the largest signal number any rank got
+            # (one tiny all-reduce per step; Lightning's DDP already syncs once per step itself)
+            flag = torch.tensor([signum or 0], device=pl_module.device)
+            signum = int(all_reduce_max(flag)) or None
+        if signum is not None:
+            raise RunInterrupted(signum, str(self.save(pl_module)), str(self.run_dir))
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        # raised by Lightning between two steps, so the state is consistent on every rank
+        # Lightning raises this between two steps (at the end of the stream), when the state is consistent
         if isinstance(exception, SIGTERMException):
             self.save(pl_module)

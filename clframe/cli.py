@@ -164,7 +164,10 @@ def _make_hydra_entry():
         except USER_ERRORS as e:
             _fail(e)
         except RunInterrupted as e:
-            print(f"\n{e}", file=sys.stderr)
+            from clframe.distributed import is_main_rank
+
+            if is_main_rank():
+                print(f"\n{e}", file=sys.stderr)
             sys.exit(128 + e.signum)  # the shell's code for "stopped by this signal"
         except DivergenceError as e:
             print(f"error: {e}", file=sys.stderr)

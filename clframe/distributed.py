@@ -38,6 +38,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """``t`` maximised over ranks, in place (``t`` itself in one process)."""
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def max_diff_across_ranks(module: nn.Module) -> float:
     """Largest absolute difference between this rank's parameters and rank 0's, over all ranks.
     0.0 means every rank holds exactly the same weights."""

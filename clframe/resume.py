@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from clframe.checkpoint import latest_checkpoint, list_checkpoints
+from clframe.checkpoint import checkpoint_dir, checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint
 from clframe.errors import CheckpointError
 
 # settings a resumed run may change: they do not alter what is trained
@@ -94,8 +94,7 @@ def find_latest_run(config: dict[str, Any], roots: tuple[str, ...] = SEARCH_ROOT
     return None if best is None else best[1]
 
 
-def resolve(config: dict[str, Any], overrides: list[str] | None = None, rank: int = 0,
-            world_size: int = 1) -> Resume | None:
+def resolve(config: dict[str, Any], overrides: list[str] | None = None) -> Resume | None:
     """The checkpoint ``config['resume']`` points to, checked against ``config``; None for a fresh run.
 
     Args:
@@ -103,8 +102,8 @@ def resolve(config: dict[str, Any], overrides: list[str] | None = None, rank: in
         overrides: the command-line overrides that made it (None: ``config`` was given whole,
             so it must match the saved config outside ``SAFE``). With overrides, settings the
             user did not touch come from the saved config; touched ones must match it.
-        rank: this process's rank (its own checkpoint file under multi-process training).
-        world_size: number of processes.
+
+    The checkpoint is the single-process file, or rank 0's of a multi-process run (see ``for_rank``).
     """
     target = config.get("resume")
     if not target:
@@ -116,7 +115,7 @@ def resolve(config: dict[str, Any], overrides: list[str] | None = None, rank: in
                   f"{' or '.join(SEARCH_ROOTS)}/; starting a new run.")
             return None
         target = found
-    path, state = latest_checkpoint(target, rank, world_size)
+    path, state = latest_checkpoint(target)
     run_dir = path.parent.parent
     saved = state["config"]
     diffs = differences(saved, config)
@@ -128,9 +127,6 @@ def resolve(config: dict[str, Any], overrides: list[str] | None = None, rank: in
             f"config; only {', '.join(SAFE)} may change. Drop those overrides (clframe run resume={run_dir}) "
             "or start a new run without resume=."
         )
-    if state.get("world_size", 1) != world_size:
-        raise CheckpointError(f"Checkpoint {path} was written by {state.get('world_size', 1)} processes; "
-                              f"this run has {world_size}. Resume with the same trainer.devices and num_nodes.")
     merged = copy.deepcopy(saved)
     # safe settings: this invocation's where it set them (all of them for a whole config), else the saved ones
     for key, value in _flatten(config).items():
@@ -141,6 +137,18 @@ def resolve(config: dict[str, Any], overrides: list[str] | None = None, rank: in
                 node = node.setdefault(p, {})
             node[leaf] = copy.deepcopy(value)
     return Resume(merged, run_dir, path, state)
+
+
+def for_rank(resume: Resume, rank: int, world_size: int) -> Resume:
+    """``resume`` for ``rank`` of ``world_size`` processes: that rank's file of the same step."""
+    written = resume.state.get("world_size", 1)
+    if written != world_size:
+        raise CheckpointError(f"Checkpoint {resume.path} was written by {written} process(es); this run has "
+                              f"{world_size}. Resume with the same trainer.devices and trainer.num_nodes.")
+    if world_size == 1 or rank == 0:
+        return resume
+    path = checkpoint_dir(resume.run_dir) / checkpoint_name(resume.state["step"], rank, world_size)
+    return Resume(resume.config, resume.run_dir, path, load_checkpoint(path))
 
 
 def check_model(resume: Resume, model_state: dict[str, Any]) -> None:

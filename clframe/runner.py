@@ -33,7 +33,7 @@ from clframe.module import CLModule
 from clframe.progress import StreamProgressBar, progress_metrics
 from clframe.records import RunRecorder, make_wandb_logger
 from clframe.registry import BACKBONES, HEADS, SCENARIOS, STRATEGIES
-from clframe.resume import Resume, check_model, resolve
+from clframe.resume import Resume, check_model, for_rank, resolve
 from clframe.stream import Scenario
 
 
@@ -198,11 +198,12 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     quiet()
     start = time.perf_counter()
     c = validate(cfg)
-    rank, world = processes(c["trainer"])
-    resume = resolve(c, overrides, rank, world)
+    resume = resolve(c, overrides)
     if resume is not None:
-        c, run_dir = resume.config, resume.run_dir
-        print(f"Resuming {run_dir} from {resume.path.name} (step {resume.state['step']}).")
+        c, run_dir = resume.config, resume.run_dir  # the process layout too comes from the resumed run
+        resume = for_rank(resume, *processes(c["trainer"]))
+        if is_main_rank():
+            print(f"Resuming {run_dir} from {resume.path.name} (step {resume.state['step']}).")
     built = build(c)
     c, module, run_dir = built.config, built.module, Path(run_dir)
     main = is_main_rank()

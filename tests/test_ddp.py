@@ -63,6 +63,32 @@ def test_ddp_two_cpu_processes_train_ewc_and_replay_in_step(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_resume_from_the_middle_matches_the_uninterrupted_run(tmp_path):
+    import shutil
+
+    run_dir = ddp_run(tmp_path, "strategy=[ewc,replay]", "checkpoint.every=7", "checkpoint.keep=1000")
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run_dir, resumed)
+    for p in (resumed / "checkpoints").glob("*.ckpt"):
+        if int(p.name.split("-")[1]) > 30:  # mid experience 0 of 55 steps each
+            p.unlink()
+    (resumed / "summary.json").unlink()
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([CLFRAME, "run", f"resume={resumed}"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (run_dir, resumed))
+    timing = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s",
+              "checkpoint_mb", "resumed_from"}
+    assert [k for k in a if k not in timing and json.dumps(a[k]) != json.dumps(b[k])] == []
+    for mine, ref in zip(final_checkpoints(resumed), final_checkpoints(run_dir)):
+        for k, v in ref["module"]["model"].items():
+            assert torch.equal(v, mine["module"]["model"][k]), k
+        assert torch.equal(ref["module"]["strategies"]["replay"]["buffer"]["x"],
+                           mine["module"]["strategies"]["replay"]["buffer"]["x"])
+
+
+@pytest.mark.slow
 def test_ddp_naive(tmp_path):
     s = json.loads((ddp_run(tmp_path, "strategy=naive") / "summary.json").read_text())
     assert s["world_size"] == 2 and s["rank_weight_max_abs_diff"] == 0.0 and s["acc_matrix"][-1][1] > 0.8
@@ -73,3 +99,26 @@ def test_fabric_engine_refuses_several_processes():
 
     with pytest.raises(ConfigError, match="trainer.engine=fabric runs one process"):
         build(compose(["trainer.engine=fabric", "trainer.devices=2", "trainer.strategy=ddp"]))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([CLFRAME, "run", *TINY_DDP, "train.epochs=200", "checkpoint.every=20",
+                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("*-rank1.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to rank 0 only, as a scheduler's kill of the job's main process
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.count("SIGTERM received: stopped with checkpoint") == 1 and "Traceback" not in err
+    steps = {r: max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob(f"*-rank{r}.ckpt"))
+             for r in (0, 1)}
+    assert steps[0] == steps[1] > 20
