@@ -204,6 +204,12 @@ def latest_checkpoint(target: str | Path, rank: int = 0, world_size: int = 1) ->
         except CheckpointError as e:
             errors.append(str(e))
             continue
+        ranks = state.get("world_size", 1)
+        missing = [r for r in range(ranks) if ranks > 1 and
+                   not (path.parent / checkpoint_name(state["step"], r, ranks)).is_file()]
+        if missing:  # a multi-process checkpoint is whole only when every rank wrote its file
+            errors.append(f"Step {state['step']} lacks the files of rank(s) {missing}.")
+            continue
         if errors:
             import warnings
 
