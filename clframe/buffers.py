@@ -57,7 +57,7 @@ class Buffer:
         if "x" in state:
             self.x, self.y, self.t = state["x"], state["y"], state["t"]
             self.gen = torch.Generator(device=self.x.device)
-            self.gen.set_state(state["rng"])
+            self.gen.set_state(state["rng"].cpu())  # generator states are CPU byte tensors, even of CUDA generators
 
 
 class ReservoirBuffer(Buffer):
