@@ -46,3 +46,31 @@ def make_cumulative(scenario: Scenario) -> Scenario:
         e.info["cumulative"] = True
     scenario.name += " (cumulative)"
     return scenario
+
+
+def symmetric_inputs(ds: Dataset) -> Dataset:
+    """``ds`` with inputs mapped linearly from the training set's [min, max] to [-1, 1], as the
+    loss-of-plasticity setups use (the test set goes through the same map)."""
+    lo, hi = ds.x_train.min(), ds.x_train.max()
+    scale = 2.0 / (hi - lo).clamp_min(1e-12)
+    return Dataset((ds.x_train - lo) * scale - 1, ds.y_train, (ds.x_test - lo) * scale - 1, ds.y_test,
+                   ds.n_classes, ds.name)
+
+
+def stream_samples(n_available: int, n_tasks: int, per_task: int, g: torch.Generator) -> list[Tensor]:
+    """Indices of ``per_task`` samples for each of ``n_tasks`` tasks, taken in order from one long
+    stream that walks through seeded reshuffles of the ``n_available`` samples (a sample recurs only
+    after every other one has been seen, as in a single pass over an endless stream)."""
+    total = n_tasks * per_task
+    order = torch.cat([torch.randperm(n_available, generator=g) for _ in range(-(-total // n_available))])
+    return list(order[:total].split(per_task))
+
+
+def check_streaming(n_tasks: int, per_task: int, per_task_key: str = "samples_per_task") -> None:
+    """The errors a streaming scenario raises for a stream with no samples."""
+    from clframe.errors import ConfigError
+
+    if n_tasks < 1:
+        raise ConfigError(f"scenario.n_tasks must be >= 1, got {n_tasks}: a stream needs at least one task.")
+    if per_task < 1:
+        raise ConfigError(f"scenario.{per_task_key} must be >= 1, got {per_task}: every task needs samples.")
