@@ -74,6 +74,7 @@ class Checkpointer(Callback):
         stop: the signal-driven stop request to honour (default None).
         enabled: save periodically and at experience ends (default True); a stop request is
             honoured with a checkpoint regardless.
+        extra: more stateful parts (``state_dict``/``load_state_dict``) by name, e.g. monitors (default None).
     """
 
     def __init__(
@@ -87,10 +88,12 @@ class Checkpointer(Callback):
         recorder: Any = None,
         stop: StopRequest | None = None,
         enabled: bool = True,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir, self.config = Path(run_dir), config
         self.every, self.at_experience_end, self.keep = every, at_experience_end, keep
         self.evaluator, self.recorder, self.stop, self.enabled = evaluator, recorder, stop, enabled
+        self.extra = extra or {}
         self.resume_state: dict[str, Any] | None = None
         self.last_path: Path | None = None
         self.save_times: list[float] = []
@@ -117,6 +120,7 @@ class Checkpointer(Callback):
             "config": self.config, "module": training, "rng": rng_state(),
             "evaluator": None if self.evaluator is None else self.evaluator.state_dict(),
             "recorder": None if self.recorder is None else self.recorder.state_dict(),
+            "extra": {k: v.state_dict() for k, v in self.extra.items()},
         }
 
     def save(self, module: Any) -> Path:

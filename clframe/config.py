@@ -111,6 +111,10 @@ class EvalConfig:
         batch_size: samples per forward pass in evaluation (default 1000).
         gap_window: evaluations after a switch in which the stability-gap depth is sought (default 100).
         lca_beta: number of evaluations (beta) of the learning-curve area LCA (default 10).
+        plasticity: record the loss-of-plasticity diagnostics per task (default False).
+        plasticity_every: steps between plasticity measurements (an extra forward pass); null: none
+            (default 1).
+        plasticity_probe: eval samples per task for dead units, effective rank and norms (default 256).
     """
 
     every: int | None = 10
@@ -119,6 +123,9 @@ class EvalConfig:
     batch_size: int = 1000
     gap_window: int = 100
     lca_beta: int = 10
+    plasticity: bool = False
+    plasticity_every: int | None = 1
+    plasticity_probe: int = 256
 
 
 @dataclass
@@ -146,7 +153,8 @@ TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "scenario": dict
             "strategies": dict, **{k: dict for k in SECTIONS}}
 # settings that must be >= 1 when set (null is allowed where the type is Optional)
 POSITIVE = {"train": ("epochs", "batch_size", "num_threads"), "trainer": ("num_nodes",),
-            "eval": ("every", "subset", "batch_size", "gap_window", "lca_beta"), "logger": ("log_every",),
+            "eval": ("every", "subset", "batch_size", "gap_window", "lca_beta", "plasticity_every",
+                     "plasticity_probe"), "logger": ("log_every",),
             "checkpoint": ("every", "keep")}
 OFF_HINT = {"eval.every": " To turn continual evaluation off, set eval.every=null.",
             "checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null."}

@@ -19,7 +19,7 @@ from clframe.stream import Stream
 
 # Plain (non-tensor, non-module) attributes written every step. nn.Module.__setattr__ runs
 # isinstance checks on each write; Lightning alone writes _current_fx_name ~28 times a step.
-FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps"})
+FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps", "last_ctx"})
 
 HOOKS = (
     "before_forward",
@@ -96,6 +96,7 @@ class CLModule(L.LightningModule):
         self.exp_ended = False
         self.resuming = False
         self.rank_weight_diff: float | None = None
+        self.last_ctx: StepContext | None = None  # the latest step's batch, logits and loss, for monitors
         self.samples_all_ranks: int | None = None
         self.exp_start_step = 0
         self.samples_seen = 0
@@ -239,6 +240,7 @@ class CLModule(L.LightningModule):
         for s in self._hooks["after_optimizer_step"]:
             s.after_optimizer_step(ctx)
         self._accumulate(terms)
+        self.last_ctx = ctx
 
     def _apply_lr_factor(self) -> None:
         factor = 1.0

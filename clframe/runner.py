@@ -28,6 +28,8 @@ from clframe.evaluation.continual import ContinualEvaluator
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.curve_metrics import curve_summary
 from clframe.evaluation.metrics import summary_metrics
+from clframe.evaluation.plasticity import PlasticityMonitor
+from clframe.evaluation.plasticity_report import plasticity_summary, plot_plasticity
 from clframe.evaluation.plots import plot_acc_matrix, plot_curves
 from clframe.module import CLModule
 from clframe.progress import StreamProgressBar, progress_metrics
@@ -96,6 +98,7 @@ class Built:
     module: CLModule
     loader: StreamIterator
     evaluator: ContinualEvaluator | None = None
+    monitor: PlasticityMonitor | None = None
 
 
 def build(cfg: Any) -> Built:
@@ -126,7 +129,8 @@ def build(cfg: Any) -> Built:
     ev = c["eval"]
     evaluator = ContinualEvaluator(ev["every"], ev["subset"], ev["on"], ev["batch_size"], seed=c["seed"]) \
         if ev["every"] is not None else None
-    return Built(c, scenario, module, loader, evaluator)
+    monitor = PlasticityMonitor(ev["plasticity_every"], ev["plasticity_probe"]) if ev["plasticity"] else None
+    return Built(c, scenario, module, loader, evaluator, monitor)
 
 
 def fit(built: Built, extra_callbacks: list | None = None) -> None:
@@ -137,7 +141,7 @@ def fit(built: Built, extra_callbacks: list | None = None) -> None:
         extra_callbacks: Lightning callbacks run after the continual evaluator (default None).
     """
     tn, progress = built.config["trainer"], built.config["logger"]["progress"]
-    callbacks = ([built.evaluator] if built.evaluator is not None else []) + list(extra_callbacks or [])
+    callbacks = [cb for cb in (built.evaluator, built.monitor) if cb is not None] + list(extra_callbacks or [])
     if tn["engine"] == "fabric":
         fit_fabric(built.module, built.loader, tn["accelerator"], progress, callbacks)
         return
@@ -216,7 +220,8 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     ck = c["checkpoint"]
     stop = StopRequest()
     checkpointer = Checkpointer(run_dir, c, ck["every"], ck["at_experience_end"], ck["keep"], built.evaluator,
-                                recorder, stop, enabled=ck["enabled"])
+                                recorder, stop, enabled=ck["enabled"],
+                                extra={"plasticity": built.monitor} if built.monitor is not None else None)
     if resume is not None:
         restore(built, resume, recorder, checkpointer)
     fit_start = time.perf_counter()
@@ -244,6 +249,9 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
     figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title),
                plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title)]
+    if built.monitor is not None:
+        figures.append(plot_plasticity(built.monitor.rows, summary["task_end_acc"],
+                                       run_dir / "plots" / "plasticity.png", title))
     recorder.write_summary(summary, figures)
     return summary
 
@@ -258,6 +266,8 @@ def restore(built: Built, resume: Resume, recorder: RunRecorder | None, checkpoi
         built.evaluator.load_state_dict(state["evaluator"])
     if recorder is not None and state["recorder"] is not None:
         recorder.load_state_dict(state["recorder"])
+    if built.monitor is not None and "plasticity" in state.get("extra", {}):
+        built.monitor.load_state_dict(state["extra"]["plasticity"])
     if state["finished"]:
         print(f"{resume.run_dir} had already finished; writing its summary again.")
         built.module.load_training_state(state["module"])
@@ -281,6 +291,7 @@ def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, 
         **summary_metrics(module.acc_matrix, module.initial_accs),
         **curve_summary(curve, windows=(10, 100), beta=ev["lca_beta"], gap_window=ev["gap_window"]),
         "curve_source": "continual" if built.evaluator is not None else "boundary",
+        **(plasticity_summary(built.monitor.rows, module.acc_matrix) if built.monitor is not None else {}),
         "final_accs": module.acc_matrix[-1],
         "initial_accs": module.initial_accs,
         "final_losses": module.loss_log[-1] if module.loss_log else {},
