@@ -215,7 +215,7 @@ def test_every_experiment_validates_and_builds(name):
     c = validate(cfg)
     assert c["experiment_name"] == name
     built = build(cfg)
-    assert len(built.scenario.stream) == c["scenario"]["n_experiences"]
+    assert len(built.scenario.stream) == c["scenario"].get("n_experiences", c["scenario"].get("n_tasks"))
     assert sum(p.numel() for p in built.module.parameters()) > 0
 
 
