@@ -31,7 +31,7 @@ class Buffer:
     def _alloc(self, x: Tensor, y: Tensor, t: Tensor) -> None:
         if self.x is None:
             self.x = x.new_zeros((self.capacity + 1, *x.shape[1:]))
-            self.y = y.new_zeros(self.capacity + 1)
+            self.y = y.new_zeros((self.capacity + 1, *y.shape[1:]))  # regression targets may be [N, D]
             self.t = t.new_zeros(self.capacity + 1)
             self.gen = torch.Generator(device=x.device).manual_seed(self.seed)
 

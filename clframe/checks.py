@@ -11,11 +11,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from clframe.errors import ConfigError
+from clframe.objectives import get_objective
 from clframe.stream import Scenario
 
 
@@ -29,6 +31,7 @@ def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
         key: the config key of the scenario's settings, for the messages (default ``scenario``).
     """
     where = f"scenario '{scenario.name}'" if scenario.name else "the scenario"
+    regression = get_objective(scenario.objective).regression  # an unknown objective names the valid ones
     if len(scenario.stream) == 0:
         raise ConfigError(f"{where[0].upper()}{where[1:]} has no experiences. Change the settings under '{key}' so "
                           f"that it yields at least one (e.g. {key}.n_experiences >= 1).")
@@ -53,10 +56,14 @@ def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
                 )
         if not splits:
             continue
-        ranges = torch.stack([torch.stack([d.y.min(), d.t.min(), d.y.max(), d.t.max()]) for _, d in splits])
+        if regression:
+            errors += [_target_error(exp, split, d, scenario.n_classes, key) for split, d in splits
+                       if not _targets_fit(d.y, scenario.n_classes)]
+        ranges = torch.stack([torch.stack([d.y.min().float(), d.t.min().float(), d.y.max().float(),
+                                           d.t.max().float()]) for _, d in splits]).long()
         lo, tlo = ranges[:, :2].min(0).values.tolist()
         hi, thi = ranges[:, 2:].max(0).values.tolist()
-        if lo < 0 or hi >= scenario.n_classes:
+        if not regression and (lo < 0 or hi >= scenario.n_classes):
             errors.append(
                 f"{exp} has labels in [{lo}, {hi}], outside [0, {scenario.n_classes}): the scenario declares "
                 f"n_classes={scenario.n_classes}, which sizes the head. Fix the scenario under '{key}': labels must "
@@ -70,6 +77,17 @@ def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
             )
     if errors:
         raise ConfigError("\n".join(errors))
+
+
+def _targets_fit(y: Tensor, n_out: int) -> bool:
+    """Regression targets are floats of shape [N, n_out], or [N] when ``n_out`` is 1."""
+    return y.is_floating_point() and (tuple(y.shape[1:]) == (n_out,) or (y.ndim == 1 and n_out == 1))
+
+
+def _target_error(exp: str, split: str, d: Any, n_out: int, key: str) -> str:
+    return (f"{exp} has {split} targets of dtype {d.y.dtype} and shape {list(d.y.shape)}, but a regression "
+            f"scenario with n_classes={n_out} outputs needs float targets of shape [N, {n_out}]"
+            f"{' or [N]' if n_out == 1 else ''}. Fix the scenario under '{key}'.")
 
 
 def check_head(module: nn.Module, scenario: Scenario, key: str = "head") -> None:
@@ -89,8 +107,10 @@ def check_head(module: nn.Module, scenario: Scenario, key: str = "head") -> None
     if not samples:
         check_scenario(scenario)  # reports the empty experiences
         raise ConfigError("The scenario has no training samples.")
-    max_label, max_exp = max((int(d.y.max()), i) for i, e in enumerate(scenario.stream)
-                             for d in (e.train, e.eval) if len(d))
+    regression = get_objective(scenario.objective).regression
+    # a regression head needs exactly n_classes outputs (the target size); a classifier max label + 1
+    max_label, max_exp = (scenario.n_classes - 1, 0) if regression else max(
+        (int(d.y.max()), i) for i, e in enumerate(scenario.stream) for d in (e.train, e.eval) if len(d))
     head = getattr(module, "head", module)
     name = _component_name(head)
     first = next(itertools.chain(module.parameters(), module.buffers()), None)
@@ -112,6 +132,11 @@ def check_head(module: nn.Module, scenario: Scenario, key: str = "head") -> None
         raise ConfigError(f"head '{name}' under '{key}' must return logits of shape [batch, classes]; for "
                           f"{len(x)} samples it returned {got}. Fix its forward.")
     n_out = logits.shape[1]
+    if regression and n_out != scenario.n_classes:
+        raise ConfigError(
+            f"head '{name}' under '{key}' outputs {n_out} values per sample, but regression scenario "
+            f"'{scenario.name}' has {scenario.n_classes}-dimensional targets. Fix '{key}': size the head from the "
+            f"n_classes the framework passes it.")
     if n_out < max_label + 1:
         also = (f" (the scenario declares n_classes={scenario.n_classes}, also too few: fix it under 'scenario')"
                 if scenario.n_classes < max_label + 1 else "")

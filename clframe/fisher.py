@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from clframe.distributed import all_reduce_sum, rank, world_size
+from clframe.objectives import CLASSIFICATION, Objective
 from clframe.stream import TensorData
 
 
@@ -19,6 +19,7 @@ def diagonal_fisher(
     kind: Literal["empirical", "per_sample"] = "empirical",
     batch_size: int = 32,
     max_samples: int | None = None,
+    objective: Objective = CLASSIFICATION,
 ) -> dict[str, Tensor]:
     """Diagonal Fisher of ``model(x, t)`` with the true labels, in eval mode.
 
@@ -31,6 +32,8 @@ def diagonal_fisher(
             (the textbook empirical Fisher, independent of batch size) (default ``empirical``).
         batch_size: minibatch size (default 32).
         max_samples: use only the first ``max_samples`` samples (default: all).
+        objective: the loss whose gradients are squared: cross-entropy, or for regression the squared
+            error (a Gaussian likelihood up to a constant factor) (default classification).
 
     Under multi-process training each rank estimates on every ``world_size``-th sample and
     the sums are reduced across ranks, so every rank gets the same Fisher of all the samples.
@@ -49,7 +52,7 @@ def diagonal_fisher(
 
         def loss_one(p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Tensor:
             logits = functional_call(model, (p, buffers), (x.unsqueeze(0), t.unsqueeze(0)))
-            return F.cross_entropy(logits, y.unsqueeze(0))
+            return objective.loss(logits, y.unsqueeze(0))
 
         per_sample_grad = vmap(grad(loss_one), in_dims=(None, 0, 0, 0))
         detached = {k: v.detach() for k, v in params.items()}
@@ -62,7 +65,7 @@ def diagonal_fisher(
                 fisher[k] += g.pow(2).sum(0)
             count += len(y)
         else:
-            grads = torch.autograd.grad(F.cross_entropy(model(x, t), y), list(params.values()), allow_unused=True)
+            grads = torch.autograd.grad(objective.loss(model(x, t), y), list(params.values()), allow_unused=True)
             for k, g in zip(params, grads):
                 if g is not None:
                     fisher[k] += g.pow(2)

@@ -8,12 +8,12 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clframe.distributed import all_reduce_sum, is_main_rank, max_diff_across_ranks, world_size
 from clframe.errors import DivergenceError
 from clframe.evaluation.evaluate import evaluate_many, evaluation_mode
+from clframe.objectives import CLASSIFICATION, Objective, get_objective
 from clframe.plugin import Batch, StepContext, Strategy, overrides
 from clframe.stream import Stream
 
@@ -64,6 +64,8 @@ class CLModule(L.LightningModule):
         eval_batch_size: samples per forward pass in evaluation (default 1000).
         log_every: steps between host syncs that log the loss terms and check them, and the
             parameters, for NaN/inf (default 50).
+        objective: the scenario's objective, ``classification`` or ``regression`` (default
+            ``classification``).
     """
 
     def __init__(
@@ -80,9 +82,11 @@ class CLModule(L.LightningModule):
         reset_optimizer: bool = False,
         eval_batch_size: int = 1000,
         log_every: int = 50,
+        objective: str = "classification",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.objective: Objective = get_objective(objective)
         self.backbone, self.head = backbone, head
         self.strategies = strategies
         self.stream = stream
@@ -195,7 +199,7 @@ class CLModule(L.LightningModule):
 
     def _evaluate_all(self) -> tuple[list[float], list[float]]:
         with evaluation_mode(self.eval_target()) as model:
-            return evaluate_many(model, [e.eval for e in self.stream], self.eval_batch_size)
+            return evaluate_many(model, [e.eval for e in self.stream], self.eval_batch_size, self.objective)
 
     def evaluate_boundary(self, exp: int) -> list[float]:
         """Accuracy on every experience's full eval data after training on ``exp``; one matrix row.
@@ -220,7 +224,7 @@ class CLModule(L.LightningModule):
         for s in self._hooks["before_forward"]:
             batch = s.before_forward(batch, self)
         logits = self(batch.x, batch.t)
-        loss = task_loss(logits, batch.y, batch.weight)
+        loss = task_loss(logits, batch.y, batch.weight, self.objective)
         ctx = StepContext(self, batch, logits, loss, self.cl_step, self.current_exp)
         terms = {"task": loss}
         for key, s in self._loss_providers:
@@ -342,8 +346,10 @@ class CLModule(L.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
 
-def task_loss(logits: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Mean cross-entropy, or ``sum(weight * ce)`` when per-sample weights are given."""
+def task_loss(logits: Tensor, y: Tensor, weight: Tensor | None = None,
+              objective: Objective = CLASSIFICATION) -> Tensor:
+    """The objective's mean loss (default cross-entropy), or ``sum(weight * loss)`` when per-sample
+    weights are given."""
     if weight is None:
-        return F.cross_entropy(logits, y)
-    return (F.cross_entropy(logits, y, reduction="none") * weight).sum()
+        return objective.loss(logits, y)
+    return (objective.loss(logits, y, reduction="none") * weight).sum()

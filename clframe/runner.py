@@ -123,7 +123,7 @@ def build(cfg: Any) -> Built:
         backbone, head, strategies, scenario.stream, loader.steps_per_experience(),
         optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"],
         reset_optimizer=tr["reset_optimizer"], eval_batch_size=c["eval"]["batch_size"],
-        log_every=c["logger"]["log_every"],
+        log_every=c["logger"]["log_every"], objective=scenario.objective,
     )
     check_head(module, scenario)
     ev = c["eval"]
@@ -247,8 +247,9 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     curve = built.evaluator.curve(module) if built.evaluator is not None else boundary_curve(module)
     summary = make_summary(built, curve, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
     title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
-    figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title),
-               plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title)]
+    score = module.objective.score_name
+    figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title, score),
+               plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title, score)]
     if built.monitor is not None:
         figures.append(plot_plasticity(built.monitor.rows, summary["task_end_acc"],
                                        run_dir / "plots" / "plasticity.png", title))
@@ -287,6 +288,8 @@ def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, 
         "strategies": list(c["strategies"]),
         "scenario": built.scenario.name,
         "seed": c["seed"],
+        "objective": module.objective.name,
+        "score": module.objective.score_name,  # what acc_matrix and the accuracy metrics hold
         "acc_matrix": module.acc_matrix,
         **summary_metrics(module.acc_matrix, module.initial_accs),
         **curve_summary(curve, windows=(10, 100), beta=ev["lca_beta"], gap_window=ev["gap_window"]),

@@ -12,8 +12,8 @@ from clframe.stream import Experience, Scenario, Stream, TensorData
 
 
 def tensor_data(x: Tensor, y: Tensor, task: int) -> TensorData:
-    """Wrap ``x, y`` with a constant task label."""
-    return TensorData(x, y, torch.full_like(y, task))
+    """Wrap ``x, y`` with a constant task label (int64, whatever the targets' dtype)."""
+    return TensorData(x, y, torch.full((len(y),), task, dtype=torch.long, device=y.device))
 
 
 def domain_incremental(

@@ -87,6 +87,9 @@ class Scenario:
         input_shape: shape of one input sample, e.g. ``(1, 8, 8)``.
         n_tasks: number of distinct task labels (1 unless task-incremental).
         name: a short description used in logs.
+        objective: ``classification`` (labels ``y`` [N] in ``[0, n_classes)``) or ``regression``
+            (float targets ``y`` [N] or [N, n_classes]; ``n_classes`` is then the output size)
+            (default ``classification``).
     """
 
     stream: Stream
@@ -94,6 +97,7 @@ class Scenario:
     input_shape: tuple[int, ...]
     n_tasks: int = 1
     name: str = ""
+    objective: str = "classification"
 
     @property
     def train_stream(self) -> list[TensorData]:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from clframe.fisher import diagonal_fisher
+from clframe.objectives import CLASSIFICATION
 from clframe.plugin import StepContext, Strategy
 from clframe.registry import STRATEGIES
 
@@ -50,7 +51,8 @@ class EWC(Strategy):
         self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
 
     def on_experience_end(self, exp: Any, module: Any) -> None:
-        f = diagonal_fisher(module, exp.train, self.fisher_kind, self.fisher_batch_size, self.fisher_max_samples)
+        f = diagonal_fisher(module, exp.train, self.fisher_kind, self.fisher_batch_size, self.fisher_max_samples,
+                            getattr(module, "objective", CLASSIFICATION))
         anchor = {n: p.detach().clone() for n, p in module.named_parameters() if n in f}
         if self.mode == "online" and self.fishers:
             old = self.fishers[0]

@@ -164,3 +164,11 @@ def test_a_replay_buffer_of_size_zero(tiny):
                                           r"needs room for at least one sample\. Set it to the number of samples to "
                                           r"keep \(default 200\), or drop the replay strategy"):
         build(compose([*tiny, "strategy=replay", "strategies.replay.mem_size=0"]))
+
+
+def test_a_regression_head_must_output_the_target_size(register):
+    name = register(HEADS, FixedHead)
+    with pytest.raises(ConfigError, match=rf"head '{name}' under 'head' outputs 5 values per sample, but regression "
+                                          r"scenario 'slowly-changing-regression.*' has 1-dimensional targets"):
+        build(compose(["experiment=slowly_changing_regression", "scenario.n_tasks=1", "scenario.steps_per_task=10",
+                       "head=custom", f"head.name={name}", "~head.init", "logger.progress=false"]))

@@ -119,7 +119,7 @@ def test_params_is_the_signature_minus_provided_args(reg):
 
 def test_params_of_a_class_and_of_a_real_backbone():
     params = BACKBONES.params("mlp")
-    assert list(params) == ["hidden", "activation", "dropout"]
+    assert list(params) == ["hidden", "activation", "dropout", "init"]
     assert params["hidden"].annotation == Sequence[int]
     assert params["dropout"].default == 0.0
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from clframe.init import init_linear
 from clframe.registry import BACKBONES
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
@@ -21,6 +22,9 @@ class MLP(nn.Module):
         hidden: hidden layer widths (default (256, 256)).
         activation: ``relu``, ``tanh``, ``gelu`` or ``leaky_relu`` (default ``relu``).
         dropout: dropout after each activation (default 0.0).
+        init: ``default`` (``nn.Linear``'s own) or ``kaiming``: ``kaiming_uniform_`` with the
+            activation's gain (GELU counted as ReLU) and zero biases, the loss-of-plasticity
+            reference's init (default ``default``).
     """
 
     def __init__(
@@ -29,6 +33,7 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (256, 256),
         activation: Literal["relu", "tanh", "gelu", "leaky_relu"] = "relu",
         dropout: float = 0.0,
+        init: Literal["default", "kaiming"] = "default",
     ) -> None:
         super().__init__()
         width = 1
@@ -36,7 +41,7 @@ class MLP(nn.Module):
             width *= d
         layers: list[nn.Module] = [nn.Flatten()]
         for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            layers += [init_linear(nn.Linear(width, h), init, activation), ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h

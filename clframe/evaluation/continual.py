@@ -84,7 +84,8 @@ class ContinualEvaluator(Callback):
         n_total = len(module.stream)
         n_eval = n_total if self.on == "all" else min(max(module.current_exp, 0) + 1, n_total)
         with evaluation_mode(module.eval_target()) as model:
-            scores = segment_scores(model, *self._eval_set(n_eval), n_eval, self.batch_size)  # [2, n_eval]
+            scores = segment_scores(model, *self._eval_set(n_eval), n_eval, self.batch_size,
+                                    module.objective)  # [2, n_eval]
         # unevaluated experiences are NaN; the row keeps its width so evaluations stack
         out = F.pad(scores, (0, n_total - n_eval), value=float("nan"))
         self._pending.append((module.cl_step, module.current_exp, out))

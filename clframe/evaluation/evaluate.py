@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clframe.objectives import CLASSIFICATION, Objective
 from clframe.stream import TensorData
 
 
@@ -28,9 +28,10 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def segment_scores(
     model: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, t: Tensor, seg: Tensor, n: int,
-    batch_size: int = 1000,
+    batch_size: int = 1000, objective: Objective = CLASSIFICATION,
 ) -> Tensor:
-    """Accuracy and mean cross-entropy of ``model(x, t)`` per segment, on the data's device.
+    """Score (accuracy, or minus the squared error) and mean loss of ``model(x, t)`` per segment, on
+    the data's device.
 
     Args:
         model: maps inputs and task labels to logits.
@@ -38,18 +39,19 @@ def segment_scores(
         seg: segment index of each sample in ``[0, n)`` [N] (e.g. its experience).
         n: number of segments.
         batch_size: samples per forward pass (default 1000).
+        objective: loss and score (default classification).
 
     Returns:
-        [2, n]: accuracy and mean loss per segment (0 for an empty segment); no host sync.
+        [2, n]: mean score and mean loss per segment (0 for an empty segment); no host sync.
     """
     correct = torch.zeros(n, device=y.device)
     loss = torch.zeros(n, device=y.device)
     with torch.inference_mode():
         for i in range(0, len(y), batch_size):
             s = slice(i, i + batch_size)
-            logits = model(x[s], t[s])
-            correct.index_add_(0, seg[s], (logits.argmax(-1) == y[s]).float())
-            loss.index_add_(0, seg[s], F.cross_entropy(logits.float(), y[s], reduction="none"))
+            out = model(x[s], t[s]).float()
+            correct.index_add_(0, seg[s], objective.score(out, y[s]))
+            loss.index_add_(0, seg[s], objective.loss(out, y[s], reduction="none"))
         counts = torch.bincount(seg, minlength=n).clamp_min(1).float()
         return torch.stack([correct / counts, loss / counts])
 
@@ -62,16 +64,19 @@ def concat_segments(datasets: list[TensorData]) -> tuple[Tensor, Tensor, Tensor,
 
 
 def evaluate_many(
-    model: Callable[[Tensor, Tensor], Tensor], datasets: list[TensorData], batch_size: int = 1000
+    model: Callable[[Tensor, Tensor], Tensor], datasets: list[TensorData], batch_size: int = 1000,
+    objective: Objective = CLASSIFICATION,
 ) -> tuple[list[float], list[float]]:
-    """Accuracy and mean cross-entropy of ``model(x, t)`` on each dataset, with one host sync.
+    """Score (accuracy, or minus the squared error) and mean loss of ``model(x, t)`` on each dataset,
+    with one host sync.
 
     Args:
         model: maps inputs and task labels to logits.
         datasets: the data to evaluate, e.g. every experience's eval split.
         batch_size: samples per forward pass (default 1000).
+        objective: loss and score (default classification).
     """
     if not datasets:
         return [], []
-    out = segment_scores(model, *concat_segments(datasets), len(datasets), batch_size).cpu().tolist()
+    out = segment_scores(model, *concat_segments(datasets), len(datasets), batch_size, objective).cpu().tolist()
     return out[0], out[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
@@ -58,7 +57,8 @@ def layer_stats(module: nn.Module, x: Tensor, t: Tensor) -> dict[str, Tensor]:
 class PlasticityMonitor(Callback):
     """Collect loss-of-plasticity diagnostics, one row per task (experience).
 
-    Per task: online accuracy and loss (on each batch's stream samples, before the update);
+    Per task: online accuracy (``online_acc``; for regression the squared error, ``online_error``)
+    and loss (on each batch's stream samples, before the update);
     plasticity ``clamp(1 - L_after / L_before, 0, 1)`` on the same samples (one extra forward pass
     every ``plasticity_every`` steps); mean gradient norm; and, at the task end on ``probe`` samples
     of its eval data, the layer statistics of ``layer_stats``.
@@ -74,7 +74,7 @@ class PlasticityMonitor(Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._sums: Tensor | None = None  # [correct, loss, plasticity, grad_norm]
+        self._sums: Tensor | None = None  # [score, loss, plasticity, grad_norm]
         self._n = self._steps = self._n_plasticity = 0
 
     # -- per step -----------------------------------------------------------------------------
@@ -83,16 +83,17 @@ class PlasticityMonitor(Callback):
         new = ctx.batch.new_samples()
         n = len(new)
         logits = ctx.logits[:n].detach()
-        loss_before = F.cross_entropy(logits, new.y)
+        objective = pl_module.objective
+        loss_before = objective.loss(logits, new.y)
         plasticity = loss_before.new_zeros(())
         if self.plasticity_every and pl_module.cl_step % self.plasticity_every == 0:
             with evaluation_mode(pl_module.eval_target()) as model, torch.no_grad():
-                loss_after = F.cross_entropy(model(new.x, new.t), new.y)
+                loss_after = objective.loss(model(new.x, new.t), new.y)
             plasticity = (1 - loss_after / loss_before.clamp_min(1e-12)).clamp(0, 1)
             self._n_plasticity += 1
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         grad_norm = torch.stack(torch._foreach_norm(grads)).norm() if grads else loss_before.new_zeros(())
-        step = torch.stack([(logits.argmax(-1) == new.y).sum().float(), loss_before * n, plasticity, grad_norm])
+        step = torch.stack([objective.score(logits, new.y).sum(), loss_before * n, plasticity, grad_norm])
         self._sums = step if self._sums is None else self._sums.to(step.device) + step
         self._n += n
         self._steps += 1
@@ -105,9 +106,11 @@ class PlasticityMonitor(Callback):
         data = module.stream[exp].eval
         stats = layer_stats(module.eval_target(), data.x[: self.probe], data.t[: self.probe])
         values = torch.cat([self._sums, torch.stack(list(stats.values()))]).tolist()  # the one transfer
-        correct, loss, plasticity, grad_norm = values[:4]
+        score, loss, plasticity, grad_norm = values[:4]
+        objective = module.objective
         self.rows.append({
-            "task": exp, "step": module.cl_step, "online_acc": correct / self._n, "online_loss": loss / self._n,
+            "task": exp, "step": module.cl_step, objective.online_key: objective.online(score) / self._n,
+            "online_loss": loss / self._n,
             "plasticity": plasticity / self._n_plasticity if self._n_plasticity else float("nan"),
             "grad_norm": grad_norm / self._steps, **dict(zip(stats, values[4:])),
         })

@@ -18,11 +18,12 @@ def task_windows(n_tasks: int, width: int = 10) -> dict[str, slice]:
 
 def plasticity_summary(rows: list[dict[str, float]], acc_matrix: list[list[float]]) -> dict[str, Any]:
     """``plasticity``: the per-task rows; and, for each window of ``task_windows``, the mean end-of-task
-    accuracy (the accuracy-matrix diagonal: trainability on random labels), online accuracy and
-    plasticity."""
+    accuracy (the accuracy-matrix diagonal: trainability on random labels), online accuracy (or, for
+    regression, online error) and plasticity."""
     diag = np.diag(np.array(acc_matrix)) if acc_matrix else np.array([])
     out: dict[str, Any] = {"plasticity": rows, "task_end_acc": diag.tolist()}
-    series = {"task_end_acc": diag, **{k: np.array([r[k] for r in rows]) for k in ("online_acc", "plasticity")}}
+    keys = [k for k in ("online_acc", "online_error", "plasticity") if rows and k in rows[0]]
+    series = {"task_end_acc": diag, **{k: np.array([r[k] for r in rows]) for k in keys}}
     for name, window in task_windows(len(diag)).items():
         for key, values in series.items():
             part = values[window]
@@ -39,7 +40,10 @@ def plot_plasticity(rows: list[dict[str, float]], task_end_acc: list[float], pat
     fig, axes = plt.subplots(2, (len(groups) + 1) // 2, figsize=(4 * ((len(groups) + 1) // 2), 7), squeeze=False)
     tasks = np.arange(1, len(rows) + 1)
     for ax, (name, keys) in zip(axes.flat, groups.items()):
-        if name == "accuracy":
+        if name == "accuracy" and rows and "online_error" in rows[0]:
+            name = "online squared error"
+            ax.plot(tasks, [r["online_error"] for r in rows], label="online")
+        elif name == "accuracy":
             ax.plot(tasks, [r["online_acc"] for r in rows], label="online")
             ax.plot(np.arange(1, len(task_end_acc) + 1), task_end_acc, label="end of task")
         for k in keys:

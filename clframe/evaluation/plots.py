@@ -14,13 +14,15 @@ import numpy as np  # noqa: E402
 from clframe.evaluation.curve import Curve  # noqa: E402
 
 
-def plot_curves(curve: Curve, path: Path, title: str = "") -> Path:
-    """Accuracy of every experience over training steps; dashed lines at experience ends.
+def plot_curves(curve: Curve, path: Path, title: str = "", score: str = "accuracy") -> Path:
+    """Accuracy (the objective's score) of every experience over training steps; dashed lines at
+    experience ends.
 
     Args:
         curve: the recorded evaluations.
         path: PNG file to write.
         title: figure title (default none).
+        score: what the scores are; only ``accuracy`` gets the fixed [0, 1] axis (default ``accuracy``).
     """
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for j in range(curve.n_experiences):
@@ -29,30 +31,35 @@ def plot_curves(curve: Curve, path: Path, title: str = "") -> Path:
             ax.plot(curve.steps[ok], curve.acc[ok, j], lw=1.2, label=f"exp {j}")
     for k, b in enumerate(curve.boundaries[:-1]):
         ax.axvline(b, color="grey", ls="--", lw=0.8, label="experience end" if k == 0 else None)
-    ax.set(xlabel="training step", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
+    ax.set(xlabel="training step", ylabel=score, title=title)
+    if score == "accuracy":
+        ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="lower left", fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def plot_acc_matrix(R: Sequence[Sequence[float]], path: Path, title: str = "") -> Path:
+def plot_acc_matrix(R: Sequence[Sequence[float]], path: Path, title: str = "", score: str = "accuracy") -> Path:
     """The accuracy matrix as an annotated heatmap (row: after training i; column: evaluated on j).
 
     Args:
         R: the T x T accuracy matrix.
         path: PNG file to write.
         title: figure title (default none).
+        score: what the entries are; only ``accuracy`` gets the fixed [0, 1] colour scale (default
+            ``accuracy``).
     """
     a = np.asarray(R, dtype=float)
+    lo, hi = (0.0, 1.0) if score == "accuracy" else (np.nanmin(a), np.nanmax(a))
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * a.shape[1], 0.8 + 0.7 * a.shape[0]))
-    im = ax.imshow(a, vmin=0, vmax=1, cmap="viridis")
+    im = ax.imshow(a, vmin=lo, vmax=hi, cmap="viridis")
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if a[i, j] < 0.6 else "black")
+                    color="white" if a[i, j] < lo + 0.6 * (hi - lo) else "black")
     ax.set(xlabel="evaluated on experience", ylabel="after training experience", title=title,
            xticks=range(a.shape[1]), yticks=range(a.shape[0]))
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=score)
     return _save(fig, path)
 
 

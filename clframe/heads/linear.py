@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
+from clframe.init import init_linear
 from clframe.registry import HEADS
 
 
@@ -16,11 +19,14 @@ class LinearHead(nn.Module):
         in_features: backbone output width (supplied).
         n_classes: number of classes (supplied).
         n_tasks: number of task labels (supplied, unused).
+        init: ``default`` (``nn.Linear``'s own) or ``kaiming`` (``kaiming_uniform_`` with the linear
+            gain, zero bias: the loss-of-plasticity reference's output layer) (default ``default``).
     """
 
-    def __init__(self, in_features: int, n_classes: int, n_tasks: int = 1) -> None:
+    def __init__(self, in_features: int, n_classes: int, n_tasks: int = 1,
+                 init: Literal["default", "kaiming"] = "default") -> None:
         super().__init__()
-        self.fc = nn.Linear(in_features, n_classes)
+        self.fc = init_linear(nn.Linear(in_features, n_classes), init)
 
     def forward(self, h: Tensor, t: Tensor) -> Tensor:
         return self.fc(h)
