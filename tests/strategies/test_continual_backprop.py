@@ -32,9 +32,28 @@ class Net(nn.Module):
         return self.net(x)
 
 
-def batches(n: int, n_in: int = 3, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+class ConvNet(nn.Module):
+    """``Conv(c_in, 5) -> act -> Conv(5, 4) -> act -> MaxPool(2) -> Flatten -> Linear(4 * 2 * 2, 2)`` on
+    ``[B, c_in, 4, 4]`` images; ``_optimizer`` as on a CLModule."""
+
+    def __init__(self, c_in: int = 6, act: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(c_in, 5, 3, padding=1), act(), nn.Conv2d(5, 4, 3, padding=1), act(),
+                                 nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 2))
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    def forward(self, x):
+        return self.net(x)
+
+
+IMAGE = (6, 4, 4)  # ConvNet's input [C, H, W]
+
+
+def batches(n: int, n_in: int | tuple[int, ...] = 3, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, n_in, generator=g), torch.randint(0, 2, (8,), generator=g)) for _ in range(n)]
+    shape = n_in if isinstance(n_in, tuple) else (n_in,)
+    return [(torch.randn(8, *shape, generator=g), torch.randint(0, 2, (8,), generator=g)) for _ in range(n)]
 
 
 def step(model: Net, cb: ContinualBackprop, x, y, before_test=None) -> None:
@@ -50,8 +69,9 @@ def step(model: Net, cb: ContinualBackprop, x, y, before_test=None) -> None:
 
 
 def make(optimizer: str | None = None, n_in: int = 3, n_hidden: int = 4, act: type[nn.Module] = nn.ReLU,
-         **kw) -> tuple[Net, ContinualBackprop]:
-    model = Net(n_in, n_hidden, act)
+         net: ConvNet | None = None, **kw) -> tuple[Net | ConvNet, ContinualBackprop]:
+    """``Net(n_in, n_hidden, act)``, or ``net``, with the optimizer and a set-up strategy."""
+    model = Net(n_in, n_hidden, act) if net is None else net
     if optimizer == "sgd":
         model._optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     elif optimizer == "adam":
@@ -122,8 +142,8 @@ def test_running_mean_and_utility_match_a_hand_computation(utility):
 
 
 # -- which units, and when ----------------------------------------------------------------
-def replaced_now(cb: ContinualBackprop) -> list[int]:
-    return (cb.ages[0] == 0).nonzero().flatten().tolist()
+def replaced_now(cb: ContinualBackprop, layer: int = 0) -> list[int]:
+    return (cb.ages[layer] == 0).nonzero().flatten().tolist()
 
 
 def test_only_mature_units_are_replaced_lowest_utility_first():
@@ -289,3 +309,146 @@ def test_a_run_replaces_units_and_learns_as_well_as_naive(tiny, optim):
     R, R_naive = built.module.acc_matrix, naive.module.acc_matrix
     assert R[0][0] > 0.3
     assert R[0][0] > R_naive[0][0] - 0.1 and R[1][1] > R_naive[1][1] - 0.1
+
+
+# -- conv channels -------------------------------------------------------------------------
+def test_finds_conv_channels_read_by_a_conv_or_by_a_linear_after_flatten():
+    model = ConvNet()
+    conv_next, flat_next = units = find_units(model)
+    found = [(name, type(layer).__name__, layer.weight.shape[0], type(nxt).__name__, tuple(nxt.weight.shape))
+             for name, layer, _, nxt in units]
+    assert found == [("net.0", "Conv2d", 5, "Conv2d", (4, 5, 3, 3)), ("net.2", "Conv2d", 4, "Linear", (2, 16))]
+    assert conv_next.nxt is model.net[2] and flat_next.nxt is model.net[6]
+    # channel c's outgoing weights: the next conv's input slice, or its 2x2 (pooled) columns of the Linear
+    assert conv_next.outgoing(model.net[2].weight).shape == (4, 5, 3, 3)
+    fc = model.net[6].weight
+    assert flat_next.outgoing(fc).shape == (2, 4, 4) and torch.equal(flat_next.outgoing(fc)[:, 1], fc[:, 4:8])
+    mixed = nn.Sequential(nn.Conv2d(1, 3, 3), nn.GELU(), nn.Dropout2d(0.1), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Dropout(0.1), nn.Linear(12, 5), nn.Tanh(), nn.Linear(5, 2))
+    assert [(name, nxt.in_features) for name, _, _, nxt in find_units(mixed)] == [("0", 12), ("6", 5)]
+
+
+@pytest.mark.parametrize("model", [
+    nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Linear(4, 2)),  # a Linear over the width, not the channels
+    nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(10, 2)),  # 10 columns: not 3 channels
+    nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3)),
+    nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2)),
+], ids=["no-flatten", "columns", "batchnorm", "grouped"])
+def test_channels_not_read_one_by_one_are_left_out(model):
+    assert find_units(model) == []
+
+
+@pytest.mark.parametrize("utility", ["adaptable_contribution", "contribution"])
+def test_channel_utilities_match_a_hand_computation(utility):
+    eta = 0.9
+    model, cb = make("sgd", net=ConvNet(), eta=eta, utility=utility, replacement_rate=0.0)
+    conv1, conv2, fc = model.net[0], model.net[2], model.net[6]
+    f, u = [torch.zeros(5), torch.zeros(4)], [torch.zeros(5), torch.zeros(4)]
+
+    def per_channel(t):  # [B, C, H, W] -> [C]
+        return t.transpose(0, 1).flatten(1).mean(1)
+
+    for s, (x, y) in enumerate(batches(3, IMAGE), start=1):
+        h1 = torch.relu(conv1(x)).detach()
+        hs = (h1, torch.relu(conv2(h1)).detach())  # before the pooling
+        step(model, cb, x, y)
+        corr = 1 - eta**s
+        w_out = (conv2.weight.abs().mean((0, 2, 3)), torch.stack([fc.weight[:, 4 * c:4 * c + 4].abs().mean()
+                                                                  for c in range(4)]))
+        w_in = (conv1.weight.abs().mean((1, 2, 3)), conv2.weight.abs().mean((1, 2, 3)))
+        for i, h in enumerate(hs):
+            f[i] = eta * f[i] + (1 - eta) * per_channel(h)
+            if utility == "contribution":
+                new = w_out[i] * per_channel(h.abs())
+            else:
+                new = w_out[i] * per_channel((h - (f[i] / corr)[:, None, None]).abs()) / w_in[i]
+            u[i] = (eta * u[i] + (1 - eta) * new).detach()
+            torch.testing.assert_close(cb.mean[i], f[i], rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(cb.util[i], u[i], rtol=1e-5, atol=1e-7)
+    assert all(v.min() > 0 for v in u) or utility == "contribution"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_a_replaced_channel_is_fresh_and_only_its_slices_are_reset(optimizer):
+    # tanh: no dead channel; 0.25 * 5 and 0.25 * 4: one channel of each layer at the first eligible step
+    model, cb = make(optimizer, net=ConvNet(act=nn.Tanh), maturity=2, replacement_rate=0.25)
+    conv1, conv2, fc, opt = model.net[0], model.net[2], model.net[6], model._optimizer
+    xs = batches(3, IMAGE)
+    for x, y in xs[:2]:
+        step(model, cb, x, y)
+    snap = {}
+
+    def snapshot():
+        snap["params"] = {p: p.detach().clone() for p in model.parameters()}
+        snap["opt"] = {p: {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()}
+
+    step(model, cb, *xs[2], before_test=snapshot)
+    (j0,), (j1,) = replaced_now(cb, 0), replaced_now(cb, 1)
+    assert cb.ages[0].eq(3).sum() == 4 and cb.ages[1].eq(3).sum() == 3
+
+    def mask(p, *where):
+        m = torch.zeros_like(p, dtype=torch.bool)
+        for w in where:
+            m[w] = True
+        return m
+
+    fresh = {conv1.weight: mask(conv1.weight, j0), conv2.weight: mask(conv2.weight, j1)}
+    # channel j0's outgoing slice of conv2, except where channel j1's new kernel went; j1's 4 columns of fc
+    zero = {conv1.bias: mask(conv1.bias, j0), conv2.bias: mask(conv2.bias, j1),
+            conv2.weight: mask(conv2.weight, (slice(None), j0)) & ~fresh[conv2.weight],
+            fc.weight: mask(fc.weight, (slice(None), slice(4 * j1, 4 * j1 + 4)))}
+    keys = {"sgd": {"momentum_buffer"}, "adam": {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+            "adamw": {"exp_avg", "exp_avg_sq"}}[optimizer]
+    for p in model.parameters():
+        old, none = snap["params"][p], torch.zeros_like(p, dtype=torch.bool)
+        f, z = fresh.get(p, none), zero.get(p, none)
+        assert torch.equal(p[~(f | z)], old[~(f | z)])
+        assert p[z].eq(0).all() and old[z].ne(0).all()
+        if f.any():  # a new kernel from the layer's default init U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            bound = 1 / math.sqrt(p[0].numel())
+            assert not torch.equal(p[f], old[f]) and p[f].abs().max() <= bound
+            assert abs(p[f].std().item() / (bound / math.sqrt(3)) - 1) < 0.25 and abs(p[f].mean()) < 0.25 * bound
+        state, before = opt.state[p], snap["opt"][p]
+        assert keys <= set(state)
+        for k in keys:
+            assert state[k][f | z].eq(0).all() and before[k][f | z].ne(0).any() == (f | z).any()
+            assert torch.equal(state[k][~(f | z)], before[k][~(f | z)])
+        if "step" in state:  # one step count per tensor in torch: left alone
+            assert torch.equal(state["step"], before["step"])
+
+
+def test_a_conv_run_replaces_channels_at_the_rate_and_learns_as_well_as_naive():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(64, *IMAGE, generator=g)
+    y = (x[:, 0].mean((1, 2)) > 0).long()
+    rate, maturity, steps = 0.05, 5, 80
+
+    def run(replacement_rate):
+        model, cb = make("adam", net=ConvNet(), maturity=maturity, replacement_rate=replacement_rate)
+        for t in range(steps):
+            b = slice(8 * (t % 8), 8 * (t % 8) + 8)
+            step(model, cb, x[b], y[b])
+            # the host's count of eligible channels agrees with the ages on the device
+            for i, unit in enumerate(cb.layers):
+                assert unit.size - sum(c for _, c in cb.recent[i]) == int((cb.ages[i] > maturity).sum())
+        return cb, (model(x).argmax(1) == y).float().mean().item()
+
+    cb, acc = run(rate)
+    _, acc_naive = run(0.0)
+    # rate * eligible channels per step once the first ones mature; about rate * maturity of them are young
+    for i, size in enumerate((5, 4)):
+        expected = rate * size * (steps - maturity) / (1 + rate * maturity)
+        assert expected - 2 <= cb.replaced[i] <= rate * size * (steps - maturity)
+    assert acc > 0.8 and acc > acc_naive - 0.1
+
+
+@pytest.mark.parametrize(("act", "gain"), [(nn.ReLU, math.sqrt(2)), (nn.Tanh, 5 / 3)])
+def test_kaiming_init_redraws_in_the_activations_kaiming_range(act, gain):
+    n_in = 64
+    model, cb = make(n_in=n_in, n_hidden=5, act=act, maturity=2, replacement_rate=0.2, init="kaiming")
+    for x, y in batches(3, n_in=n_in):
+        step(model, cb, x, y)
+    (j,) = replaced_now(cb)
+    bound = gain * math.sqrt(3 / n_in)  # kaiming_uniform_: gain * sqrt(3 / fan_in)
+    w = model.net[0].weight[j]
+    assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound
