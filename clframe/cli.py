@@ -249,7 +249,9 @@ def cmd_compare(args: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="clframe compare", allow_abbrev=False,
         description="Group runs by how their configs differ (seeds aside), print mean ± std over seeds, and "
-                    "write comparison.csv and comparison.png (accuracy curves over training steps).")
+                    "write comparison.csv and comparison.png (accuracy curves over training steps), and, for runs "
+                    "with eval.plasticity=true, plasticity_comparison.png (per-task accuracy, dead units, "
+                    "largest sigma_max, effective rank).")
     parser.add_argument("paths", nargs="*", metavar="DIR",
                         help="run or sweep directories, searched recursively (default: runs/ multirun/)")
     parser.add_argument("--metric", action="append", metavar="NAME",

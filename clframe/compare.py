@@ -41,6 +41,7 @@ _NA = _Marker("<n/a>")  # the key's parent node does not exist in this run (e.g.
 _UNSET = _Marker("<unset>")  # the parent exists but the key does not
 _NODE = _Marker("<mapping>")  # the key is a mapping here, a value elsewhere
 CSV_NAME, PNG_NAME = "comparison.csv", "comparison.png"
+PLASTICITY_PNG = "plasticity_comparison.png"  # written when runs have per-task plasticity rows
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -330,12 +331,14 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         paths: run directories, sweep directories or summary.json files (searched recursively).
         metrics: summary keys to show (repeatable and/or comma-separated); default ``DEFAULT_METRICS`` and
             those of ``OPTIONAL_METRICS`` the summaries have.
-        out: directory for comparison.csv and comparison.png (default: ``default_out(paths)``).
+        out: directory for comparison.csv, comparison.png and (runs with plasticity rows)
+            plasticity_comparison.png (default: ``default_out(paths)``).
         write: whether to write those files.
 
     Raises:
         ConfigError: nothing found, or an unknown metric.
     """
+    from clframe.compare_plasticity import plot_plasticity_comparison
     from clframe.compare_plot import plot_comparison
     from clframe.compare_table import _console, print_table, write_csv
 
@@ -354,6 +357,7 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         written = [write_csv(cmp, names, out_dir / CSV_NAME)]
         png = plot_comparison(cmp, out_dir / PNG_NAME)
         written += [png] if png else []
+        written += [p] if (p := plot_plasticity_comparison(cmp, out_dir / PLASTICITY_PNG)) else []
         note = "" if png else " (no metrics.csv found: no plot)"
         console.print(f"wrote {', '.join(map(str, written))}{note}", markup=False, highlight=False, soft_wrap=True)
     sys.stdout.flush()
