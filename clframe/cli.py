@@ -234,11 +234,12 @@ def cmd_list(args: list[str]) -> None:
         print(f"config group {group}/: {', '.join(group_options(group))}")
 
 
-def _compare(paths: list[str], metrics: list[str] | None = None, out: str | None = None) -> None:
+def _compare(paths: list[str], metrics: list[str] | None = None, out: str | None = None,
+             plasticity_metric: str = "task_end") -> None:
     from clframe.compare import compare
 
     try:
-        compare(paths, metrics=metrics, out=out)
+        compare(paths, metrics=metrics, out=out, plasticity_metric=plasticity_metric)
     except USER_ERRORS as e:
         _fail(e)
 
@@ -259,8 +260,11 @@ def cmd_compare(args: list[str]) -> None:
                              "final_avg_acc, avg_forgetting, bwt, and min_acc, wc_acc, stability_gap_depth "
                              "when recorded)")
     parser.add_argument("--out", metavar="DIR", help="where comparison.csv/png go (default: the first DIR)")
+    parser.add_argument("--plasticity-metric", choices=("task_end", "online"), default="task_end",
+                        help="first panel of plasticity_comparison.png: end-of-task accuracy (default) or the "
+                             "online accuracy/error per task")
     ns = parser.parse_args(args)
-    _compare(ns.paths or ["runs", "multirun"], ns.metric, ns.out)
+    _compare(ns.paths or ["runs", "multirun"], ns.metric, ns.out, ns.plasticity_metric)
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare}

@@ -324,7 +324,7 @@ def _stderr_warning(msg: str) -> None:
 
 
 def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, out: str | Path | None = None,
-            write: bool = True) -> Comparison:
+            write: bool = True, plasticity_metric: str = "task_end") -> Comparison:
     """``clframe compare``: load, group, print the table (and any comparability warning), write the files.
 
     Args:
@@ -334,6 +334,8 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         out: directory for comparison.csv, comparison.png and (runs with plasticity rows)
             plasticity_comparison.png (default: ``default_out(paths)``).
         write: whether to write those files.
+        plasticity_metric: first panel of plasticity_comparison.png: ``task_end`` (end-of-task accuracy)
+            or ``online`` (online accuracy or error) (default ``task_end``).
 
     Raises:
         ConfigError: nothing found, or an unknown metric.
@@ -357,7 +359,8 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         written = [write_csv(cmp, names, out_dir / CSV_NAME)]
         png = plot_comparison(cmp, out_dir / PNG_NAME)
         written += [png] if png else []
-        written += [p] if (p := plot_plasticity_comparison(cmp, out_dir / PLASTICITY_PNG)) else []
+        written += [p] if (p := plot_plasticity_comparison(cmp, out_dir / PLASTICITY_PNG,
+                                                                        plasticity_metric)) else []
         note = "" if png else " (no metrics.csv found: no plot)"
         console.print(f"wrote {', '.join(map(str, written))}{note}", markup=False, highlight=False, soft_wrap=True)
     sys.stdout.flush()

@@ -109,3 +109,16 @@ def test_groups_and_runs_of_differing_lengths(tmp_path):
     assert online.mean == pytest.approx([np.mean([0.8, 0.6, 0.1]), 0.6, 0.5])  # task 1 over 3 runs, then 2
     assert online.lo == pytest.approx([0.1, 0.5, 0.4])
     assert plot_plasticity_comparison(cmp, tmp_path / PNG) == tmp_path / PNG
+
+
+def test_the_plasticity_metric_option_switches_the_first_panel(tmp_path, capsys, monkeypatch):
+    import clframe.compare_plasticity as cp
+
+    write_plasticity_runs(tmp_path)
+    seen = []
+    real = cp.group_series
+    monkeypatch.setattr(cp, "group_series", lambda g, metric="task_end": seen.append(metric) or real(g, metric))
+    code, _, _ = run_main(["compare", str(tmp_path), "--plasticity-metric", "online"], capsys)
+    assert code == 0 and seen and set(seen) == {"online"}
+    code, _, err = run_main(["compare", str(tmp_path), "--plasticity-metric", "last"], capsys)
+    assert code == 2 and "invalid choice: 'last'" in err
