@@ -37,7 +37,9 @@ class Objective:
         if not self.regression:
             return F.cross_entropy(out, y, reduction=reduction)
         err = (out.reshape(y.shape) - y).pow(2) if y.ndim == 1 else (out - y).pow(2).mean(-1)
-        return {"mean": err.mean, "sum": err.sum}.get(reduction, lambda: err)()
+        if reduction == "none":
+            return err
+        return err.mean() if reduction == "mean" else err.sum()
 
     def score(self, out: Tensor, y: Tensor) -> Tensor:
         """Per-sample score [B], higher is better: 1 for a correct class, else 0; or minus the
