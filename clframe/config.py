@@ -46,7 +46,10 @@ class TrainConfig:
         optimizer: ``sgd``, ``adam`` or ``adamw`` (default ``sgd``).
         lr: learning rate (default 0.05).
         momentum: SGD momentum (default 0.0).
+        nesterov: Nesterov momentum for SGD (needs momentum > 0) (default False).
         weight_decay: weight decay (default 0.0).
+        clip_norm: clip the gradients' total norm to this before each step; null: no clipping
+            (default null).
         reset_optimizer: clear optimizer state at each experience (default False).
         num_threads: torch CPU threads (default: torch's choice).
     """
@@ -56,7 +59,9 @@ class TrainConfig:
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.05
     momentum: float = 0.0
+    nesterov: bool = False
     weight_decay: float = 0.0
+    clip_norm: float | None = None
     reset_optimizer: bool = False
     num_threads: int | None = None
 
@@ -176,6 +181,19 @@ def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None
             errors.append(f"'{name}.{k}' must be >= 1, got {v!r}.{OFF_HINT.get(f'{name}.{k}', '')}")
 
 
+def _check_train(train: Any, errors: list[str]) -> None:
+    """Settings of ``train`` that depend on each other or must be positive reals."""
+    if not isinstance(train, dict):
+        return
+    clip = train.get("clip_norm")
+    if isinstance(clip, int | float) and clip <= 0:
+        errors.append(f"'train.clip_norm' must be > 0, got {clip!r}. For no clipping, set train.clip_norm=null.")
+    momentum = train.get("momentum", 0.0)
+    if train.get("nesterov") is True and isinstance(momentum, int | float) and momentum <= 0:
+        errors.append(f"'train.nesterov' needs train.momentum > 0, got momentum={momentum!r}. Set train.momentum "
+                      "(e.g. 0.1) or train.nesterov=false.")
+
+
 def _check_component(kind: str, node: Any, errors: list[str], key: str | None = None) -> None:
     label = key or kind
     if not isinstance(node, dict):
@@ -214,6 +232,7 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
             errors.append(f"'resume' must be a run directory, a checkpoint file or 'auto', got {v!r}.")
     for k, cls in SECTIONS.items():
         _check_section(k, cls, plain.get(k, {}), errors)
+    _check_train(plain.get("train"), errors)
     for kind in ("scenario", "backbone", "head"):
         _check_component(kind, plain.get(kind), errors)
     strategies = plain.get("strategies") or {}

@@ -30,11 +30,12 @@ HOOKS = (
 
 
 def build_optimizer(
-    params: list[nn.Parameter], name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    params: list[nn.Parameter], name: str, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+    nesterov: bool = False,
 ) -> torch.optim.Optimizer:
-    """``sgd``, ``adam`` or ``adamw`` over ``params``."""
+    """``sgd`` (with ``momentum``, optionally ``nesterov``), ``adam`` or ``adamw`` over ``params``."""
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
@@ -59,7 +60,10 @@ class CLModule(L.LightningModule):
         optimizer: ``sgd``, ``adam`` or ``adamw`` (default ``sgd``).
         lr: learning rate (default 0.05).
         momentum: SGD momentum (default 0.0).
+        nesterov: Nesterov momentum for SGD (default False).
         weight_decay: weight decay (default 0.0).
+        clip_norm: clip the gradients' total norm before each step, after the strategies'
+            ``before_optimizer_step`` (default None: no clipping).
         reset_optimizer: clear the optimizer state at each new experience (default False).
         eval_batch_size: samples per forward pass in evaluation (default 1000).
         log_every: steps between host syncs that log the loss terms and check them, and the
@@ -78,7 +82,9 @@ class CLModule(L.LightningModule):
         optimizer: str = "sgd",
         lr: float = 0.05,
         momentum: float = 0.0,
+        nesterov: bool = False,
         weight_decay: float = 0.0,
+        clip_norm: float | None = None,
         reset_optimizer: bool = False,
         eval_batch_size: int = 1000,
         log_every: int = 50,
@@ -91,7 +97,9 @@ class CLModule(L.LightningModule):
         self.strategies = strategies
         self.stream = stream
         self.steps_per_experience = steps_per_experience
-        self.opt_cfg = {"name": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        self.opt_cfg = {"name": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                        "nesterov": nesterov}
+        self.clip_norm = clip_norm
         self.reset_optimizer, self.eval_batch_size, self.log_every = reset_optimizer, eval_batch_size, log_every
         self._hooks = {h: [s for s in strategies.values() if overrides(s, h)] for h in HOOKS}
         self._loss_providers = [(k, s) for k, s in strategies.items() if overrides(s, "loss_terms")]
@@ -237,6 +245,9 @@ class CLModule(L.LightningModule):
         self.manual_backward(total)
         for s in self._hooks["before_optimizer_step"]:
             s.before_optimizer_step(ctx)
+        if self.clip_norm is not None:
+            # on the device: no host sync
+            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_norm)
         if self._hooks["lr_factor"]:
             self._apply_lr_factor()
         opt.step()

@@ -21,12 +21,14 @@ import clframe
 from clframe.checkpointer import Checkpointer, StopRequest
 from clframe.checks import check_head, check_scenario
 from clframe.config import validate
+from clframe.curriculum import CurriculumIterator, check_curriculum_run
 from clframe.data import StreamIterator
 from clframe.distributed import is_main_rank
 from clframe.errors import ConfigError, DivergenceError, RunInterrupted
 from clframe.evaluation.continual import ContinualEvaluator
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.curve_metrics import curve_summary
+from clframe.evaluation.diagnostics import BackboneDiagnostics, has_diagnostics, plot_timescales
 from clframe.evaluation.metrics import summary_metrics
 from clframe.evaluation.plasticity import PlasticityMonitor
 from clframe.evaluation.plasticity_report import plasticity_summary, plot_plasticity
@@ -96,9 +98,10 @@ class Built:
     config: dict[str, Any]
     scenario: Scenario
     module: CLModule
-    loader: StreamIterator
+    loader: StreamIterator | CurriculumIterator
     evaluator: ContinualEvaluator | None = None
     monitor: PlasticityMonitor | None = None
+    diagnostics: BackboneDiagnostics | None = None
 
 
 def build(cfg: Any) -> Built:
@@ -111,26 +114,37 @@ def build(cfg: Any) -> Built:
         torch.set_num_threads(tr["num_threads"])
     scenario = SCENARIOS.build(*_split_name(c["scenario"]))
     check_scenario(scenario)
-    scenario.to(device_for(c["trainer"]["accelerator"]))
+    device = device_for(c["trainer"]["accelerator"])
+    scenario.to(device)
     backbone = BACKBONES.build(*_split_name(c["backbone"]), input_shape=scenario.input_shape)
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
                        n_classes=scenario.n_classes, n_tasks=scenario.n_tasks)
     strategies = {key: STRATEGIES.build(*_split_name(node, key), config_key=f"strategies.{key}")
                   for key, node in c["strategies"].items()}
-    loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"], rank=rank,
-                            world_size=world)
+    curriculum = scenario.curriculum
+    if curriculum is not None:
+        check_curriculum_run(world, c["eval"]["every"], scenario.n_tasks, head)
+        loader = CurriculumIterator(curriculum, tr["batch_size"], device, seed=c["seed"])
+    else:
+        loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"], rank=rank,
+                                world_size=world)
     module = CLModule(
         backbone, head, strategies, scenario.stream, loader.steps_per_experience(),
-        optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"],
-        reset_optimizer=tr["reset_optimizer"], eval_batch_size=c["eval"]["batch_size"],
-        log_every=c["logger"]["log_every"], objective=scenario.objective,
+        optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], nesterov=tr["nesterov"],
+        weight_decay=tr["weight_decay"], clip_norm=tr["clip_norm"], reset_optimizer=tr["reset_optimizer"],
+        eval_batch_size=c["eval"]["batch_size"], log_every=c["logger"]["log_every"], objective=scenario.objective,
     )
     check_head(module, scenario)
     ev = c["eval"]
     evaluator = ContinualEvaluator(ev["every"], ev["subset"], ev["on"], ev["batch_size"], seed=c["seed"]) \
         if ev["every"] is not None else None
+    if curriculum is not None:
+        evaluator.observers.append(curriculum.observe)
     monitor = PlasticityMonitor(ev["plasticity_every"], ev["plasticity_probe"]) if ev["plasticity"] else None
-    return Built(c, scenario, module, loader, evaluator, monitor)
+    diagnostics = BackboneDiagnostics() if has_diagnostics(backbone) else None
+    if diagnostics is not None:
+        module.listeners.append(diagnostics)
+    return Built(c, scenario, module, loader, evaluator, monitor, diagnostics)
 
 
 def fit(built: Built, extra_callbacks: list | None = None) -> None:
@@ -155,7 +169,8 @@ def fit(built: Built, extra_callbacks: list | None = None) -> None:
 
 
 def fit_fabric(
-    module: CLModule, loader: StreamIterator, accelerator: str, progress: bool = True, callbacks: list | None = None
+    module: CLModule, loader: StreamIterator | CurriculumIterator, accelerator: str, progress: bool = True,
+    callbacks: list | None = None
 ) -> None:
     """Lightning Fabric drives the module's own ``training_step``: the same step as under
     ``Trainer.fit`` without the Trainer's per-step machinery (single device). Lightning
@@ -217,11 +232,13 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
         wandb_logger = make_wandb_logger(run_dir, c, wandb_id) if c["logger"]["wandb"] else None
         recorder = RunRecorder(run_dir, c, wandb_logger)
         module.listeners.append(recorder)
+        if built.diagnostics is not None:
+            built.diagnostics.wandb = wandb_logger
     ck = c["checkpoint"]
     stop = StopRequest()
     checkpointer = Checkpointer(run_dir, c, ck["every"], ck["at_experience_end"], ck["keep"], built.evaluator,
                                 recorder, stop, enabled=ck["enabled"],
-                                extra={"plasticity": built.monitor} if built.monitor is not None else None)
+                                extra=stateful_extras(built))
     if resume is not None:
         restore(built, resume, recorder, checkpointer)
     fit_start = time.perf_counter()
@@ -250,11 +267,21 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     score = module.objective.score_name
     figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title, score),
                plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title, score)]
+    if built.diagnostics is not None:
+        built.diagnostics.write(run_dir)
+        fig = plot_timescales(built.diagnostics, module.boundaries, run_dir / "plots" / "timescales.png", title)
+        figures += [fig] if fig is not None else []
     if built.monitor is not None:
         figures.append(plot_plasticity(built.monitor.rows, summary["task_end_acc"],
                                        run_dir / "plots" / "plasticity.png", title))
     recorder.write_summary(summary, figures)
     return summary
+
+
+def stateful_extras(built: Built) -> dict[str, Any]:
+    """Parts of a run besides the module that checkpoints carry: the plasticity monitor, a curriculum."""
+    parts = {"plasticity": built.monitor, "curriculum": built.scenario.curriculum, "diagnostics": built.diagnostics}
+    return {k: v for k, v in parts.items() if v is not None}
 
 
 def restore(built: Built, resume: Resume, recorder: RunRecorder | None, checkpointer: Checkpointer) -> None:
@@ -267,8 +294,9 @@ def restore(built: Built, resume: Resume, recorder: RunRecorder | None, checkpoi
         built.evaluator.load_state_dict(state["evaluator"])
     if recorder is not None and state["recorder"] is not None:
         recorder.load_state_dict(state["recorder"])
-    if built.monitor is not None and "plasticity" in state.get("extra", {}):
-        built.monitor.load_state_dict(state["extra"]["plasticity"])
+    for key, part in stateful_extras(built).items():
+        if key in state.get("extra", {}):
+            part.load_state_dict(state["extra"][key])
     if state["finished"]:
         print(f"{resume.run_dir} had already finished; writing its summary again.")
         built.module.load_training_state(state["module"])
@@ -295,6 +323,9 @@ def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, 
         **curve_summary(curve, windows=(10, 100), beta=ev["lca_beta"], gap_window=ev["gap_window"]),
         "curve_source": "continual" if built.evaluator is not None else "boundary",
         **(plasticity_summary(built.monitor.rows, module.acc_matrix) if built.monitor is not None else {}),
+        **(built.diagnostics.summary() if built.diagnostics is not None else {}),
+        **({"curriculum": built.scenario.curriculum.summary([e.info.get("N", e.index) for e in built.scenario.stream])}
+           if built.scenario.curriculum is not None else {}),
         "final_accs": module.acc_matrix[-1],
         "initial_accs": module.initial_accs,
         "final_losses": module.loss_log[-1] if module.loss_log else {},

@@ -90,6 +90,8 @@ class Scenario:
         objective: ``classification`` (labels ``y`` [N] in ``[0, n_classes)``) or ``regression``
             (float targets ``y`` [N] or [N, n_classes]; ``n_classes`` is then the output size)
             (default ``classification``).
+        curriculum: a ``clframe.curriculum.Curriculum`` when the stream advances on the learner's
+            scores instead of after a fixed number of steps (default None).
     """
 
     stream: Stream
@@ -98,6 +100,7 @@ class Scenario:
     n_tasks: int = 1
     name: str = ""
     objective: str = "classification"
+    curriculum: Any = None
 
     @property
     def train_stream(self) -> list[TensorData]:

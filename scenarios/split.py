@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from clframe.datasets import load_dataset
+from clframe.datasets import Dataset, load_dataset
 from clframe.errors import ConfigError
 from clframe.registry import SCENARIOS
 from clframe.scenario_utils import make_cumulative, tensor_data
@@ -37,7 +37,16 @@ def split(
         data_root: dataset directory (default: the dataset's own).
         download: allow downloading a missing dataset (default False).
     """
-    ds = load_dataset(dataset, data_root, download)
+    return split_dataset(load_dataset(dataset, data_root, download), n_experiences, task_incremental, class_order,
+                         shuffle_classes, cumulative, seed)
+
+
+def split_dataset(
+    ds: Dataset, n_experiences: int = 5, task_incremental: bool = False, class_order: list[int] | None = None,
+    shuffle_classes: bool = False, cumulative: bool = False, seed: int = 0,
+) -> Scenario:
+    """``split`` over an already loaded (or transformed) dataset ``ds``; the arguments are ``split``'s."""
+    dataset = ds.name
     classes = sorted(torch.unique(ds.y_train).tolist())
     if class_order is not None:
         if sorted(class_order) != classes:

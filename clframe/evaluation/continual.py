@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -36,6 +37,10 @@ class ContinualEvaluator(Callback):
         batch_size: samples per forward pass (default 1000).
         seed: seed of the subset draw (default 0).
         flush_every: evaluations kept on the device before one host transfer (default 100).
+
+    ``observers`` are called after every evaluation with ``(step, experience, scores)``: the
+    optimizer step, the experience being trained and the score on each experience [T] (a device
+    tensor, NaN where not evaluated). A curriculum scenario reads its learner's progress this way.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class ContinualEvaluator(Callback):
         self._module: CLModule | None = None
         self._resumed = False
         self._active = True
+        self.observers: list[Callable[[int, int, Tensor], None]] = []
 
     # -- data --------------------------------------------------------------
     def _subsets(self, module: CLModule) -> None:
@@ -89,6 +95,8 @@ class ContinualEvaluator(Callback):
         # unevaluated experiences are NaN; the row keeps its width so evaluations stack
         out = F.pad(scores, (0, n_total - n_eval), value=float("nan"))
         self._pending.append((module.cl_step, module.current_exp, out))
+        for observe in self.observers:
+            observe(module.cl_step, module.current_exp, out[0])
         if len(self._pending) >= self.flush_every:
             self.flush()
 
