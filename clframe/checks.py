@@ -17,8 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from clframe.errors import ConfigError
-from clframe.objectives import get_objective
+from clframe.objectives import IGNORE, get_objective
 from clframe.stream import Scenario
+
+
+def _labels(y: torch.Tensor) -> torch.Tensor:
+    return y if y.is_floating_point() else y.masked_fill(y == IGNORE, 0)
 
 
 def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
@@ -59,7 +63,8 @@ def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
         if regression:
             errors += [_target_error(exp, split, d, scenario.n_classes, key) for split, d in splits
                        if not _targets_fit(d.y, scenario.n_classes)]
-        ranges = torch.stack([torch.stack([d.y.min().float(), d.t.min().float(), d.y.max().float(),
+        # IGNORE marks unscored entries (padding steps of per-step labels)
+        ranges = torch.stack([torch.stack([_labels(d.y).min().float(), d.t.min().float(), d.y.max().float(),
                                            d.t.max().float()]) for _, d in splits]).long()
         lo, tlo = ranges[:, :2].min(0).values.tolist()
         hi, thi = ranges[:, 2:].max(0).values.tolist()

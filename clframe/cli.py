@@ -1,4 +1,4 @@
-"""``clframe run | validate | list | compare``."""
+"""``clframe run | validate | list | compare | ablate``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ USAGE = """usage:
   clframe compare [DIR ...] [--metric NAME ...] [--out DIR]
                                        group runs (sweep or run directories) by config difference: a table
                                        of mean ± std over seeds, and comparison.csv + comparison.png
+  clframe ablate RUN_DIR [--fractions 0,0.1,0.25,0.5] [--order random|shortest_tau|longest_tau]
+                                       scores with a fraction of a recurrent backbone's units silenced
 """
 
 USER_ERRORS = (ConfigError, DatasetNotFoundError)
@@ -267,7 +269,34 @@ def cmd_compare(args: list[str]) -> None:
     _compare(ns.paths or ["runs", "multirun"], ns.metric, ns.out, ns.plasticity_metric)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare}
+def cmd_ablate(args: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="clframe ablate", allow_abbrev=False,
+        description="Silence a fraction of every recurrent layer's units (gru, lstm, tau_rnn) in a finished run's "
+                    "last checkpoint and evaluate each experience; writes ablation.json and plots/ablation.png "
+                    "into the run directory.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--fractions", default="0,0.1,0.25,0.5", help="comma-separated (default 0,0.1,0.25,0.5)")
+    parser.add_argument("--order", default="random", choices=("random", "shortest_tau", "longest_tau"),
+                        help="which units go first (default random; the tau orders need tau_rnn)")
+    parser.add_argument("--repeats", type=int, default=5, help="random draws per fraction (default 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    ns = parser.parse_args(args)
+    from clframe.ablation import ablate_run
+
+    try:
+        out = ablate_run(ns.run_dir, [float(f) for f in ns.fractions.split(",")], ns.order, ns.repeats, ns.seed)
+    except USER_ERRORS as e:
+        _fail(e)
+    print(f"{'silenced':>9}  " + "  ".join(f"{str(n):>7}" for n in out["experiences"]))
+    for f, row in zip(out["fractions"], out["mean"]):
+        print(f"{f:>9.2f}  " + "  ".join(f"{v:7.3f}" for v in row))
+    print(f"written: {Path(ns.run_dir) / 'ablation.json'}")
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "ablate": cmd_ablate}
 
 
 def main(argv: list[str] | None = None) -> None:

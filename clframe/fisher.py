@@ -37,7 +37,20 @@ def diagonal_fisher(
 
     Under multi-process training each rank estimates on every ``world_size``-th sample and
     the sums are reduced across ranks, so every rank gets the same Fisher of all the samples.
+
+    Recurrent models: cuDNN's RNN backward refuses eval mode, so cuDNN is off during the estimate
+    (PyTorch's own RNN kernels run instead, on the same weights). ``torch.func.vmap`` has no
+    batching rule for the fused ``nn.GRU``/``nn.LSTM``/``nn.RNN`` ops, so for a model with one,
+    ``per_sample`` takes one backward pass per sample: the same quantity, computed more slowly.
     """
+    if kind == "per_sample" and any(isinstance(m, nn.RNNBase) for m in model.modules()):
+        kind, batch_size = "empirical", 1  # minibatches of one: the mean squared per-sample gradient
+    with torch.backends.cudnn.flags(enabled=False):
+        return _fisher(model, data, kind, batch_size, max_samples, objective)
+
+
+def _fisher(model: nn.Module, data: TensorData, kind: str, batch_size: int, max_samples: int | None,
+            objective: Objective) -> dict[str, Tensor]:
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     n = len(data) if max_samples is None else min(max_samples, len(data))

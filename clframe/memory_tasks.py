@@ -93,8 +93,8 @@ class MemoryCurriculum(Curriculum):
         return self.ns[-1] if self.length_n == "final" else self.ns[level]
 
     def data(self, level: int, heads: list[int], n: int, g: torch.Generator, device: torch.device) -> TensorData:
-        """``n`` sequences of ``level``'s length distribution, repeated once per head in ``heads``, each
-        copy labelled for that head's N and carrying its task label (0 for ``single``)."""
+        """``n`` sequences of ``level``'s length distribution, repeated once per head in ``heads`` (head-major),
+        each copy labelled for that head's N and carrying its task label (0 for ``single``)."""
         bits, lengths = sample_sequences(self.task, n, self.length_for(level), self.steps, g, device)
         x = with_lengths(bits.unsqueeze(-1), lengths)  # [n, T, 2]
         labels = TASKS[self.task][0]
@@ -103,11 +103,18 @@ class MemoryCurriculum(Curriculum):
         return TensorData(x.repeat(len(heads), 1, 1), y, t)
 
     def sample(self, level: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Batch:
+        """``batch_size`` fresh sequences of ``level``; with several trained heads, labels and task labels
+        are [B, K], one column per head, so the backbone runs once per sequence."""
         heads = self.trained_heads(level)
         d = self.data(level, heads, batch_size, generator, device)
-        # several heads: the sum over heads of each head's mean loss, as in the reference
-        weight = None if len(heads) == 1 else torch.full((len(d),), 1 / batch_size, device=device)
-        return Batch(d.x, d.y, d.t, level, weight=weight)
+        if len(heads) == 1:
+            return Batch(d.x, d.y, d.t, level)
+        k = len(heads)
+        y, t = d.y.view(k, batch_size).t(), d.t.view(k, batch_size).t()  # [B, K]
+        # a sample's loss is the mean over its K heads: weight K / B makes the total the sum over heads
+        # of each head's mean loss, as in the reference
+        weight = torch.full((batch_size,), k / batch_size, device=device)
+        return Batch(d.x[:batch_size], y, t, level, weight=weight)
 
 
 def memory_scenario(

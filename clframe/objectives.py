@@ -12,6 +12,8 @@ from torch import Tensor
 
 from clframe.errors import ConfigError
 
+IGNORE = -100  # a label that is not scored (padding steps); cross-entropy's ignore_index
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -33,9 +35,20 @@ class Objective:
 
     def loss(self, out: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
         """Cross-entropy of logits ``out`` [B, C] against class labels ``y`` [B], or the squared error
-        of ``out`` [B, D] against targets ``y`` [B, D] (or [B] when D is 1), averaged over D."""
+        of ``out`` [B, D] against targets ``y`` [B, D] (or [B] when D is 1), averaged over D.
+
+        Classification also takes several labels per sample: logits [B, S, C] and labels [B, S] (per
+        step of a sequence, or per head); entries labelled ``IGNORE`` (-100, e.g. padding) do not
+        count. A sample's loss is then the mean over its labelled entries, and ``mean`` averages
+        over all labelled entries of the batch."""
         if not self.regression:
-            return F.cross_entropy(out, y, reduction=reduction)
+            if out.ndim == 2:
+                return F.cross_entropy(out, y, reduction=reduction)
+            ce = F.cross_entropy(out.transpose(1, 2), y, reduction="none")  # [B, S], 0 where IGNORE
+            counted = (y != IGNORE).sum(1)
+            if reduction == "none":
+                return ce.sum(1) / counted.clamp(min=1)
+            return ce.sum() / counted.sum().clamp(min=1) if reduction == "mean" else ce.sum()
         err = (out.reshape(y.shape) - y).pow(2) if y.ndim == 1 else (out - y).pow(2).mean(-1)
         if reduction == "none":
             return err
@@ -46,7 +59,10 @@ class Objective:
         squared error."""
         if self.regression:
             return -self.loss(out, y, reduction="none")
-        return (out.argmax(-1) == y).float()
+        if out.ndim == 2:
+            return (out.argmax(-1) == y).float()
+        counted = y != IGNORE
+        return ((out.argmax(-1) == y) & counted).sum(1) / counted.sum(1).clamp(min=1)
 
     def online(self, score_sum: float) -> float:
         """The online metric from a summed score: accuracy, or the (positive) squared error."""

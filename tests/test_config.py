@@ -81,12 +81,12 @@ def test_unknown_registry_name_lists_valid_backbones_and_suggests():
     msg = config_error(["backbone.name=mlpp"])
     assert "Unknown backbone 'mlpp'" in msg
     assert "Did you mean 'mlp'?" in msg
-    assert "Valid: mlp" in msg
+    assert "Valid: gru, lstm, mlp, tau_rnn" in msg
 
 
 def test_missing_component_name():
     cfg = {"scenario": {"name": "split"}, "backbone": {"hidden": [8]}, "head": {"name": "linear"}}
-    with pytest.raises(ConfigError, match=r"'backbone.name' is missing: which backbone\? Valid: mlp"):
+    with pytest.raises(ConfigError, match=r"'backbone.name' is missing: which backbone\? Valid: gru, lstm, mlp"):
         validate(cfg)
 
 
@@ -215,7 +215,9 @@ def test_every_experiment_validates_and_builds(name):
     c = validate(cfg)
     assert c["experiment_name"] == name
     built = build(cfg)
-    assert len(built.scenario.stream) == c["scenario"].get("n_experiences", c["scenario"].get("n_tasks"))
+    sc = c["scenario"]
+    levels = sc["n_max"] - sc["n_min"] + 1 if "n_max" in sc else None  # a curriculum: one experience per N
+    assert len(built.scenario.stream) == sc.get("n_experiences", sc.get("n_tasks", levels))
     assert sum(p.numel() for p in built.module.parameters()) > 0
 
 
@@ -242,7 +244,9 @@ def test_every_group_option_validates(group, option):
         assert c[group]["name"] in (option, DEFAULT_NAME[group])
     if group == "scenario" and c["scenario"]["name"] != "avalanche":  # its default downloads MNIST
         built = build(cfg)
-        expected = c["scenario"].get("n_experiences", c["scenario"].get("n_tasks", 5))
+        sc = c["scenario"]
+        levels = sc["n_max"] - sc["n_min"] + 1 if "n_max" in sc else 5  # a curriculum: one experience per N
+        expected = sc.get("n_experiences", sc.get("n_tasks", levels))
         assert len(built.scenario.stream) == expected
 
 
@@ -260,7 +264,8 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
     c = validate(cfg)
     assert type(c) is dict
     assert c["train"] == {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0,
-                          "weight_decay": 0.0, "reset_optimizer": False, "num_threads": None}
+                          "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False,
+                          "num_threads": None}
     assert c["trainer"] == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
                             "engine": "trainer"}
     assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}

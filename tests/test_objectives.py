@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
-from clframe.objectives import get_objective
+from clframe.objectives import IGNORE, get_objective
 from clframe.stream import TensorData
 
 
@@ -47,3 +47,38 @@ def test_evaluation_uses_the_objective():
 def test_unknown_objective_names_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown objective 'ranking'; valid objectives: classification, regression"):
         get_objective("ranking")
+
+
+def sequence_logits() -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [B=3, S=4, C=3] and labels [B, S] with unlabelled (IGNORE) entries."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 3)
+    y = torch.tensor([[0, 1, IGNORE, IGNORE], [2, 2, 2, 0], [IGNORE, 1, IGNORE, IGNORE]])
+    return logits, y
+
+
+def test_per_step_loss_averages_cross_entropy_over_the_labelled_entries():
+    obj = get_objective("classification")
+    logits, y = sequence_logits()
+    keep = y >= 0
+    expected = F.cross_entropy(logits[keep], y[keep])
+    assert obj.loss(logits, y).item() == pytest.approx(expected.item())
+    assert obj.loss(logits, y, reduction="sum").item() == pytest.approx(expected.item() * keep.sum().item())
+
+
+def test_per_step_loss_without_reduction_is_each_samples_mean_over_its_labelled_entries():
+    obj = get_objective("classification")
+    logits, y = sequence_logits()
+    per_sample = obj.loss(logits, y, reduction="none")
+    assert per_sample.shape == (3,)
+    for i in range(3):
+        keep = y[i] >= 0
+        assert per_sample[i].item() == pytest.approx(F.cross_entropy(logits[i][keep], y[i][keep]).item())
+
+
+def test_per_step_score_is_each_samples_fraction_correct_over_its_labelled_entries():
+    obj = get_objective("classification")
+    logits = torch.full((2, 3, 2), -1.0)
+    logits[..., 1] = 1.0  # every entry predicts class 1
+    y = torch.tensor([[1, 0, IGNORE], [IGNORE, IGNORE, 1]])
+    assert obj.score(logits, y).tolist() == [0.5, 1.0]

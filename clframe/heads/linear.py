@@ -36,7 +36,8 @@ class LinearHead(nn.Module):
 class MultiHead(nn.Module):
     """One linear head per task label (task-incremental).
 
-    Each sample is classified by the head of its task label, among that task's classes
+    Each sample is classified by the head of its task label (or, with task labels [B, K], by K
+    heads: a multi-head curriculum scores each sequence with every trained head), among that task's classes
     only (the others are masked out once the module tells the head which classes a task
     has, via ``set_task_classes``). All heads are one batched matmul, so there is no
     per-task Python loop.
@@ -64,7 +65,11 @@ class MultiHead(nn.Module):
         self.class_mask[task, classes] = True
 
     def forward(self, h: Tensor, t: Tensor) -> Tensor:
+        """Logits [B, n_classes] of each sample's head ``t`` [B]; with ``t`` [B, K], of K heads per
+        sample, [B, K, n_classes] (the features are computed once and read by every head)."""
         logits = nn.functional.linear(h, self.weight, self.bias).view(len(h), self.n_tasks, self.n_classes)
-        idx = t.view(-1, 1, 1).expand(-1, 1, self.n_classes)
-        out = logits.gather(1, idx).squeeze(1)  # [B, n_classes]
-        return out.masked_fill(~self.class_mask[t], torch.finfo(out.dtype).min)
+        tt = t.view(len(h), -1)  # [B, K]
+        idx = tt.unsqueeze(-1).expand(-1, -1, self.n_classes)
+        out = logits.gather(1, idx)  # [B, K, n_classes]
+        out = out.masked_fill(~self.class_mask[tt], torch.finfo(out.dtype).min)
+        return out if t.ndim == 2 else out.squeeze(1)

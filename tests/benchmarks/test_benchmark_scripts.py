@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("streaming.py", ["--steps", "40", "--repeats", "1"]),
     ("upgd_step.py", ["--steps", "3", "--repeats", "1"]),
     ("checkpoint_cost.py", ["--epochs", "1", "--mem-size", "50"]),
+    ("rnn_throughput.py", ["--epochs", "1", "--repeats", "1"]),
 ])
 def test_benchmark_script_runs_and_prints_ratios(script, args, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [script, *args])

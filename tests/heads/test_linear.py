@@ -42,3 +42,15 @@ def test_linear_head_ignores_task_labels():
     head = LinearHead(in_features=3, n_classes=4)
     h = torch.randn(2, 3)
     assert torch.equal(head(h, torch.tensor([0, 1])), head(h, torch.tensor([5, 7])))
+
+
+def test_multihead_with_several_task_labels_per_sample_gives_one_output_per_head():
+    torch.manual_seed(0)
+    head = MultiHead(in_features=4, n_classes=6, n_tasks=3)
+    head.set_task_classes(0, [0, 1])
+    head.set_task_classes(1, [2, 3])
+    h, t = torch.randn(5, 4), torch.tensor([[0, 1, 2], [2, 2, 0], [1, 0, 1], [0, 0, 0], [2, 1, 0]])
+    out = head(h, t)
+    assert out.shape == (5, 3, 6)
+    for k in range(3):
+        assert torch.equal(out[:, k], head(h, t[:, k]))
