@@ -42,6 +42,7 @@ _UNSET = _Marker("<unset>")  # the parent exists but the key does not
 _NODE = _Marker("<mapping>")  # the key is a mapping here, a value elsewhere
 CSV_NAME, PNG_NAME = "comparison.csv", "comparison.png"
 PLASTICITY_PNG = "plasticity_comparison.png"  # written when runs have per-task plasticity rows
+CURRICULUM_PNG = "curriculum_comparison.png"  # written when runs are curricula
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         metrics: summary keys to show (repeatable and/or comma-separated); default ``DEFAULT_METRICS`` and
             those of ``OPTIONAL_METRICS`` the summaries have.
         out: directory for comparison.csv, comparison.png and (runs with plasticity rows)
-            plasticity_comparison.png (default: ``default_out(paths)``).
+            plasticity_comparison.png, (curriculum runs) curriculum_comparison.png (default: ``default_out(paths)``).
         write: whether to write those files.
         plasticity_metric: first panel of plasticity_comparison.png: ``task_end`` (end-of-task accuracy)
             or ``online`` (online accuracy or error) (default ``task_end``).
@@ -340,6 +341,7 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
     Raises:
         ConfigError: nothing found, or an unknown metric.
     """
+    from clframe.compare_curriculum import plot_curriculum_comparison
     from clframe.compare_plasticity import plot_plasticity_comparison
     from clframe.compare_plot import plot_comparison
     from clframe.compare_table import _console, print_table, write_csv
@@ -361,6 +363,7 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         written += [png] if png else []
         written += [p] if (p := plot_plasticity_comparison(cmp, out_dir / PLASTICITY_PNG,
                                                                         plasticity_metric)) else []
+        written += [p] if (p := plot_curriculum_comparison(cmp, out_dir / CURRICULUM_PNG)) else []
         note = "" if png else " (no metrics.csv found: no plot)"
         console.print(f"wrote {', '.join(map(str, written))}{note}", markup=False, highlight=False, soft_wrap=True)
     sys.stdout.flush()

@@ -143,6 +143,7 @@ def build(cfg: Any) -> Built:
     monitor = PlasticityMonitor(ev["plasticity_every"], ev["plasticity_probe"]) if ev["plasticity"] else None
     diagnostics = BackboneDiagnostics() if has_diagnostics(backbone) else None
     if diagnostics is not None:
+        diagnostics.record(module, "initial")
         module.listeners.append(diagnostics)
     return Built(c, scenario, module, loader, evaluator, monitor, diagnostics)
 

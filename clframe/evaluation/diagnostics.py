@@ -1,6 +1,6 @@
 """Backbone diagnostics over a run: whatever ``backbone.diagnostics()`` reports (e.g. the tau_rnn's
-timescales per layer), recorded at every loss flush (``logger.log_every``) and at every
-experience end, written to ``diagnostics.csv``, logged to wandb, and summarised."""
+timescales per layer), recorded before training, at every loss flush (``logger.log_every``) and at
+every experience end, written to ``diagnostics.csv``, logged to wandb, and summarised."""
 
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ class BackboneDiagnostics:
         self.timescales: dict[int, list[list[float]]] = {}
 
     def __call__(self, module: Any, event: str, payload: dict[str, Any]) -> None:
-        if event not in ("losses", "boundary_eval"):
-            return
+        if event in ("losses", "boundary_eval"):
+            self.record(module, "boundary" if event == "boundary_eval" else "periodic")
+
+    def record(self, module: Any, kind: str) -> None:
+        """Record one row now: ``initial`` (before training), ``periodic`` or ``boundary``."""
         backbone = module.backbone
-        kind = "boundary" if event == "boundary_eval" else "periodic"
         row = {"step": module.cl_step, "experience": module.current_exp, "kind": kind, **backbone.diagnostics()}
         self.rows.append(row)
         if kind == "boundary" and callable(getattr(backbone, "timescales", None)):
@@ -62,8 +64,12 @@ class BackboneDiagnostics:
         atomic_write(Path(run_dir) / "diagnostics.csv", buf.getvalue())
 
     def summary(self) -> dict[str, Any]:
-        """``diagnostics``: the rows at experience ends; ``timescales``: tau per layer at each end."""
+        """``diagnostics``: the rows at experience ends; ``diagnostics_initial``: the row before training;
+        ``timescales``: tau per layer at each end."""
         out: dict[str, Any] = {"diagnostics": self.at_experience_end()}
+        initial = [r for r in self.rows if r["kind"] == "initial"]
+        if initial:
+            out["diagnostics_initial"] = initial[0]
         if self.timescales:
             out["timescales"] = {str(k): v for k, v in self.timescales.items()}
         return out
