@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from clframe.cbp_units import Unit, find_units
 from clframe.distributed import all_reduce_sum, world_size
+from clframe.errors import ConfigError
 from clframe.init import activation_gain
 from clframe.plugin import StepContext, Strategy
 from clframe.registry import STRATEGIES, ParamError
@@ -83,8 +84,10 @@ class ContinualBackprop(Strategy):
             h.remove()
         self.layers = find_units(module)
         if not self.layers:
-            raise ValueError("continual_backprop found no (Linear, activation module, Linear) in the model, nor "
-                             "(Conv2d, activation module, Conv2d or Flatten and Linear)")
+            raise ConfigError("continual_backprop found no (Linear, activation module, Linear) in the model, nor "
+                              "(Conv2d, activation module, Conv2d or Flatten and Linear): it replaces feed-forward "
+                              "units, and recurrent backbones (gru, lstm, tau_rnn) have none. Use backbone=mlp, or "
+                              "another strategy with a recurrent backbone.")
         zeros = [torch.zeros(u.size, device=u.layer.weight.device) for u in self.layers]
         self.ages = [z.long() for z in zeros]
         self.util, self.mean = [z.clone() for z in zeros], [z.clone() for z in zeros]

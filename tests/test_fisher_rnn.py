@@ -84,3 +84,15 @@ def test_max_samples_limits_the_per_sample_estimate():
     model.eval()
     expected = squared_grads(model, data, [slice(0, 1), slice(1, 2)])
     assert all(torch.allclose(fisher[k], expected[k], rtol=1e-4, atol=1e-7) for k in expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_fisher_of_a_cudnn_rnn_in_eval_mode_matches_cpu(name):
+    # cuDNN's RNN backward raises in eval mode; the estimate turns cuDNN off and must agree with the CPU
+    model, data = setup(name)
+    cpu = diagonal_fisher(model, data, kind="empirical", batch_size=3)
+    cuda_data = TensorData(data.x.cuda(), data.y.cuda(), data.t.cuda())
+    gpu = diagonal_fisher(model.cuda(), cuda_data, kind="empirical", batch_size=3)
+    assert all(torch.allclose(cpu[k], gpu[k].cpu(), rtol=1e-3, atol=1e-6) for k in cpu)

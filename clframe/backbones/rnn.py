@@ -47,7 +47,8 @@ class TorchRNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x, lengths = split_lengths(x)
-        out, _ = self.rnn(x)  # [B, T, hidden]
+        # the features are a strided view; the fused RNN kernels copy such input on every call anyway
+        out, _ = self.rnn(x.contiguous())  # [B, T, hidden]
         return read_out(out, lengths, self.readout)
 
     @torch.no_grad()
