@@ -17,6 +17,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from throughput import train  # benchmarks/ is on the path when a script here runs
 from torch import nn
 
 from clframe.backbones.rnn import GRU
@@ -24,7 +25,7 @@ from clframe.data import StreamIterator
 from clframe.heads.linear import LinearHead
 from clframe.module import CLModule
 from clframe.registry import SCENARIOS
-from clframe.runner import Built, fit, fit_fabric, quiet
+from clframe.runner import quiet
 from clframe.stream import Scenario
 
 BATCH, HIDDEN, LR = 32, 128, 1e-3
@@ -57,14 +58,8 @@ def clframe_run(scenario: Scenario, epochs: int, engine: str) -> float:
     loader = StreamIterator(scenario.stream, BATCH, epochs, seed=0)
     module = CLModule(GRU(scenario.input_shape, hidden=HIDDEN), LinearHead(HIDDEN, 10), {}, scenario.stream,
                       loader.steps_per_experience(), optimizer="adam", lr=LR, log_every=10**9)
-    start = time.perf_counter()
-    if engine == "fabric":
-        fit_fabric(module, loader, "cpu", progress=False)
-    else:
-        config = {"trainer": {"engine": "trainer", "accelerator": "cpu", "devices": 1, "strategy": "auto",
-                              "num_nodes": 1}, "logger": {"progress": False}}
-        fit(Built(config, scenario, module, loader, evaluator=None))
-    return module.cl_step / (time.perf_counter() - start)
+    seconds = train(module, loader, scenario, engine)
+    return module.cl_step / seconds
 
 
 def main() -> None:

@@ -98,15 +98,21 @@ def clframe_run(x: torch.Tensor, y: torch.Tensor, epochs: int, engine: str) -> f
     stream = Stream(exps)
     loader = StreamIterator(stream, BATCH, epochs, seed=0)
     module = CLModule(_Backbone(), _Head(), {}, stream, loader.steps_per_experience(), lr=LR, log_every=10**9)
+    seconds = train(module, loader, Scenario(stream, 10, (784,)), engine)
+    return module.samples_seen / seconds
+
+
+def train(module: CLModule, loader: StreamIterator, scenario: Scenario, engine: str) -> float:
+    """Seconds to train ``module`` over ``loader`` on the CPU with ``engine`` (``trainer`` or ``fabric``); the
+    continual evaluator stays off: this measures training steps."""
     start = time.perf_counter()
     if engine == "fabric":
         fit_fabric(module, loader, "cpu", progress=False)
     else:
         config = {"trainer": {"engine": "trainer", "accelerator": "cpu", "devices": 1, "strategy": "auto",
                               "num_nodes": 1}, "logger": {"progress": False}}
-        # the continual evaluator stays off (evaluator=None): this measures training steps
-        fit(Built(config, Scenario(stream, 10, (784,)), module, loader, evaluator=None))
-    return module.samples_seen / (time.perf_counter() - start)
+        fit(Built(config, scenario, module, loader, evaluator=None))
+    return time.perf_counter() - start
 
 
 def avalanche_run(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:

@@ -28,22 +28,7 @@ def dms(
     A level is solved when, at a continual evaluation (``eval.every``), the score on every experience
     the criterion covers and their mean pass ``threshold``.
 
-    Args:
-        n_min: first N (default 2).
-        n_max: last N (default 8).
-        curriculum: ``single``: one head (``head=linear``), trained on N, then N + 1; ``multi``: a head
-            per N (``head=multihead``), all heads so far trained on the summed loss; ``sliding``: a head
-            per N, only the last ``window`` trained (default ``single``).
-        window: heads trained at once by ``sliding`` (default 2).
-        lengths: sequence lengths uniform in ``[M + 2, 4 M + 2)`` with M = ``n_max`` for every level
-            (``final``), or the largest N trained at the level (``level``, the reference code's choice)
-            (default ``final``).
-        threshold: accuracy a level must pass (default 0.98).
-        max_steps_per_level: steps after which an unsolved level ends the run (default 20000).
-        eval_samples: fixed eval sequences per N (default 2000).
-        train_samples: fixed training sequences per N kept for strategies that read experience data
-            (EWC's Fisher); training batches are drawn fresh (default 1024).
-        seed: seed of the fixed sequences (default 0); training batches follow the run's seed.
+    Args: those of ``parity`` (the same names, defaults and meaning).
     """
     return memory_scenario("dms", n_min, n_max, curriculum, window, lengths, threshold, max_steps_per_level,
                            eval_samples, train_samples, seed)

@@ -54,11 +54,6 @@ def sequential_mnist1d(
 ) -> Scenario:
     """MNIST-1D (generated offline) as 40 steps of one value, split by class.
 
-    Args:
-        n_experiences: experiences; the 10 classes are divided as evenly as possible (default 5).
-        task_incremental: experience ``i`` gets task label ``i`` (use ``head=multihead``) (default False).
-        class_order: explicit class order (default 0, 1, 2, ...).
-        shuffle_classes: draw the class order from ``seed`` (default False).
-        seed: seed of the class order (default 0).
+    Args: those of ``sequential_digits``.
     """
     return _sequential("mnist1d", 40, n_experiences, task_incremental, class_order, shuffle_classes, seed)
