@@ -32,7 +32,7 @@ class Buffer:
         if self.x is None:
             self.x = x.new_zeros((self.capacity + 1, *x.shape[1:]))
             self.y = y.new_zeros((self.capacity + 1, *y.shape[1:]))  # regression targets may be [N, D]
-            self.t = t.new_zeros(self.capacity + 1)
+            self.t = t.new_zeros((self.capacity + 1, *t.shape[1:]))  # [N, K]: K heads per sample
             self.gen = torch.Generator(device=x.device).manual_seed(self.seed)
 
     def sample(self, n: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -199,6 +199,7 @@ def cmd_validate(args: list[str]) -> None:
     print(OmegaConf.to_yaml(OmegaConf.create(built.config)))
     n_params = sum(p.numel() for p in built.module.parameters())
     print(f"OK: {built.scenario.name}; {len(built.scenario.stream)} experiences, "
+          f"{'at most ' if built.scenario.curriculum is not None else ''}"
           f"{sum(built.loader.steps_per_experience())} steps; model {n_params:,} parameters; "
           f"strategies: {', '.join(built.config['strategies']) or '(none)'}")
 

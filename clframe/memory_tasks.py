@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from clframe.curriculum import Curriculum
+from clframe.objectives import IGNORE
 from clframe.plugin import Batch
 from clframe.registry import ParamError
 from clframe.sequences import with_lengths
@@ -103,17 +104,21 @@ class MemoryCurriculum(Curriculum):
         return TensorData(x.repeat(len(heads), 1, 1), y, t)
 
     def sample(self, level: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Batch:
-        """``batch_size`` fresh sequences of ``level``; with several trained heads, labels and task labels
-        are [B, K], one column per head, so the backbone runs once per sequence."""
+        """``batch_size`` fresh sequences of ``level``. With a head per level (``multi``, ``sliding``) labels
+        and task labels are [B, n_levels], one column per head: the trained heads' labels, ``IGNORE``
+        elsewhere; the backbone runs once per sequence, and every batch of the run has the same shape
+        (so a replay buffer can hold them)."""
         heads = self.trained_heads(level)
         d = self.data(level, heads, batch_size, generator, device)
-        if len(heads) == 1:
+        if self.kind == "single":
             return Batch(d.x, d.y, d.t, level)
-        k = len(heads)
-        y, t = d.y.view(k, batch_size).t(), d.t.view(k, batch_size).t()  # [B, K]
-        # a sample's loss is the mean over its K heads: weight K / B makes the total the sum over heads
-        # of each head's mean loss, as in the reference
-        weight = torch.full((batch_size,), k / batch_size, device=device)
+        y = torch.full((batch_size, self.n_levels), IGNORE, dtype=torch.long, device=device)
+        t = torch.zeros((batch_size, self.n_levels), dtype=torch.long, device=device)
+        y[:, heads] = d.y.view(len(heads), batch_size).t()
+        t[:, heads] = torch.tensor(heads, device=device)
+        # a sample's loss is the mean over its K trained heads: weight K / B makes the total the sum over
+        # heads of each head's mean loss, as in the reference
+        weight = torch.full((batch_size,), len(heads) / batch_size, device=device)
         return Batch(d.x[:batch_size], y, t, level, weight=weight)
 
 

@@ -129,3 +129,12 @@ def test_a_resumed_curriculum_run_matches_the_uninterrupted_one(parity_run, tmp_
     same = {k: v for k, v in summary.items() if k not in ignore}
     assert json.dumps({k: v for k, v in resumed.items() if k not in ignore}, sort_keys=True) == \
         json.dumps(same, sort_keys=True)
+
+
+@pytest.mark.parametrize("curriculum", ["single", "multi"])
+def test_replay_and_ewc_run_on_a_curriculum(curriculum, tmp_path):
+    # a multi-head batch has one label column per level at every level, so a replay buffer can hold them
+    for strategy in ("replay", "ewc"):
+        summary = run(compose(PARITY + [f"scenario.curriculum={curriculum}", f"strategy={strategy}",
+                                        "checkpoint.enabled=false"]), tmp_path / strategy)
+        assert summary["strategies"] == [strategy] and summary["curriculum"]["solved_step"]["2"] is not None

@@ -7,6 +7,7 @@ import torch
 
 from clframe.errors import ConfigError
 from clframe.memory_tasks import dms_labels, parity_labels, sample_sequences
+from clframe.objectives import IGNORE
 from clframe.registry import SCENARIOS
 from clframe.sequences import split_lengths
 
@@ -66,10 +67,26 @@ def test_bad_settings_name_the_key(params, key):
 
 
 def test_a_multi_head_batch_scores_each_sequence_with_every_trained_head():
-    s = SCENARIOS.build("parity", {"n_min": 2, "n_max": 4, "curriculum": "multi"})
+    s = SCENARIOS.build("parity", {"n_min": 2, "n_max": 5, "curriculum": "multi"})
     b = s.curriculum.sample(2, 8, torch.Generator().manual_seed(0), torch.device("cpu"))
-    assert b.x.shape == (8, 17, 2) and b.y.shape == (8, 3) and b.t.tolist() == [[0, 1, 2]] * 8
+    # one column per level; the untrained head (N = 5) is not scored
+    assert b.x.shape == (8, 21, 2) and b.y.shape == (8, 4) and b.t.tolist() == [[0, 1, 2, 0]] * 8
+    assert (b.y[:, 3] == IGNORE).all()
     x, lengths = split_lengths(b.x)
     for k, n in enumerate((2, 3, 4)):
         assert torch.equal(b.y[:, k], parity_labels(x[..., 0], lengths, n))
     assert torch.allclose(b.weight, torch.full((8,), 3 / 8))
+    sliding = SCENARIOS.build("parity", {"n_min": 2, "n_max": 5, "curriculum": "sliding", "window": 2})
+    b = sliding.curriculum.sample(2, 8, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert (b.y[:, [0, 3]] == IGNORE).all() and (b.y[:, [1, 2]] != IGNORE).all()
+
+
+def test_the_multi_head_loss_is_the_sum_of_the_trained_heads_mean_losses():
+    from clframe.heads.linear import MultiHead
+    from clframe.module import task_loss
+
+    s = SCENARIOS.build("parity", {"n_min": 2, "n_max": 5, "curriculum": "multi"})
+    b = s.curriculum.sample(2, 16, torch.Generator().manual_seed(0), torch.device("cpu"))
+    head, h = MultiHead(6, 2, 4), torch.randn(16, 6)
+    expected = sum(torch.nn.functional.cross_entropy(head(h, b.t[:, k]), b.y[:, k]) for k in range(3))
+    assert torch.allclose(task_loss(head(h, b.t), b.y, b.weight), expected)
