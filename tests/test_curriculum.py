@@ -13,6 +13,7 @@ from clframe.config import compose
 from clframe.curriculum import Curriculum, CurriculumIterator
 from clframe.errors import ConfigError
 from clframe.memory_tasks import MemoryCurriculum
+from clframe.registry import SCENARIOS
 from clframe.runner import build, run
 
 # a 2-level parity curriculum (N = 2, 3) a 64-unit tau_rnn solves in a few hundred steps (about 4 s)
@@ -138,3 +139,22 @@ def test_replay_and_ewc_run_on_a_curriculum(curriculum, tmp_path):
         summary = run(compose(PARITY + [f"scenario.curriculum={curriculum}", f"strategy={strategy}",
                                         "checkpoint.enabled=false"]), tmp_path / strategy)
         assert summary["strategies"] == [strategy] and summary["curriculum"]["solved_step"]["2"] is not None
+
+
+def test_clframe_ablate_scores_a_finished_run(parity_run, capsys):
+    from cli_helpers import run_main
+
+    run_dir, summary = parity_run
+    code, out, _ = run_main(["ablate", str(run_dir), "--fractions", "0,1", "--repeats", "1"], capsys)
+    assert code == 0 and "written" in out
+    result = json.loads((run_dir / "ablation.json").read_text())
+    # nothing silenced: the final accuracy-matrix row; everything silenced: one class for every sequence
+    assert result["experiences"] == [2, 3] and result["step"] == summary["steps"]
+    assert result["mean"][0] == pytest.approx(summary["acc_matrix"][-1], abs=1e-6)
+    scenario = SCENARIOS.build("parity", {"n_min": 2, "n_max": 3, "eval_samples": 300})
+    for v, e in zip(result["mean"][1], scenario.stream):
+        ones = e.eval.y.float().mean().item()
+        assert min(abs(v - ones), abs(v - (1 - ones))) < 1e-6
+    assert (run_dir / "plots" / "ablation.png").is_file()
+    code, _, err = run_main(["ablate", str(run_dir / "nowhere")], capsys)
+    assert code != 0 and "not a run directory" in err
