@@ -120,14 +120,12 @@ class TauRNN(nn.Module):
         return [layer.timescales().detach() for layer in self.layers]
 
     def diagnostics(self) -> dict[str, float]:
-        """Mean, spread and quantiles of tau per layer, e.g. ``tau/l0/mean``, ``tau/l0/max``."""
-        out = {}
-        for i, tau in enumerate(self.timescales()):
-            q = torch.quantile(tau.float(), torch.tensor([0.1, 0.5, 0.9], device=tau.device)).tolist()
-            out |= {f"tau/l{i}/mean": tau.mean().item(), f"tau/l{i}/std": tau.std().item(),
-                    f"tau/l{i}/min": tau.min().item(), f"tau/l{i}/p10": q[0], f"tau/l{i}/median": q[1],
-                    f"tau/l{i}/p90": q[2], f"tau/l{i}/max": tau.max().item()}
-        return out
+        """Mean, spread and quantiles of tau per layer, e.g. ``tau/l0/mean``, ``tau/l0/max`` (one host transfer)."""
+        names = ("mean", "std", "min", "p10", "median", "p90", "max")
+        q = torch.tensor([0.1, 0.5, 0.9])
+        stats = torch.stack([torch.cat([torch.stack([t.mean(), t.std(), t.min()]), torch.quantile(t, q.to(t.device)),
+                                        t.max().view(1)]) for t in (t.float() for t in self.timescales())])
+        return {f"tau/l{i}/{n}": v for i, row in enumerate(stats.tolist()) for n, v in zip(names, row)}
 
     @torch.no_grad()
     def silence(self, layer: int, units: Tensor) -> None:
