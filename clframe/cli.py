@@ -233,7 +233,7 @@ def cmd_list(args: list[str]) -> None:
         print(f"{section}:")
         for f in dataclasses.fields(cls):
             print(f"      {f.name} = {f.default!r}")
-    for group in ("scenario", "backbone", "head", "strategy", "experiment"):
+    for group in ("scenario", "backbone", "head", "hypernet", "strategy", "experiment"):
         print(f"config group {group}/: {', '.join(group_options(group))}")
 
 

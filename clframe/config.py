@@ -33,7 +33,7 @@ def _names(node: Any) -> str:
 OmegaConf.register_new_resolver("clf_names", _names, replace=True)
 
 CONFIG_DIR = Path(os.environ.get("CLFRAME_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
-GROUPS = ("scenario", "backbone", "head", "strategy", "experiment")
+GROUPS = ("scenario", "backbone", "head", "hypernet", "strategy", "experiment")
 
 
 @dataclass
@@ -154,8 +154,9 @@ class LoggerConfig:
 
 SECTIONS = {"train": TrainConfig, "trainer": TrainerConfig, "eval": EvalConfig, "logger": LoggerConfig,
             "checkpoint": CheckpointConfig}
+COMPONENT_KEYS = ("scenario", "backbone", "head", "hypernet", "strategies")
 TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "scenario": dict, "backbone": dict, "head": dict,
-            "strategies": dict, **{k: dict for k in SECTIONS}}
+            "hypernet": dict, "strategies": dict, **{k: dict for k in SECTIONS}}
 # settings that must be >= 1 when set (null is allowed where the type is Optional)
 POSITIVE = {"train": ("epochs", "batch_size", "num_threads"), "trainer": ("num_nodes",),
             "eval": ("every", "subset", "batch_size", "gap_window", "lca_beta", "plasticity_every",
@@ -235,6 +236,8 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
     _check_train(plain.get("train"), errors)
     for kind in ("scenario", "backbone", "head"):
         _check_component(kind, plain.get(kind), errors)
+    if plain.get("hypernet") is not None:
+        _check_component("hypernet", plain["hypernet"], errors)
     strategies = plain.get("strategies") or {}
     if not isinstance(strategies, dict):
         errors.append(f"'strategies' must be a mapping of name -> settings, got {strategies!r}.")
@@ -247,6 +250,7 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
         plain[k] = dataclasses.asdict(cls(**plain.get(k, {})))
     plain["strategies"] = {k: v or {} for k, v in strategies.items()}
     plain.setdefault("resume", None)
+    plain.setdefault("hypernet", None)
     return plain
 
 
@@ -273,6 +277,8 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
             values = [o.value()] if not o.is_sweep_override() else list(o.sweep_iterator())
             for v in values:
                 for choice in v if isinstance(v, list) else [v]:
+                    if choice is None and key == "hypernet":
+                        continue
                     if choice is None:
                         raise ConfigError(f"'{key}=null' is not a choice; options: {', '.join(group_options(key))}"
                                           + (" (or strategy=[] for none)." if key == "strategy" else "."))
@@ -295,7 +301,7 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
                 where = ".".join(parts[:depth]) or "the top level"
                 valid = list(node) if isinstance(node, dict) else []
                 # components may take keys their YAML does not list; run settings may not
-                addable = isinstance(node, dict) and parts[0] in ("scenario", "backbone", "head", "strategies")
+                addable = isinstance(node, dict) and parts[0] in COMPONENT_KEYS
                 hint = f" To add a key the YAML does not list, write '+{key}=...'." if addable else ""
                 raise ConfigError(
                     f"Unknown key '{key}' ('{part}' is not in {where}).{did_you_mean(part, valid)} "

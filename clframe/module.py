@@ -70,6 +70,9 @@ class CLModule(L.LightningModule):
             parameters, for NaN/inf (default 50).
         objective: the scenario's objective, ``classification`` or ``regression`` (default
             ``classification``).
+        hypernet: a hypernetwork whose target network is ``backbone`` and ``head``: the model is
+            then ``hypernet(x, t)``, only the current experience's task embedding trains, and the
+            backbone's and head's own weights do not (default None).
     """
 
     def __init__(
@@ -89,11 +92,13 @@ class CLModule(L.LightningModule):
         eval_batch_size: int = 1000,
         log_every: int = 50,
         objective: str = "classification",
+        hypernet: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.objective: Objective = get_objective(objective)
         self.backbone, self.head = backbone, head
+        self.hypernet = hypernet
         self.strategies = strategies
         self.stream = stream
         self.steps_per_experience = steps_per_experience
@@ -120,14 +125,15 @@ class CLModule(L.LightningModule):
         # (step, experience, detached terms) of the steps since the last flush; read in one transfer
         self._loss_steps: list[tuple[int, int, dict[str, Tensor]]] = []
         self._optimizer: torch.optim.Optimizer | None = None
-        head_tasks = getattr(head, "set_task_classes", None)
-        if head_tasks is not None:
-            # a task label shared by several experiences covers all of their classes
-            task_classes: dict[int, set[int]] = {}
-            for e in stream:
-                task_classes.setdefault(e.task_label, set()).update(e.classes_in_this_experience)
-            for task, classes in task_classes.items():
-                head_tasks(task, sorted(classes))
+        # a task label shared by several experiences covers all of their classes
+        task_classes: dict[int, set[int]] = {}
+        for e in stream:
+            task_classes.setdefault(e.task_label, set()).update(e.classes_in_this_experience)
+        maskers = [head] + ([hypernet] if hypernet is not None and not self.objective.regression else [])
+        for m in maskers:
+            if hasattr(m, "set_task_classes"):
+                for task, classes in task_classes.items():
+                    m.set_task_classes(task, sorted(classes))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in FAST_ATTRS:
@@ -136,6 +142,8 @@ class CLModule(L.LightningModule):
             super().__setattr__(name, value)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        if self.hypernet is not None:
+            return self.hypernet(x, t)
         return self.head(self.backbone(x), t)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -167,6 +175,8 @@ class CLModule(L.LightningModule):
             self.exp_start_step = self.cl_step
             if self.reset_optimizer and self._optimizer is not None:
                 self._optimizer.state.clear()
+            if self.hypernet is not None:
+                self.hypernet.set_active_task(self.stream[self.current_exp].task_label)
             if not self.stream.boundary_free:
                 with torch.enable_grad():
                     for s in self.strategies.values():
@@ -191,6 +201,11 @@ class CLModule(L.LightningModule):
         if world_size() > 1:
             self.rank_weight_diff = max_diff_across_ranks(self)
             self.samples_all_ranks = int(all_reduce_sum(torch.tensor([self.samples_seen], device=self.device)))
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer ``configure_optimizers`` made (None before it ran)."""
+        return self._optimizer
 
     @property
     def finished(self) -> bool:

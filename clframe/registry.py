@@ -226,4 +226,5 @@ HEADS = Registry("head", "clframe.heads", provided=("in_features", "n_classes", 
 STRATEGIES = Registry("strategy", "strategies", plural="strategies", key="strategies.{name}")
 SCENARIOS = Registry("scenario", "scenarios")
 DATASETS = Registry("dataset", "clframe.datasets")
-REGISTRIES = {r.kind: r for r in (BACKBONES, HEADS, STRATEGIES, SCENARIOS, DATASETS)}
+HYPERNETS = Registry("hypernet", "clframe.hypernets", provided=("target", "n_tasks", "n_classes"))
+REGISTRIES = {r.kind: r for r in (BACKBONES, HEADS, STRATEGIES, SCENARIOS, DATASETS, HYPERNETS)}

@@ -33,10 +33,11 @@ from clframe.evaluation.metrics import summary_metrics
 from clframe.evaluation.plasticity import PlasticityMonitor
 from clframe.evaluation.plasticity_report import plasticity_summary, plot_plasticity
 from clframe.evaluation.plots import plot_acc_matrix, plot_curves
+from clframe.hypernets.target import Model
 from clframe.module import CLModule
 from clframe.progress import StreamProgressBar, progress_metrics
 from clframe.records import RunRecorder, make_wandb_logger
-from clframe.registry import BACKBONES, HEADS, SCENARIOS, STRATEGIES
+from clframe.registry import BACKBONES, HEADS, HYPERNETS, SCENARIOS, STRATEGIES
 from clframe.resume import Resume, check_model, for_rank, resolve
 from clframe.stream import Scenario
 
@@ -119,6 +120,9 @@ def build(cfg: Any) -> Built:
     backbone = BACKBONES.build(*_split_name(c["backbone"]), input_shape=scenario.input_shape)
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
                        n_classes=scenario.n_classes, n_tasks=scenario.n_tasks)
+    hypernet = None if c["hypernet"] is None else HYPERNETS.build(
+        *_split_name(c["hypernet"]), target=Model(backbone, head), n_tasks=scenario.n_tasks,
+        n_classes=scenario.n_classes)
     strategies = {key: STRATEGIES.build(*_split_name(node, key), config_key=f"strategies.{key}")
                   for key, node in c["strategies"].items()}
     curriculum = scenario.curriculum
@@ -133,6 +137,7 @@ def build(cfg: Any) -> Built:
         optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], nesterov=tr["nesterov"],
         weight_decay=tr["weight_decay"], clip_norm=tr["clip_norm"], reset_optimizer=tr["reset_optimizer"],
         eval_batch_size=c["eval"]["batch_size"], log_every=c["logger"]["log_every"], objective=scenario.objective,
+        hypernet=hypernet,
     )
     check_head(module, scenario)
     ev = c["eval"]

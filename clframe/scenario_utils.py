@@ -17,21 +17,26 @@ def tensor_data(x: Tensor, y: Tensor, task: int) -> TensorData:
 
 
 def domain_incremental(
-    ds: Dataset, transforms: list[Callable[[Tensor], Tensor]], name: str, infos: list[dict] | None = None
+    ds: Dataset, transforms: list[Callable[[Tensor], Tensor]], name: str, infos: list[dict] | None = None,
+    task_incremental: bool = False,
 ) -> Scenario:
-    """One experience per transform, each holding every class of ``ds`` transformed; task label 0."""
+    """One experience per transform, each holding every class of ``ds`` transformed; task label 0,
+    or experience ``i``'s index with ``task_incremental``."""
     classes = sorted(torch.unique(ds.y_train).tolist())
+    label = (lambda i: i) if task_incremental else (lambda i: 0)
     exps = [
         Experience(
             index=i,
-            train=tensor_data(f(ds.x_train), ds.y_train, 0),
-            eval=tensor_data(f(ds.x_test), ds.y_test, 0),
+            train=tensor_data(f(ds.x_train), ds.y_train, label(i)),
+            eval=tensor_data(f(ds.x_test), ds.y_test, label(i)),
             classes_in_this_experience=classes,
+            task_label=label(i),
             info=(infos or [{}] * len(transforms))[i],
         )
         for i, f in enumerate(transforms)
     ]
-    return Scenario(Stream(exps), n_classes=ds.n_classes, input_shape=tuple(ds.x_train.shape[1:]), name=name)
+    return Scenario(Stream(exps), n_classes=ds.n_classes, input_shape=tuple(ds.x_train.shape[1:]), name=name,
+                    n_tasks=len(transforms) if task_incremental else 1)
 
 
 def make_cumulative(scenario: Scenario) -> Scenario:

@@ -1,4 +1,4 @@
-"""Permuted inputs: one fixed random pixel permutation per experience (domain-incremental)."""
+"""Permuted inputs: one fixed random pixel permutation per experience (domain- or task-incremental)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def permuted(
     dataset: str = "digits",
     n_experiences: int = 5,
     identity_first: bool = False,
+    task_incremental: bool = False,
     seed: int = 0,
     data_root: str | None = None,
     download: bool = False,
@@ -26,6 +27,8 @@ def permuted(
         dataset: dataset name (default ``digits``).
         n_experiences: number of permutations, at least 1 (default 5).
         identity_first: leave the first experience unpermuted (default False).
+        task_incremental: give experience ``i`` task label ``i`` (a head, or a hypernetwork task
+            embedding, per permutation) (default False).
         seed: seed for the permutations (default 0).
         data_root: dataset directory (default: the dataset's own).
         download: allow downloading a missing dataset (default False).
@@ -44,4 +47,7 @@ def permuted(
     def permute(p: torch.Tensor):
         return lambda x: x.flatten(1)[:, p].reshape(len(x), *shape)
 
-    return domain_incremental(ds, [permute(p) for p in perms], f"permuted-{dataset} ({n_experiences} experiences)")
+    kind = "task" if task_incremental else "domain"
+    return domain_incremental(ds, [permute(p) for p in perms],
+                              f"permuted-{dataset} ({n_experiences} experiences, {kind}-incremental)",
+                              task_incremental=task_incremental)

@@ -1,0 +1,134 @@
+"""The RNN hypernetwork (dependency preserving): a recurrent cell emits the target's weights
+chunk by chunk, layer by layer, so later layers depend on earlier ones."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from clframe.hypernets.base import Core, Hypernet, mip_encode, mip_init
+from clframe.hypernets.chunks import chunk_layout
+from clframe.hypernets.mlp import check_sizes
+from clframe.hypernets.target import TargetNet
+from clframe.registry import HYPERNETS
+
+CELLS = {"gru": (nn.GRU, 3), "lstm": (nn.LSTM, 4)}
+
+
+class ChunkRNN(nn.Module):
+    """``[task embedding, chunk embedding]`` at each step -> hidden state -> one chunk per step.
+
+    Args:
+        in_features: encoded task embedding size.
+        hidden_size: recurrent units.
+        cell: ``gru`` or ``lstm``.
+        chunk_emb: chunk (position) embedding size; 0: none.
+        n_chunks: chunks (steps) per task.
+        chunk_size: weights per chunk.
+        mip: encode the chunk embeddings like the task embeddings.
+    """
+
+    def __init__(self, in_features: int, hidden_size: int, cell: str, chunk_emb: int, n_chunks: int,
+                 chunk_size: int, mip: bool) -> None:
+        super().__init__()
+        self.mip, self.n_chunks, self.cell = mip, n_chunks, cell
+        self.chunk_embs = nn.Parameter(torch.randn(n_chunks, chunk_emb)) if chunk_emb else None
+        extra = chunk_emb * (2 if mip else 1)
+        self.rnn = CELLS[cell][0](in_features + extra, hidden_size, batch_first=True)
+        self.out = nn.Linear(hidden_size, chunk_size)
+
+    def forward(self, e: Tensor) -> Tensor:
+        k = len(e)
+        inp = e.unsqueeze(1).expand(k, self.n_chunks, -1)
+        if self.chunk_embs is not None:
+            c = mip_encode(self.chunk_embs) if self.mip else self.chunk_embs
+            inp = torch.cat([inp, c.unsqueeze(0).expand(k, -1, -1)], dim=-1)
+        h, _ = self.rnn(inp)  # [K, n_chunks, hidden]
+        return self.out(h)  # [K, n_chunks, chunk_size]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.rnn.hidden_size
+
+    @torch.no_grad()
+    def grow(self, n: int) -> list[nn.Parameter]:
+        """Add ``n`` recurrent units and keep the function exactly: the new units' recurrent and
+        output weights out of them are zero, so the old units and the chunks never see them.
+        Parameters are resized in place (the same objects; optimizer state for them must be
+        dropped). Returns the resized parameters."""
+        gates = CELLS[self.cell][1]
+        h, rnn = self.hidden_size, self.rnn
+        bound = (h + n) ** -0.5
+
+        def fresh(*shape: int) -> Tensor:
+            return torch.empty(*shape, device=rnn.weight_ih_l0.device).uniform_(-bound, bound)
+
+        ih = rnn.weight_ih_l0.view(gates, h, -1)
+        rnn.weight_ih_l0.data = torch.cat([ih, fresh(gates, n, ih.shape[-1])], 1).reshape(gates * (h + n), -1)
+        hh = rnn.weight_hh_l0.view(gates, h, h)
+        new_hh = fresh(gates, h + n, h + n)
+        new_hh[:, :h, :h] = hh
+        new_hh[:, :h, h:] = 0  # old units ignore the new ones
+        rnn.weight_hh_l0.data = new_hh.reshape(gates * (h + n), h + n)
+        for name in ("bias_ih_l0", "bias_hh_l0"):
+            b = getattr(rnn, name)
+            b.data = torch.cat([b.view(gates, h), fresh(gates, n)], 1).reshape(-1)
+        w = self.out.weight
+        w.data = torch.cat([w, w.new_zeros(len(w), n)], 1)  # the chunks ignore the new units
+        rnn.hidden_size = h + n
+        self.out.in_features = h + n
+        rnn.flatten_parameters()
+        return [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, w]
+
+    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        # a checkpoint of a grown hypernetwork: grow to its size first, then load
+        stored = state.get(prefix + "rnn.weight_hh_l0")
+        if stored is not None and stored.shape[1] > self.hidden_size:
+            self.grow(stored.shape[1] - self.hidden_size)
+        super()._load_from_state_dict(state, prefix, *args)
+
+
+@HYPERNETS.register("hnet_rnn")
+class HnetRNN(Hypernet):
+    """RNN hypernetwork: a GRU or LSTM runs over the chunks of the target's weights, one chunk
+    per step, with the task embedding (and a learned chunk-position embedding) as input. Each
+    layer starts a new chunk unless ``straddle``, so a chunk never mixes two layers.
+
+    Args:
+        target: the target network (supplied).
+        n_tasks: number of task embeddings (supplied).
+        n_classes: the target's output size (supplied).
+        hidden_size: recurrent units (default 64).
+        cell: ``gru`` or ``lstm`` (default ``lstm``).
+        task_emb: task embedding size (default 24).
+        chunk_emb: chunk-position embedding size; 0 for none (default 8).
+        chunk_size: weights per chunk (default 1000).
+        straddle: let chunks run across layer boundaries (default False).
+        mip: magnitude-invariant parametrisation (see ``hnet_mlp``) (default False).
+        task_inference: ``given`` or ``entropy`` (see ``Hypernet``) (default ``given``).
+    """
+
+    def __init__(
+        self,
+        target: nn.Module,
+        n_tasks: int,
+        n_classes: int,
+        hidden_size: int = 64,
+        cell: Literal["gru", "lstm"] = "lstm",
+        task_emb: int = 24,
+        chunk_emb: int = 8,
+        chunk_size: int = 1000,
+        straddle: bool = False,
+        mip: bool = False,
+        task_inference: Literal["given", "entropy"] = "given",
+    ) -> None:
+        check_sizes(hidden_size=hidden_size, task_emb=task_emb, chunk_size=chunk_size)
+        target = TargetNet(target)
+        n_chunks, size, index = chunk_layout(target.layers(), chunk_size, straddle)
+        gen = ChunkRNN(task_emb * (2 if mip else 1), hidden_size, cell, chunk_emb, n_chunks, size, mip)
+        if mip:
+            mip_init(gen)
+        super().__init__(target, n_tasks, n_classes, Core(gen, index, target.theta0() if mip else None), task_emb,
+                         mip, task_inference)
