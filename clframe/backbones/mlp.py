@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from clframe.init import init_linear
 from clframe.registry import BACKBONES
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
 
 
 @BACKBONES.register("mlp")
@@ -20,7 +20,7 @@ class MLP(nn.Module):
     Args:
         input_shape: shape of one sample (supplied by the scenario).
         hidden: hidden layer widths (default (256, 256)).
-        activation: ``relu``, ``tanh``, ``gelu`` or ``leaky_relu`` (default ``relu``).
+        activation: ``relu``, ``tanh``, ``gelu``, ``leaky_relu`` or ``sigmoid`` (default ``relu``).
         dropout: dropout after each activation (default 0.0).
         init: ``default`` (``nn.Linear``'s own) or ``kaiming``: ``kaiming_uniform_`` with the
             activation's gain (GELU counted as ReLU) and zero biases, the loss-of-plasticity
@@ -31,7 +31,7 @@ class MLP(nn.Module):
         self,
         input_shape: Sequence[int],
         hidden: Sequence[int] = (256, 256),
-        activation: Literal["relu", "tanh", "gelu", "leaky_relu"] = "relu",
+        activation: Literal["relu", "tanh", "gelu", "leaky_relu", "sigmoid"] = "relu",
         dropout: float = 0.0,
         init: Literal["default", "kaiming"] = "default",
     ) -> None:
