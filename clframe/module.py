@@ -19,7 +19,7 @@ from clframe.stream import Stream
 
 # Plain (non-tensor, non-module) attributes written every step. nn.Module.__setattr__ runs
 # isinstance checks on each write; Lightning alone writes _current_fx_name ~28 times a step.
-FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps", "last_ctx"})
+FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps", "last_ctx", "_param_names"})
 
 HOOKS = (
     "before_forward",
@@ -125,6 +125,7 @@ class CLModule(L.LightningModule):
         # (step, experience, detached terms) of the steps since the last flush; read in one transfer
         self._loss_steps: list[tuple[int, int, dict[str, Tensor]]] = []
         self._optimizer: torch.optim.Optimizer | None = None
+        self._param_names: dict[int, str] = {}
         # a task label shared by several experiences covers all of their classes
         task_classes: dict[int, set[int]] = {}
         for e in stream:
@@ -156,7 +157,27 @@ class CLModule(L.LightningModule):
         for g in opt.param_groups:
             g.setdefault("initial_lr", g["lr"])
         self._optimizer = opt
+        self._param_names = {id(p): n for n, p in self.named_parameters()}
         return opt
+
+    def refresh_optimizer_params(self) -> None:
+        """Point the optimizer at the module's current parameters after a strategy or a loaded
+        checkpoint replaced some (e.g. a grown hypernetwork): each parameter is matched by name;
+        the state of a replaced one is kept if its shape did not change, else dropped."""
+        opt, current = self._optimizer, dict(self.named_parameters())
+        if opt is None:
+            return
+        for g in opt.param_groups:
+            for i, p in enumerate(g["params"]):
+                new = current[self._param_names[id(p)]]
+                if new is p:
+                    continue
+                state = opt.state.pop(p, None)
+                if state is not None and all(not torch.is_tensor(v) or v.ndim == 0 or v.shape == new.shape
+                                             for v in state.values()):
+                    opt.state[new] = state
+                g["params"][i] = new
+        self._param_names = {id(p): n for n, p in current.items()}
 
     def on_fit_start(self) -> None:
         for s in self.strategies.values():
@@ -353,6 +374,7 @@ class CLModule(L.LightningModule):
         from clframe.checkpoint import to_device
 
         self.load_state_dict(state["model"])
+        self.refresh_optimizer_params()  # a checkpoint may hold grown parameters
         if self._optimizer is not None and state["optimizer"] is not None:
             self._optimizer.load_state_dict(state["optimizer"])
         for k, s in self.strategies.items():

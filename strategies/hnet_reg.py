@@ -100,10 +100,8 @@ class HnetReg(Strategy):
             change = float((hn.generate(self.past) - self.targets).pow(2).mean())
         if change <= self.grow_tolerance:
             return
-        grown = hn.core.generator.grow(self.grow_units)
-        opt = module.optimizer
-        for p in grown:
-            opt.state.pop(p, None)  # moments of the old shape
+        hn.core.generator.grow(self.grow_units)
+        module.refresh_optimizer_params()
         self.growth.append({"experience": exp.index, "change": change, "hidden_size": hn.core.generator.hidden_size})
 
     def state_dict(self) -> dict[str, Any]:

@@ -19,12 +19,20 @@ def mip_encode(e: Tensor) -> Tensor:
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
-def mip_init(module: nn.Module) -> None:
-    """MIP's initialisation of the generator: Kaiming normal, fan-out, LeakyReLU gain, zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
-            nn.init.zeros_(m.bias)
+def mip_init(module: nn.Module, n_params: int) -> None:
+    """MIP's initialisation of the generator: Kaiming normal, fan-out, LeakyReLU gain, zero biases.
+
+    The last linear layer emits a chunk, but its fan-out is taken as all ``n_params`` generated
+    weights, as in the paper's unchunked hypernetwork, so the chunk size does not change the scale
+    of the residual around the target's initialisation."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    for m in linears[:-1]:
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+        nn.init.zeros_(m.bias)
+    last = linears[-1]
+    gain = nn.init.calculate_gain("leaky_relu")
+    nn.init.normal_(last.weight, std=gain / n_params ** 0.5)
+    nn.init.zeros_(last.bias)
 
 
 class Core(nn.Module):

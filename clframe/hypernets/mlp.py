@@ -97,7 +97,7 @@ class HnetMLP(Hypernet):
         act = "leaky_relu" if mip else activation
         gen = ChunkedMLP(task_emb * (2 if mip else 1), hidden, chunk_emb, n_chunks, size, act, mip)
         if mip:
-            mip_init(gen)
+            mip_init(gen, target.n_params)
         super().__init__(target, n_tasks, n_classes, Core(gen, index, target.theta0() if mip else None), task_emb,
                          mip, task_inference)
 

@@ -53,11 +53,11 @@ class ChunkRNN(nn.Module):
         return self.rnn.hidden_size
 
     @torch.no_grad()
-    def grow(self, n: int) -> list[nn.Parameter]:
-        """Add ``n`` recurrent units and keep the function exactly: the new units' recurrent and
-        output weights out of them are zero, so the old units and the chunks never see them.
-        Parameters are resized in place (the same objects; optimizer state for them must be
-        dropped). Returns the resized parameters."""
+    def grow(self, n: int) -> None:
+        """Add ``n`` recurrent units and keep the function exactly: the old units' recurrent weights
+        from the new ones and the output weights from the new ones are zero, so neither the old
+        units nor the chunks see them. The grown weights are new ``nn.Parameter`` objects: call
+        ``CLModule.refresh_optimizer_params`` so the optimizer trains them."""
         gates = CELLS[self.cell][1]
         h, rnn = self.hidden_size, self.rnn
         bound = (h + n) ** -0.5
@@ -66,21 +66,23 @@ class ChunkRNN(nn.Module):
             return torch.empty(*shape, device=rnn.weight_ih_l0.device).uniform_(-bound, bound)
 
         ih = rnn.weight_ih_l0.view(gates, h, -1)
-        rnn.weight_ih_l0.data = torch.cat([ih, fresh(gates, n, ih.shape[-1])], 1).reshape(gates * (h + n), -1)
         hh = rnn.weight_hh_l0.view(gates, h, h)
         new_hh = fresh(gates, h + n, h + n)
         new_hh[:, :h, :h] = hh
         new_hh[:, :h, h:] = 0  # old units ignore the new ones
-        rnn.weight_hh_l0.data = new_hh.reshape(gates * (h + n), h + n)
-        for name in ("bias_ih_l0", "bias_hh_l0"):
-            b = getattr(rnn, name)
-            b.data = torch.cat([b.view(gates, h), fresh(gates, n)], 1).reshape(-1)
-        w = self.out.weight
-        w.data = torch.cat([w, w.new_zeros(len(w), n)], 1)  # the chunks ignore the new units
+        grown = {
+            "weight_ih_l0": torch.cat([ih, fresh(gates, n, ih.shape[-1])], 1).reshape(gates * (h + n), -1),
+            "weight_hh_l0": new_hh.reshape(gates * (h + n), h + n),
+            **{b: torch.cat([getattr(rnn, b).view(gates, h), fresh(gates, n)], 1).reshape(-1)
+               for b in ("bias_ih_l0", "bias_hh_l0")},
+        }
         rnn.hidden_size = h + n
+        for name, value in grown.items():
+            setattr(rnn, name, nn.Parameter(value))  # nn.RNNBase refreshes its flat weight list
+        out = self.out.weight
+        self.out.weight = nn.Parameter(torch.cat([out, out.new_zeros(len(out), n)], 1))  # chunks ignore new units
         self.out.in_features = h + n
         rnn.flatten_parameters()
-        return [rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, w]
 
     def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
         # a checkpoint of a grown hypernetwork: grow to its size first, then load
@@ -129,6 +131,6 @@ class HnetRNN(Hypernet):
         n_chunks, size, index = chunk_layout(target.layers(), chunk_size, straddle)
         gen = ChunkRNN(task_emb * (2 if mip else 1), hidden_size, cell, chunk_emb, n_chunks, size, mip)
         if mip:
-            mip_init(gen)
+            mip_init(gen, target.n_params)
         super().__init__(target, n_tasks, n_classes, Core(gen, index, target.theta0() if mip else None), task_emb,
                          mip, task_inference)
