@@ -284,8 +284,8 @@ def test_validate_of_a_composed_config_is_resolved_and_drops_hydra():
     assert type(c) is dict and type(c["scenario"]) is dict and type(c["backbone"]["hidden"]) is list
     assert "hydra" not in c
     assert isinstance(c["scenario"]["seed"], int)  # ${seed} resolved
-    assert set(c) == {"seed", "experiment_name", "resume", "scenario", "backbone", "head", "strategies", "train",
-                      "trainer", "eval", "logger", "checkpoint"}
+    assert set(c) == {"seed", "experiment_name", "resume", "scenario", "backbone", "head", "hypernet", "strategies",
+                      "train", "trainer", "eval", "logger", "checkpoint"}
 
 
 def test_null_group_choice_says_what_to_do_instead():

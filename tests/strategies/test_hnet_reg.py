@@ -69,7 +69,8 @@ def test_subsampling_regularises_a_drawn_earlier_task():
     assert reg.past.tolist() == [0, 1]
     ctx = type("Ctx", (), {"module": built.module, "loss": None})()
     value = float(reg.loss_terms(ctx)["hnet_reg"])
-    each = [reg.beta * float((hn.generate(torch.tensor([k])) - reg.targets[i]).pow(2).sum()) for i, k in enumerate([0, 1])]
+    each = [reg.beta * float((hn.generate(torch.tensor([k])) - reg.targets[i]).pow(2).sum())
+            for i, k in enumerate([0, 1])]
     assert min(abs(value - e) for e in each) < 1e-5 * max(each)
 
 
