@@ -29,10 +29,12 @@ from clframe.evaluation.continual import ContinualEvaluator
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.curve_metrics import curve_summary
 from clframe.evaluation.diagnostics import BackboneDiagnostics, has_diagnostics, plot_timescales
+from clframe.evaluation.fits import is_1d_regression, plot_fits
 from clframe.evaluation.metrics import summary_metrics
 from clframe.evaluation.plasticity import PlasticityMonitor
 from clframe.evaluation.plasticity_report import plasticity_summary, plot_plasticity
 from clframe.evaluation.plots import plot_acc_matrix, plot_curves
+from clframe.hypernets.report import HypernetReport
 from clframe.hypernets.target import Model
 from clframe.module import CLModule
 from clframe.progress import StreamProgressBar, progress_metrics
@@ -103,6 +105,7 @@ class Built:
     evaluator: ContinualEvaluator | None = None
     monitor: PlasticityMonitor | None = None
     diagnostics: BackboneDiagnostics | None = None
+    hypernet_report: HypernetReport | None = None
 
 
 def build(cfg: Any) -> Built:
@@ -150,7 +153,11 @@ def build(cfg: Any) -> Built:
     if diagnostics is not None:
         diagnostics.record(module, "initial")
         module.listeners.append(diagnostics)
-    return Built(c, scenario, module, loader, evaluator, monitor, diagnostics)
+    report = None
+    if hypernet is not None:
+        report = HypernetReport(c["eval"]["batch_size"])
+        module.listeners.append(report)
+    return Built(c, scenario, module, loader, evaluator, monitor, diagnostics, report)
 
 
 def fit(built: Built, extra_callbacks: list | None = None) -> None:
@@ -277,6 +284,8 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
         built.diagnostics.write(run_dir)
         fig = plot_timescales(built.diagnostics, module.boundaries, run_dir / "plots" / "timescales.png", title)
         figures += [fig] if fig is not None else []
+    if is_1d_regression(built.scenario):
+        figures.append(plot_fits(module, built.scenario.stream, run_dir / "plots" / "fits.png", title))
     if built.monitor is not None:
         figures.append(plot_plasticity(built.monitor.rows, summary["task_end_acc"],
                                        run_dir / "plots" / "plasticity.png", title))
@@ -286,7 +295,8 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
 
 def stateful_extras(built: Built) -> dict[str, Any]:
     """Parts of a run besides the module that checkpoints carry: the plasticity monitor, a curriculum."""
-    parts = {"plasticity": built.monitor, "curriculum": built.scenario.curriculum, "diagnostics": built.diagnostics}
+    parts = {"plasticity": built.monitor, "curriculum": built.scenario.curriculum, "diagnostics": built.diagnostics,
+             "hypernet": built.hypernet_report}
     return {k: v for k, v in parts.items() if v is not None}
 
 
@@ -330,6 +340,7 @@ def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, 
         "curve_source": "continual" if built.evaluator is not None else "boundary",
         **(plasticity_summary(built.monitor.rows, module.acc_matrix) if built.monitor is not None else {}),
         **(built.diagnostics.summary() if built.diagnostics is not None else {}),
+        **({"hypernet": built.hypernet_report.summary(module)} if built.hypernet_report is not None else {}),
         **({"curriculum": built.scenario.curriculum.summary([e.info.get("N", e.index) for e in built.scenario.stream])}
            if built.scenario.curriculum is not None else {}),
         "final_accs": module.acc_matrix[-1],

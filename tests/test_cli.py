@@ -135,7 +135,7 @@ def test_list_shows_components_parameters_and_defaults(capsys):
     assert "ewc_lambda: float = 100.0" in out
     assert "mem_size: int = 200" in out
     assert "hidden: Sequence[int] = (256, 256)" in out
-    assert "activation: one of 'relu', 'tanh', 'gelu', 'leaky_relu' = 'relu'" in out
+    assert "activation: one of 'relu', 'tanh', 'gelu', 'leaky_relu', 'sigmoid' = 'relu'" in out
     assert "n_experiences: int = 5" in out
     assert "benchmark: str = 'avalanche.benchmarks.classic:SplitMNIST'" in out
     assert "lr = 0.05" in out  # the run settings too

@@ -207,6 +207,22 @@ def stability_gap(curve: Curve, window: int = 100) -> list[dict[str, Any]]:
     return out
 
 
+def steps_to_acc(curve: Curve, threshold: float) -> list[int | None]:
+    """Per experience, the optimizer steps from its start until the curve first shows it at or above
+    ``threshold`` while it trains (how fast it is learnt); None if it never gets there.
+
+    Args:
+        curve: the recorded evaluations.
+        threshold: the score to reach, e.g. 0.95.
+    """
+    out: list[int | None] = []
+    for j in range(len(curve.boundaries)):
+        start = int(curve.boundaries[j - 1]) if j > 0 else 0
+        hit = np.flatnonzero((curve.experience == j) & (curve.acc[:, j] >= threshold))
+        out.append(int(curve.steps[hit[0]]) - start if len(hit) else None)
+    return out
+
+
 def curve_summary(curve: Curve, windows: Sequence[int] = (10, 100), beta: int = 10,
                   gap_window: int = 100) -> dict[str, Any]:
     """All curve metrics, JSON-serialisable.
@@ -220,7 +236,8 @@ def curve_summary(curve: Curve, windows: Sequence[int] = (10, 100), beta: int = 
     Returns:
         ``min_acc``, ``wc_acc``, ``wf_<w>``, ``wp_<w>``, ``lca_<beta>``, ``stability_gap`` (the list),
         ``stability_gap_depth`` (mean depth over its entries, ``None`` if none) and
-        ``stability_gap_first`` (the entry of boundary 0, experience 0, or ``None``).
+        ``stability_gap_first`` (the entry of boundary 0, experience 0, or ``None``), and
+        ``steps_to_acc``: ``steps_to_acc`` at 0.9, 0.95 and 0.99, keyed by the threshold.
     """
     gap = stability_gap(curve, gap_window)
     out: dict[str, Any] = {"min_acc": min_acc(curve), "wc_acc": wc_acc(curve)}
@@ -232,4 +249,5 @@ def curve_summary(curve: Curve, windows: Sequence[int] = (10, 100), beta: int = 
     out["stability_gap"] = gap
     out["stability_gap_depth"] = _mean([g["depth"] for g in gap])
     out["stability_gap_first"] = next((g for g in gap if g["boundary"] == 0 and g["experience"] == 0), None)
+    out["steps_to_acc"] = {str(t): steps_to_acc(curve, t) for t in (0.9, 0.95, 0.99)}
     return out

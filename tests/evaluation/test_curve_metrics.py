@@ -13,6 +13,7 @@ from clframe.evaluation.curve_metrics import (
     learning_curve_area,
     min_acc,
     stability_gap,
+    steps_to_acc,
     wc_acc,
     windowed_forgetting,
     windowed_plasticity,
@@ -173,6 +174,15 @@ def test_nothing_trained():
     assert s["stability_gap"] == []
 
 
+def test_steps_to_acc_counts_from_each_experience_start_and_only_while_it_trains():
+    c = _two_exp_dip()
+    # exp 0 reaches 0.9 at step 3 (its start is 0); exp 1 reaches 0.9 at step 9, 6 steps after its start at 3
+    assert steps_to_acc(c, 0.9) == [3, 6]
+    assert steps_to_acc(c, 0.95) == [None, 7]
+    assert steps_to_acc(c, 0.5) == [1, 2]  # exp 1: 0.5 at step 5
+    assert curve_summary(c)["steps_to_acc"]["0.95"] == [None, 7]
+
+
 # -- stability gap -----------------------------------------------------------
 
 
@@ -278,7 +288,7 @@ def test_curve_summary_keys_values_and_json():
     c = _two_exp_dip()
     s = curve_summary(c, windows=(2, 3), beta=2, gap_window=100)
     assert set(s) == {"min_acc", "wc_acc", "wf_2", "wf_3", "wp_2", "wp_3", "lca_2", "stability_gap",
-                      "stability_gap_depth", "stability_gap_first"}
+                      "stability_gap_depth", "stability_gap_first", "steps_to_acc"}
     assert s["wf_2"] == pytest.approx(0.15) and s["wf_3"] == pytest.approx(0.3)
     assert s["lca_2"] == pytest.approx(learning_curve_area(c, 2))
     assert s["stability_gap_depth"] == pytest.approx(0.3)
