@@ -19,6 +19,14 @@ def mip_encode(e: Tensor) -> Tensor:
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every linear layer (the hypercl reference's init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def mip_init(module: nn.Module, n_params: int) -> None:
     """MIP's initialisation of the generator: Kaiming normal, fan-out, LeakyReLU gain, zero biases.
 

@@ -8,12 +8,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from clframe.hypernets.base import Core, Hypernet, mip_encode, mip_init
+from clframe.hypernets.base import Core, Hypernet, mip_encode, mip_init, xavier_init
 from clframe.hypernets.chunks import chunk_layout
 from clframe.hypernets.target import TargetNet
 from clframe.registry import HYPERNETS, ParamError
 
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 def mlp(width: int, hidden: Sequence[int], out: int, activation: str) -> nn.Sequential:
@@ -70,7 +70,9 @@ class HnetMLP(Hypernet):
         chunk_size: weights per chunk; None: no chunking, one output of all weights (default None).
         straddle: chunks may hold the end of one layer and the start of the next, as in the paper
             (default True).
-        activation: ``relu``, ``leaky_relu``, ``elu`` or ``tanh`` (default ``relu``).
+        activation: ``relu``, ``leaky_relu``, ``elu``, ``tanh`` or ``sigmoid`` (default ``relu``).
+        init: ``default`` (``nn.Linear``'s own) or ``xavier`` (Xavier-uniform weights, zero biases:
+            the reference code's init) (default ``default``).
         mip: magnitude-invariant parametrisation: constant-norm encoding of the embeddings,
             output ``theta0 + h(...)`` around the target's own initialisation, LeakyReLU and
             Kaiming fan-out init (overrides ``activation``) (default False).
@@ -87,7 +89,8 @@ class HnetMLP(Hypernet):
         chunk_emb: int = 8,
         chunk_size: int | None = None,
         straddle: bool = True,
-        activation: Literal["relu", "leaky_relu", "elu", "tanh"] = "relu",
+        activation: Literal["relu", "leaky_relu", "elu", "tanh", "sigmoid"] = "relu",
+        init: Literal["default", "xavier"] = "default",
         mip: bool = False,
         task_inference: Literal["given", "entropy"] = "given",
     ) -> None:
@@ -98,6 +101,8 @@ class HnetMLP(Hypernet):
         gen = ChunkedMLP(task_emb * (2 if mip else 1), hidden, chunk_emb, n_chunks, size, act, mip)
         if mip:
             mip_init(gen, target.n_params)
+        elif init == "xavier":
+            xavier_init(gen)
         super().__init__(target, n_tasks, n_classes, Core(gen, index, target.theta0() if mip else None), task_emb,
                          mip, task_inference)
 
