@@ -19,12 +19,22 @@ def mip_encode(e: Tensor) -> Tensor:
     return torch.cat([a.cos(), a.sin()], dim=-1)
 
 
-def xavier_init(module: nn.Module) -> None:
-    """Xavier-uniform weights and zero biases for every linear layer (the hypercl reference's init)."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
+def xavier_init(module: nn.Module, sizes: list[int] | None = None) -> None:
+    """Xavier-uniform weights and zero biases for every linear layer (the hypercl reference's init).
+
+    The reference has one output layer per target tensor; with ``sizes`` (the target tensors' sizes,
+    when one output row emits one target weight) the last layer's rows are initialised block by
+    block with each tensor's own fan-out, which is the same thing."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    for m in linears:
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+    last = linears[-1]
+    if sizes is not None and sum(sizes) == last.out_features:
+        with torch.no_grad():
+            for rows in last.weight.split(sizes):
+                bound = (6 / (last.in_features + len(rows))) ** 0.5
+                rows.uniform_(-bound, bound)
 
 
 def mip_init(module: nn.Module, n_params: int) -> None:
@@ -83,17 +93,21 @@ class Hypernet(nn.Module):
             trained task embedding whose output has the lowest predictive entropy over that task's
             classes. Its cost: one generation for all trained tasks and one target forward per
             trained task on every evaluated batch, so evaluation is K times the given-label cost.
+        task_emb_init: task embeddings drawn from N(0, 1) (``normal``) or all ``zero`` (default
+            ``normal``).
     """
 
     def __init__(self, target: nn.Module, n_tasks: int, n_classes: int, core: Core, task_emb: int, mip: bool,
-                 task_inference: Literal["given", "entropy"]) -> None:
+                 task_inference: Literal["given", "entropy"], task_emb_init: Literal["normal", "zero"] = "normal"
+                 ) -> None:
         super().__init__()
         if task_inference not in ("given", "entropy"):
             raise ValueError(f"unknown task_inference '{task_inference}' (given, entropy)")
         self.target = target if isinstance(target, TargetNet) else TargetNet(target)
         self.n_tasks, self.mip, self.task_inference = n_tasks, mip, task_inference
         self.core = core
-        self.task_embs = nn.ParameterList(nn.Parameter(torch.randn(task_emb)) for _ in range(n_tasks))
+        scale = 1.0 if task_emb_init == "normal" else 0.0
+        self.task_embs = nn.ParameterList(nn.Parameter(scale * torch.randn(task_emb)) for _ in range(n_tasks))
         self.register_buffer("trained", torch.zeros(n_tasks, dtype=torch.bool))
         self.register_buffer("class_mask", torch.ones(n_tasks, n_classes, dtype=torch.bool))
         self.masking = False

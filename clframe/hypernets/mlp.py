@@ -71,8 +71,10 @@ class HnetMLP(Hypernet):
         straddle: chunks may hold the end of one layer and the start of the next, as in the paper
             (default True).
         activation: ``relu``, ``leaky_relu``, ``elu``, ``tanh`` or ``sigmoid`` (default ``relu``).
-        init: ``default`` (``nn.Linear``'s own) or ``xavier`` (Xavier-uniform weights, zero biases:
-            the reference code's init) (default ``default``).
+        init: ``default`` (``nn.Linear``'s own) or ``xavier`` (Xavier-uniform weights, zero biases,
+            unchunked output rows per target tensor: the reference code's init) (default ``default``).
+        task_emb_init: ``normal`` (N(0, 1)) or ``zero``; the toy reference's init loop zeroes every
+            1-D parameter, its task embeddings included (default ``normal``).
         mip: magnitude-invariant parametrisation: constant-norm encoding of the embeddings,
             output ``theta0 + h(...)`` around the target's own initialisation, LeakyReLU and
             Kaiming fan-out init (overrides ``activation``) (default False).
@@ -91,6 +93,7 @@ class HnetMLP(Hypernet):
         straddle: bool = True,
         activation: Literal["relu", "leaky_relu", "elu", "tanh", "sigmoid"] = "relu",
         init: Literal["default", "xavier"] = "default",
+        task_emb_init: Literal["normal", "zero"] = "normal",
         mip: bool = False,
         task_inference: Literal["given", "entropy"] = "given",
     ) -> None:
@@ -102,9 +105,9 @@ class HnetMLP(Hypernet):
         if mip:
             mip_init(gen, target.n_params)
         elif init == "xavier":
-            xavier_init(gen)
+            xavier_init(gen, target.sizes)
         super().__init__(target, n_tasks, n_classes, Core(gen, index, target.theta0() if mip else None), task_emb,
-                         mip, task_inference)
+                         mip, task_inference, task_emb_init)
 
 
 def check_sizes(**sizes: int | None) -> None:
