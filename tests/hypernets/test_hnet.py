@@ -141,3 +141,18 @@ def test_bad_sizes_name_the_key():
         build(chunk_size=0)
     with pytest.raises(ConfigError, match="Valid keys"):
         build(hidden_units=3)
+
+
+def test_xavier_init_scales_each_target_tensors_rows_by_its_own_fan_out():
+    hn = build(init="xavier", hidden=(10,))
+    last = hn.core.generator.net[-1]
+    sizes = hn.target.sizes  # [30, 5, 20, 4]: the 6x5 weight, its bias, the 5x4 weight, its bias
+    for rows, n in zip(last.weight.split(sizes), sizes):
+        assert rows.abs().max() <= (6 / (10 + n)) ** 0.5
+    assert last.weight.split(sizes)[1].abs().max() > (6 / (10 + sum(sizes))) ** 0.5  # wider than one big layer
+    assert all(float(m.bias.abs().sum()) == 0 for m in hn.core.generator.net if isinstance(m, torch.nn.Linear))
+
+
+def test_task_embeddings_can_start_at_zero():
+    hn = build(task_emb_init="zero")
+    assert all(float(p.abs().sum()) == 0 for p in hn.task_embs)
