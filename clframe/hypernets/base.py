@@ -73,6 +73,13 @@ class Core(nn.Module):
         return w if self.theta0 is None else self.theta0 + w
 
 
+def make_core(generator: nn.Module, index: Tensor, target: TargetNet, mip: bool) -> Core:
+    """``Core`` around ``generator``; with ``mip``, MIP's init and the residual around the target's init."""
+    if mip:
+        mip_init(generator, target.n_params)
+    return Core(generator, index, target.theta0() if mip else None)
+
+
 class Hypernet(nn.Module):
     """A task-conditioned hypernetwork driving a target network.
 

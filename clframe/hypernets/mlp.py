@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from clframe.hypernets.base import Core, Hypernet, mip_encode, mip_init, xavier_init
+from clframe.hypernets.base import Hypernet, make_core, mip_encode, xavier_init
 from clframe.hypernets.chunks import chunk_layout
 from clframe.hypernets.target import TargetNet
 from clframe.registry import HYPERNETS, ParamError
@@ -102,12 +102,10 @@ class HnetMLP(Hypernet):
         n_chunks, size, index = chunk_layout(target.layers(), chunk_size, straddle)
         act = "leaky_relu" if mip else activation
         gen = ChunkedMLP(task_emb * (2 if mip else 1), hidden, chunk_emb, n_chunks, size, act, mip)
-        if mip:
-            mip_init(gen, target.n_params)
-        elif init == "xavier":
+        if init == "xavier" and not mip:
             xavier_init(gen, target.sizes)
-        super().__init__(target, n_tasks, n_classes, Core(gen, index, target.theta0() if mip else None), task_emb,
-                         mip, task_inference, task_emb_init)
+        super().__init__(target, n_tasks, n_classes, make_core(gen, index, target, mip), task_emb, mip, task_inference,
+                         task_emb_init)
 
 
 def check_sizes(**sizes: int | None) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from clframe.hypernets.base import Core, Hypernet, mip_encode, mip_init
+from clframe.hypernets.base import Hypernet, make_core, mip_encode
 from clframe.hypernets.chunks import chunk_layout
 from clframe.hypernets.mlp import check_sizes
 from clframe.hypernets.target import TargetNet
@@ -130,7 +130,4 @@ class HnetRNN(Hypernet):
         target = TargetNet(target)
         n_chunks, size, index = chunk_layout(target.layers(), chunk_size, straddle)
         gen = ChunkRNN(task_emb * (2 if mip else 1), hidden_size, cell, chunk_emb, n_chunks, size, mip)
-        if mip:
-            mip_init(gen, target.n_params)
-        super().__init__(target, n_tasks, n_classes, Core(gen, index, target.theta0() if mip else None), task_emb,
-                         mip, task_inference)
+        super().__init__(target, n_tasks, n_classes, make_core(gen, index, target, mip), task_emb, mip, task_inference)
