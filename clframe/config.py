@@ -236,6 +236,8 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
     _check_train(plain.get("train"), errors)
     for kind in ("scenario", "backbone", "head"):
         _check_component(kind, plain.get(kind), errors)
+    if isinstance(plain.get("hypernet"), dict) and plain["hypernet"].get("name") == "none":
+        plain["hypernet"] = None  # hypernet=none: its other settings (e.g. an experiment's) go unused
     if plain.get("hypernet") is not None:
         _check_component("hypernet", plain["hypernet"], errors)
     strategies = plain.get("strategies") or {}
@@ -277,8 +279,6 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
             values = [o.value()] if not o.is_sweep_override() else list(o.sweep_iterator())
             for v in values:
                 for choice in v if isinstance(v, list) else [v]:
-                    if choice is None and key == "hypernet":
-                        continue
                     if choice is None:
                         raise ConfigError(f"'{key}=null' is not a choice; options: {', '.join(group_options(key))}"
                                           + (" (or strategy=[] for none)." if key == "strategy" else "."))
