@@ -68,3 +68,15 @@ def test_chunk_layout_covers_every_weight_once(straddle):
 
 def test_no_chunking_is_one_chunk():
     assert chunk_layout([5, 6], None, False)[:2] == (1, 11)
+
+
+def test_a_gru_target_learns_sequences_under_an_rnn_hypernetwork(tmp_path):
+    from clframe.config import compose
+    from clframe.runner import run
+
+    s = run(compose(["scenario=sequential_digits", "scenario.n_experiences=2", "scenario.task_incremental=true",
+                     "backbone=gru", "backbone.hidden=16", "hypernet=hnet_rnn", "hypernet.chunk_size=200",
+                     "strategy=hnet_reg", "train.optimizer=adam", "train.lr=0.003", "train.epochs=3",
+                     "eval.every=null", "logger.progress=false", "checkpoint.enabled=false"]), tmp_path)
+    assert s["hypernet"]["target_params"] == 3 * 16 * (8 + 16) + 2 * 3 * 16 + (16 * 10 + 10)
+    assert min(s["acc_matrix"][0][0], s["acc_matrix"][1][1]) > 0.8  # two-way tasks: chance is 0.5
