@@ -381,6 +381,9 @@ class CLModule(L.LightningModule):
             s.load_state_dict(to_device(state["strategies"][k], self.device))
         for k, v in state["counters"].items():
             setattr(self, k, v)
+        if self.hypernet is not None and self.current_exp >= 0:
+            # which task embedding trains is not a weight: set it again for the experience resumed in
+            self.hypernet.set_active_task(self.stream[self.current_exp].task_label)
         for k, v in state["records"].items():
             setattr(self, k, v)
         self._loss_steps = [(s, e, to_device(t, self.device)) for s, e, t in state["pending_losses"]]

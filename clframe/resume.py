@@ -151,6 +151,16 @@ def for_rank(resume: Resume, rank: int, world_size: int) -> Resume:
     return Resume(resume.config, resume.run_dir, path, load_checkpoint(path))
 
 
+def fit_to_checkpoint(module: Any, resume: Resume) -> None:
+    """Let every submodule with a ``fit_to_state(state, prefix)`` method resize itself to the
+    checkpoint's weights first (e.g. a hypernetwork that grew during the run)."""
+    saved = resume.state["module"]["model"]
+    for name, m in module.named_modules():
+        fit = getattr(m, "fit_to_state", None)
+        if callable(fit):
+            fit(saved, f"{name}." if name else "")
+
+
 def check_model(resume: Resume, model_state: dict[str, Any]) -> None:
     """Raise ``CheckpointError`` if the checkpoint's weights do not fit ``model_state``."""
     saved = resume.state["module"]["model"]

@@ -40,7 +40,7 @@ from clframe.module import CLModule
 from clframe.progress import StreamProgressBar, progress_metrics
 from clframe.records import RunRecorder, make_wandb_logger
 from clframe.registry import BACKBONES, HEADS, HYPERNETS, SCENARIOS, STRATEGIES
-from clframe.resume import Resume, check_model, for_rank, resolve
+from clframe.resume import Resume, check_model, fit_to_checkpoint, for_rank, resolve
 from clframe.stream import Scenario
 
 
@@ -305,6 +305,7 @@ def restore(built: Built, resume: Resume, recorder: RunRecorder | None, checkpoi
     the recorder's rows now; the module, strategies and RNGs when training starts (the optimizer
     exists only then). A finished run is restored at once and only its summary is written again."""
     state = resume.state
+    fit_to_checkpoint(built.module, resume)
     check_model(resume, built.module.state_dict())
     if built.evaluator is not None and state["evaluator"] is not None:
         built.evaluator.load_state_dict(state["evaluator"])

@@ -84,11 +84,14 @@ class ChunkRNN(nn.Module):
         self.out.in_features = h + n
         rnn.flatten_parameters()
 
-    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
-        # a checkpoint of a grown hypernetwork: grow to its size first, then load
+    def fit_to_state(self, state: dict[str, Any], prefix: str) -> None:
+        """Grow to the hidden size of a state dict written after growing (``prefix``: this module's)."""
         stored = state.get(prefix + "rnn.weight_hh_l0")
         if stored is not None and stored.shape[1] > self.hidden_size:
             self.grow(stored.shape[1] - self.hidden_size)
+
+    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        self.fit_to_state(state, prefix)  # a grown hypernetwork's weights: grow first, then load
         super()._load_from_state_dict(state, prefix, *args)
 
 

@@ -189,3 +189,27 @@ def test_one_optimizer_trains_like_the_references_two(lookahead):
 
     for (n, a), b in zip(ours.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_a_run_resumed_after_the_hypernetwork_grew_matches_the_uninterrupted_one(tmp_path):
+    from test_resume import STATE_KEYS, assert_same, boundary_steps, comparable, final_state, interrupt, replace
+
+    from clframe.checkpoint import list_checkpoints
+
+    over = list(HNET)
+    for change in ["hypernet=hnet_rnn", "hypernet.hidden_size=8", "hypernet.chunk_size=200", "strategy=hnet_reg",
+                   "strategies.hnet_reg.grow_units=2", "strategies.hnet_reg.grow_tolerance=0.0",
+                   "strategies.hnet_reg.reg_tasks=1", "strategies.hnet_reg.lookahead=true", "checkpoint.enabled=true",
+                   "checkpoint.every=7", "checkpoint.keep=1000", "eval.every=10"]:
+        over = replace(over, change)
+    ref_dir = tmp_path / "ref"
+    ref = run(compose(over), ref_dir)
+    assert ref["hypernet"]["hidden_size"] == 12  # grown at the ends of experiences 1 and 2
+    ends = boundary_steps(ref_dir)
+    k = max(s for s, _ in list_checkpoints(ref_dir) if ends[1] < s < ends[2])  # inside experience 2, after growing
+    copy = interrupt(ref_dir, tmp_path / "copy", k)
+    resumed = run(compose([*over, f"resume={copy}"]), tmp_path / "unused")
+    assert comparable(resumed) == comparable(ref)
+    a, b = final_state(ref_dir), final_state(copy)
+    for key in STATE_KEYS:
+        assert_same(a[key], b[key], key)
