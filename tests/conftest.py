@@ -12,6 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# Without a GPU, Triton kernels run in the interpreter on the CPU (read when a kernel is defined, so
+# set here, before any test imports a kernel module)
+if not __import__("torch").cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 # Small, fast settings for end-to-end runs: 2 experiences of split digits, tiny MLP.
