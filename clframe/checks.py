@@ -132,11 +132,17 @@ def check_head(module: nn.Module, scenario: Scenario, key: str = "head") -> None
                 f"{type(e).__name__}: {e}. Check that '{key}' and 'backbone' fit the scenario's inputs, "
                 f"classes (n_classes={scenario.n_classes}) and tasks (n_tasks={scenario.n_tasks})."
             ) from e
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or len(logits) != len(x):
+    # labels [N] take logits [batch, classes]; labels per step [N, S] take [batch, S, classes]
+    y = torch.cat([d.y[:1].to(device) for d in samples])
+    steps = [] if regression or y.dim() == 1 else list(y.shape[1:])
+    want = [len(x), *steps]
+    if not isinstance(logits, Tensor) or logits.dim() != len(want) + 1 or list(logits.shape[:-1]) != want:
         got = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ConfigError(f"head '{name}' under '{key}' must return logits of shape [batch, classes]; for "
-                          f"{len(x)} samples it returned {got}. Fix its forward.")
-    n_out = logits.shape[1]
+        shape = "[batch, classes]" if not steps else f"[batch, {steps[0]} (one per labelled step), classes]"
+        raise ConfigError(f"head '{name}' under '{key}' must return logits of shape {shape}; for "
+                          f"{len(x)} samples it returned {got}. Fix its forward"
+                          + (", or the backbone's readout (readout=every for labels at every step)." if steps else "."))
+    n_out = logits.shape[-1]
     if regression and n_out != scenario.n_classes:
         raise ConfigError(
             f"head '{name}' under '{key}' outputs {n_out} values per sample, but regression scenario "

@@ -81,12 +81,12 @@ def test_unknown_registry_name_lists_valid_backbones_and_suggests():
     msg = config_error(["backbone.name=mlpp"])
     assert "Unknown backbone 'mlpp'" in msg
     assert "Did you mean 'mlp'?" in msg
-    assert "Valid: gru, lstm, mlp, tau_rnn" in msg
+    assert "Valid: fast_weights, gru, lstm, mlp, srwm, tau_rnn" in msg
 
 
 def test_missing_component_name():
     cfg = {"scenario": {"name": "split"}, "backbone": {"hidden": [8]}, "head": {"name": "linear"}}
-    with pytest.raises(ConfigError, match=r"'backbone.name' is missing: which backbone\? Valid: gru, lstm, mlp"):
+    with pytest.raises(ConfigError, match=r"'backbone.name' is missing: which backbone\? Valid: fast_weights, gru, lstm, mlp"):
         validate(cfg)
 
 
@@ -231,6 +231,8 @@ def test_every_group_option_validates(group, option):
     overrides = [f"{group}={option}"]
     if (group, option) == ("head", "multihead"):
         overrides.append("scenario.task_incremental=true")
+    if (group, option) in (("scenario", "fewshot_sequences"), ("scenario", "drifting_labels")):
+        overrides += ["backbone=gru", "backbone.readout=every"]  # labels at every step: a per-step readout
     if group != "strategy" and _name_is_missing(group, option):
         # a template for the user's own component: says what to set, and works once it is set
         with pytest.raises(ConfigError, match=rf"'{group}.name' is missing"):
