@@ -34,6 +34,7 @@ from clframe.evaluation.metrics import summary_metrics
 from clframe.evaluation.plasticity import PlasticityMonitor
 from clframe.evaluation.plasticity_report import plasticity_summary, plot_plasticity
 from clframe.evaluation.plots import plot_acc_matrix, plot_curves
+from clframe.evaluation.shots import fewshot_summary
 from clframe.hypernets.report import HypernetReport
 from clframe.hypernets.target import Model
 from clframe.module import CLModule
@@ -342,6 +343,8 @@ def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, 
         **(plasticity_summary(built.monitor.rows, module.acc_matrix) if built.monitor is not None else {}),
         **(built.diagnostics.summary() if built.diagnostics is not None else {}),
         **({"hypernet": built.hypernet_report.summary(module)} if built.hypernet_report is not None else {}),
+        **(fewshot_summary(module, built.scenario.stream, ev["batch_size"])
+           if built.scenario.stream[0].info.get("in_context") else {}),
         **({"curriculum": built.scenario.curriculum.summary([e.info.get("N", e.index) for e in built.scenario.stream])}
            if built.scenario.curriculum is not None else {}),
         "final_accs": module.acc_matrix[-1],

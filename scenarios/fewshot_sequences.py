@@ -17,7 +17,7 @@ they are not an experience of their own: they are ``experience.info["heldout_eva
 ``TensorData`` on every experience, for the user's own evaluation (the runner's accuracy matrix
 does not include them; ``Scenario.to`` does not move them, they stay on the CPU).
 
-The helpers here (the class pools, ``build_episodes``, ``episode_stream``, ``shot_index``) are
+The helpers here (the class pools, ``build_episodes``, ``episode_stream``) are
 shared with ``scenarios.drifting_labels``.
 """
 
@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from clframe.datasets import load_dataset
+from clframe.evaluation.shots import shot_index
 from clframe.objectives import IGNORE
 from clframe.registry import SCENARIOS, ParamError
 from clframe.scenario_utils import tensor_data
@@ -38,30 +39,6 @@ from clframe.sequences import with_lengths
 from clframe.stream import Experience, Scenario, Stream, TensorData
 
 DATASETS = ("digits", "mnist1d")
-
-
-def shot_index(y: Tensor) -> Tensor:
-    """For every step, how many earlier steps of its sequence had the same label (0 for a class's
-    first shot): what "accuracy against shots" is grouped by.
-
-    ``y`` may be the labels as the scenarios store them, with the first shot of every class
-    hidden as ``IGNORE`` (``first_shot_ignored``): such a step is a first shot and gets 0, and
-    since every class's first shot is hidden then, the labelled steps of a sequence that has
-    ``IGNORE`` steps count one more (the hidden first shot of their label).
-
-    Args:
-        y: labels [N, T] (int64, >= 0 or ``IGNORE``).
-
-    Returns:
-        [N, T] int64.
-    """
-    ignored = y == IGNORE
-    seen = torch.zeros_like(y)
-    for label in range(int(y.max()) + 1 if y.numel() else 0):  # a few labels, one cumulative count over [N, T] each
-        is_label = y == label
-        seen += (is_label.cumsum(1) - 1) * is_label  # earlier steps with this label
-    hidden_first = ignored.any(1, keepdim=True) & ~ignored
-    return (seen + hidden_first).masked_fill(ignored, 0)
 
 
 @dataclass
@@ -213,7 +190,8 @@ def episode_stream(
         train=episodes(ds.x_train, ds.y_train, group, n_train_episodes),
         eval=episodes(ds.x_test, ds.y_test, group, n_eval_episodes),
         classes_in_this_experience=list(range(n_way)),  # the head's outputs: the episode labels
-        info={"dataset_classes": group},
+        # in_context: the runner reports accuracy against shots (clframe.evaluation.shots)
+        info={"dataset_classes": group, "in_context": True},
     ) for i, group in enumerate(groups)]
     if heldout:
         heldout_eval = episodes(ds.x_test, ds.y_test, heldout, n_eval_episodes)

@@ -8,9 +8,10 @@ import torch
 
 from clframe.datasets import load_dataset
 from clframe.errors import ConfigError
+from clframe.evaluation.shots import shot_index
 from clframe.objectives import IGNORE
 from clframe.registry import SCENARIOS, ParamError
-from scenarios.fewshot_sequences import ClassPool, build_episodes, fewshot_sequences, fewshot_steps, shot_index
+from scenarios.fewshot_sequences import ClassPool, build_episodes, fewshot_sequences, fewshot_steps
 
 F = 64  # digits features per step
 SMALL = {"n_train_episodes": 40, "n_eval_episodes": 20}
