@@ -86,7 +86,8 @@ def test_unknown_registry_name_lists_valid_backbones_and_suggests():
 
 def test_missing_component_name():
     cfg = {"scenario": {"name": "split"}, "backbone": {"hidden": [8]}, "head": {"name": "linear"}}
-    with pytest.raises(ConfigError, match=r"'backbone.name' is missing: which backbone\? Valid: fast_weights, gru, lstm, mlp"):
+    with pytest.raises(ConfigError,
+                       match=r"'backbone.name' is missing: which backbone\? Valid: fast_weights, gru, lstm, mlp"):
         validate(cfg)
 
 
