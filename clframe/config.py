@@ -51,6 +51,8 @@ class TrainConfig:
         clip_norm: clip the gradients' total norm to this before each step; null: no clipping
             (default null).
         reset_optimizer: clear optimizer state at each experience (default False).
+        freeze_backbone: keep the backbone's weights fixed; only the head (and the strategies'
+            own parameters) learn (default False).
         num_threads: torch CPU threads (default: torch's choice).
     """
 
@@ -63,6 +65,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_norm: float | None = None
     reset_optimizer: bool = False
+    freeze_backbone: bool = False
     num_threads: int | None = None
 
 

@@ -55,6 +55,8 @@ class StepContext:
         loss: the task loss (a scalar tensor).
         step: global optimizer step (never restarts).
         experience: index of the current experience.
+        loglik: each sample's one-step predictive log-likelihood [B], taken before the update,
+            when the head computes it (a Bayesian head such as ``kalman``); None otherwise.
     """
 
     module: CLModule
@@ -63,6 +65,7 @@ class StepContext:
     loss: Tensor
     step: int
     experience: int
+    loglik: Tensor | None = None
 
 
 class Strategy:

@@ -122,6 +122,8 @@ def build(cfg: Any) -> Built:
     device = device_for(c["trainer"]["accelerator"])
     scenario.to(device)
     backbone = BACKBONES.build(*_split_name(c["backbone"]), input_shape=scenario.input_shape)
+    if tr["freeze_backbone"]:
+        backbone.requires_grad_(False)  # a fixed feature map: only the head learns
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
                        n_classes=scenario.n_classes, n_tasks=scenario.n_tasks)
     hypernet = None if c["hypernet"] is None else HYPERNETS.build(
@@ -134,7 +136,8 @@ def build(cfg: Any) -> Built:
         check_curriculum_run(world, c["eval"]["every"], scenario.n_tasks, head)
         loader = CurriculumIterator(curriculum, tr["batch_size"], device, seed=c["seed"])
     else:
-        loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"], rank=rank,
+        loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"],
+                                shuffle=not scenario.stream.ordered, rank=rank,
                                 world_size=world)
     module = CLModule(
         backbone, head, strategies, scenario.stream, loader.steps_per_experience(),

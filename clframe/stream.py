@@ -62,10 +62,13 @@ class Experience:
 @dataclass
 class Stream:
     """Ordered experiences. ``boundary_free`` streams give strategies no experience signals;
-    the boundaries are then kept only for evaluation."""
+    the boundaries are then kept only for evaluation. ``ordered`` streams are time series: each
+    experience's samples are trained in the given order, never shuffled (e.g. a drifting stream
+    whose targets depend on the step)."""
 
     experiences: list[Experience]
     boundary_free: bool = False
+    ordered: bool = False
 
     def __len__(self) -> int:
         return len(self.experiences)
