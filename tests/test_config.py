@@ -267,7 +267,7 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
     c = validate(cfg)
     assert type(c) is dict
     assert c["train"] == {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0,
-                          "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False,
+                          "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False, "freeze_backbone": False,
                           "num_threads": None}
     assert c["trainer"] == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
                             "engine": "trainer"}
