@@ -123,6 +123,10 @@ class EvalConfig:
         plasticity_every: steps between plasticity measurements (an extra forward pass); null: none
             (default 1).
         plasticity_probe: eval samples per task for dead units, effective rank and norms (default 256).
+        online: record prequential (online) accuracy or error, predictive log-likelihood, calibration
+            and the head's diagnostics per window of steps, in online.csv (default False).
+        online_window: steps per window of the online metrics (default 100).
+        ece_bins: equal-width confidence bins of the online expected calibration error (default 15).
     """
 
     every: int | None = 10
@@ -134,6 +138,9 @@ class EvalConfig:
     plasticity: bool = False
     plasticity_every: int | None = 1
     plasticity_probe: int = 256
+    online: bool = False
+    online_window: int = 100
+    ece_bins: int = 15
 
 
 @dataclass
@@ -163,7 +170,7 @@ TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "scenario": dict
 # settings that must be >= 1 when set (null is allowed where the type is Optional)
 POSITIVE = {"train": ("epochs", "batch_size", "num_threads"), "trainer": ("num_nodes",),
             "eval": ("every", "subset", "batch_size", "gap_window", "lca_beta", "plasticity_every",
-                     "plasticity_probe"), "logger": ("log_every",),
+                     "plasticity_probe", "online_window", "ece_bins"), "logger": ("log_every",),
             "checkpoint": ("every", "keep")}
 OFF_HINT = {"eval.every": " To turn continual evaluation off, set eval.every=null.",
             "checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null."}

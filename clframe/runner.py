@@ -31,6 +31,7 @@ from clframe.evaluation.curve_metrics import curve_summary
 from clframe.evaluation.diagnostics import BackboneDiagnostics, has_diagnostics, plot_timescales
 from clframe.evaluation.fits import is_1d_regression, plot_fits
 from clframe.evaluation.metrics import summary_metrics
+from clframe.evaluation.online import OnlineMonitor
 from clframe.evaluation.plasticity import PlasticityMonitor
 from clframe.evaluation.plasticity_report import plasticity_summary, plot_plasticity
 from clframe.evaluation.plots import plot_acc_matrix, plot_curves
@@ -107,6 +108,7 @@ class Built:
     monitor: PlasticityMonitor | None = None
     diagnostics: BackboneDiagnostics | None = None
     hypernet_report: HypernetReport | None = None
+    online: OnlineMonitor | None = None
 
 
 def build(cfg: Any) -> Built:
@@ -153,6 +155,7 @@ def build(cfg: Any) -> Built:
     if curriculum is not None:
         evaluator.observers.append(curriculum.observe)
     monitor = PlasticityMonitor(ev["plasticity_every"], ev["plasticity_probe"]) if ev["plasticity"] else None
+    online = OnlineMonitor(ev["online_window"], ev["ece_bins"]) if ev["online"] else None
     diagnostics = BackboneDiagnostics() if has_diagnostics(backbone) else None
     if diagnostics is not None:
         diagnostics.record(module, "initial")
@@ -161,7 +164,7 @@ def build(cfg: Any) -> Built:
     if hypernet is not None:
         report = HypernetReport(c["eval"]["batch_size"])
         module.listeners.append(report)
-    return Built(c, scenario, module, loader, evaluator, monitor, diagnostics, report)
+    return Built(c, scenario, module, loader, evaluator, monitor, diagnostics, report, online)
 
 
 def fit(built: Built, extra_callbacks: list | None = None) -> None:
@@ -169,10 +172,12 @@ def fit(built: Built, extra_callbacks: list | None = None) -> None:
 
     Args:
         built: what ``build`` returned.
-        extra_callbacks: Lightning callbacks run after the continual evaluator (default None).
+        extra_callbacks: Lightning callbacks run after the continual evaluator and the monitors
+            (default None).
     """
     tn, progress = built.config["trainer"], built.config["logger"]["progress"]
-    callbacks = [cb for cb in (built.evaluator, built.monitor) if cb is not None] + list(extra_callbacks or [])
+    callbacks = [cb for cb in (built.evaluator, built.monitor, built.online) if cb is not None] + \
+        list(extra_callbacks or [])
     if tn["engine"] == "fabric":
         fit_fabric(built.module, built.loader, tn["accelerator"], progress, callbacks)
         return
@@ -198,7 +203,7 @@ def fit_fabric(
 
     fabric = Fabric(accelerator=accelerator, devices=1)
     optimizer = module.configure_optimizers()
-    fabric.setup(module, optimizer)
+    fabric.setup(module, optimizer) if optimizer is not None else fabric.setup(module)
     module.on_fit_start()
     callbacks = callbacks or []
     for cb in callbacks:
@@ -251,6 +256,8 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
         module.listeners.append(recorder)
         if built.diagnostics is not None:
             built.diagnostics.wandb = wandb_logger
+        if built.online is not None:
+            built.online.wandb = wandb_logger
     ck = c["checkpoint"]
     stop = StopRequest()
     checkpointer = Checkpointer(run_dir, c, ck["every"], ck["at_experience_end"], ck["keep"], built.evaluator,
@@ -279,6 +286,8 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     if not main:
         return {}
     curve = built.evaluator.curve(module) if built.evaluator is not None else boundary_curve(module)
+    if built.online is not None:
+        built.online.finish(module)  # a finished run loaded from its checkpoint still has its last window open
     summary = make_summary(built, curve, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
     title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
     score = module.objective.score_name
@@ -293,14 +302,18 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     if built.monitor is not None:
         figures.append(plot_plasticity(built.monitor.rows, summary["task_end_acc"],
                                        run_dir / "plots" / "plasticity.png", title))
+    if built.online is not None:
+        built.online.write(run_dir)
+        fig = built.online.plot(module.boundaries, run_dir / "plots" / "online.png", title)
+        figures += [fig] if fig is not None else []
     recorder.write_summary(summary, figures)
     return summary
 
 
 def stateful_extras(built: Built) -> dict[str, Any]:
-    """Parts of a run besides the module that checkpoints carry: the plasticity monitor, a curriculum."""
+    """Parts of a run besides the module that checkpoints carry: the monitors, a curriculum."""
     parts = {"plasticity": built.monitor, "curriculum": built.scenario.curriculum, "diagnostics": built.diagnostics,
-             "hypernet": built.hypernet_report}
+             "hypernet": built.hypernet_report, "online": built.online}
     return {k: v for k, v in parts.items() if v is not None}
 
 
@@ -346,6 +359,7 @@ def make_summary(built: Built, curve: Curve, fit_time: float, wall_time: float, 
         **(plasticity_summary(built.monitor.rows, module.acc_matrix) if built.monitor is not None else {}),
         **(built.diagnostics.summary() if built.diagnostics is not None else {}),
         **({"hypernet": built.hypernet_report.summary(module)} if built.hypernet_report is not None else {}),
+        **({"online": built.online.summary()} if built.online is not None else {}),
         **(fewshot_summary(module, built.scenario.stream, ev["batch_size"])
            if built.scenario.stream[0].info.get("in_context") else {}),
         **({"curriculum": built.scenario.curriculum.summary([e.info.get("N", e.index) for e in built.scenario.stream])}

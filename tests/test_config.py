@@ -249,7 +249,9 @@ def test_every_group_option_validates(group, option):
         built = build(cfg)
         sc = c["scenario"]
         levels = sc["n_max"] - sc["n_min"] + 1 if "n_max" in sc else 5  # a curriculum: one experience per N
-        expected = sc.get("n_experiences", sc.get("n_tasks", levels))
+        expected = sc.get("n_experiences", sc.get("n_tasks", sc.get("n_segments", levels)))
+        if "n_permutations" in sc:  # drift streams: one segment per event, plus the first
+            expected = 1 + sc["n_permutations"] + sc["n_prior_shifts"]
         assert len(built.scenario.stream) == expected
 
 
@@ -267,14 +269,15 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
     c = validate(cfg)
     assert type(c) is dict
     assert c["train"] == {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0,
-                          "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False, "freeze_backbone": False,
-                          "num_threads": None}
+                          "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False,
+                          "freeze_backbone": False, "num_threads": None}
     assert c["trainer"] == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
                             "engine": "trainer"}
     assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}
     assert c["resume"] is None
     assert c["eval"] == {"every": 10, "subset": 1000, "on": "seen", "batch_size": 1000, "gap_window": 100,
-                         "lca_beta": 10, "plasticity": False, "plasticity_every": 1, "plasticity_probe": 256}
+                         "lca_beta": 10, "plasticity": False, "plasticity_every": 1, "plasticity_probe": 256,
+                         "online": False, "online_window": 100, "ece_bins": 15}
     assert c["logger"] == {"wandb": False, "project": "clframe", "entity": None, "progress": True, "log_every": 50}
     assert c["strategies"] == {"naive": {}}
     assert cfg["train"] == {"epochs": 4}  # the input is not modified

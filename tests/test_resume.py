@@ -48,6 +48,10 @@ CASES = {
     # a strategy that sends SIGTERM at a chosen step (armed only in the run to interrupt)
     "stop": ["+strategies.stop_at={}", "backbone.dropout=0.2", "train.momentum=0.9", "checkpoint.every=7"],
     "replay_fabric": ["strategy=replay", "backbone.dropout=0.2", "trainer.engine=fabric", "checkpoint.every=7"],
+    # the Kalman head's posterior and learned gamma/noise/temperature, and the online metrics' windows
+    "kalman": ["head=kalman", "eval.online=true", "eval.online_window=5", "checkpoint.every=7"],
+    "kalman_frozen_fabric": ["head=kalman", "train.freeze_backbone=true", "trainer.engine=fabric", "eval.online=true",
+                             "checkpoint.every=7"],
 }
 
 
@@ -167,6 +171,7 @@ def resume_points(ref_dir: Path, point: str) -> int:
 @pytest.mark.parametrize("case, point", [
     *((case, point) for case in ("naive", "ewc_online", "replay") for point in ("mid_exp0", "boundary", "mid_exp1")),
     ("naive_epochs2", "mid_exp0"), ("naive_epochs2", "mid_exp1"),
+    ("kalman", "mid_exp0"), ("kalman", "mid_exp1"), ("kalman_frozen_fabric", "mid_exp1"),
 ])
 def test_resume_is_bit_identical(reference, tmp_path, case, point):
     ref_dir, ref = reference(case)

@@ -1,0 +1,269 @@
+"""Kalman-filter head: a Bayesian linear-Gaussian state-space model over the last-layer weights
+(Titsias et al. 2024, "Kalman Filter for Online Classification of Non-Stationary Data").
+
+Model. Each output ``k`` has a weight vector ``w_k`` over the features ``phi`` (plus a constant 1
+with ``bias``), drifting as ``w_n = gamma w_{n-1} + sqrt(1 - gamma^2) s_w eps`` (constant marginal
+variance ``s_w^2``) and observed through ``y_k = phi^T w_k + N(0, s^2)``. The noise is the same for
+every output, so the posterior keeps one mean per output and one shared m x m covariance ``A``:
+O(K m + m^2) memory and per-sample cost. Classification regresses the one-hot targets (the
+Gaussian approximation of the softmax likelihood; no public code exists, so this is our design
+decision) and reads class probabilities from the Gaussian logits ``f ~ N(phi^T m_k, phi^T A phi)``
+through a softmax at a learned temperature ``T``: Monte Carlo (``mc_samples`` fixed standard-normal
+draws, common random numbers, so predictions are deterministic and a resumed run matches exactly),
+or the closed-form probit approximation ``softmax(mu / T / sqrt(1 + pi v / (8 T^2)))``.
+
+Each training step: **predict** ``m = gamma m``, ``A = gamma^2 A + (1 - gamma^2) s_w^2 I``; the one-
+step predictive log-likelihood ``log N(y | phi^T m, phi^T A phi + s^2)`` of the batch *before* the
+update is the objective: its gradient trains ``gamma`` (a sigmoid of a free parameter, so it stays
+in [0, 1]) and ``s^2`` by the head's own online SGD (``lr_gamma``, ``lr_noise``; gradients in closed
+form), and the backbone, when it is not frozen, through the module's optimizer. ``T`` is fitted by
+the same SGD on the categorical predictive log-likelihood (its only objective: ``gamma`` and ``s^2``
+would otherwise just rescale the logits). Then **update**: a batch of B samples is one time step of
+the drift model, conditioned on jointly by the exact block update (B = 1 is the paper's per-sample
+filter); the covariance goes through the Joseph form ``A' = (I - K Phi) A (I - K Phi)^T + s^2 K
+K^T``, expanded to O(B m^2) products and symmetrised, so it stays symmetric positive definite over
+long streams (tested over 100k steps). The state is kept in ``state_dtype`` (float64 by default) and
+lives in the module's buffers, so checkpoints carry it and a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clframe.registry import HEADS, ParamError
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+@HEADS.register("kalman")
+class KalmanHead(nn.Module):
+    """Kalman-filter head over any backbone's features (see the module docstring for the model).
+
+    Args:
+        in_features: backbone output width m (supplied).
+        n_classes: number of classes, or the target size for regression (supplied).
+        n_tasks: number of task labels (supplied, unused: one head for all tasks).
+        gamma: initial drift gamma in (0, 1) (default 0.999).
+        prior_var: stationary prior variance of each weight, s_w^2 (default 1.0).
+        noise_var: initial observation noise s^2 (default 0.1).
+        temperature: initial softmax temperature of the class probabilities (default 0.1).
+        learn_gamma: learn gamma by online SGD (default True).
+        learn_noise: learn s^2 (default True).
+        learn_temperature: learn the temperature (classification) (default True).
+        lr_gamma: step size of the head's online SGD on logit(gamma); large, because d gamma /
+            d logit(gamma) = gamma (1 - gamma) is about 0.01 near gamma = 0.99 (default 1.0).
+        lr_noise: step size on log s^2 (default 0.1).
+        lr_temperature: step size on log T (default 0.01).
+        max_grad: clip each of the three gradients to [-max_grad, max_grad], so a single surprising
+            batch (an abrupt shift) moves them a bounded step (default 10.0).
+        predictive: ``mc`` (Monte Carlo over the Gaussian logits) or ``probit`` (closed form)
+            (default ``mc``).
+        mc_samples: Monte Carlo draws (default 32).
+        bias: append a constant feature 1 (default True).
+        state_dtype: ``float64`` or ``float32`` for the mean and covariance (default ``float64``).
+        seed: seed of the Monte Carlo draws (default 0).
+    """
+
+    def __init__(
+        self, in_features: int, n_classes: int, n_tasks: int = 1, gamma: float = 0.999, prior_var: float = 1.0,
+        noise_var: float = 0.1, temperature: float = 0.1, learn_gamma: bool = True, learn_noise: bool = True,
+        learn_temperature: bool = True, lr_gamma: float = 1.0, lr_noise: float = 0.1,
+        lr_temperature: float = 0.01, max_grad: float = 10.0,
+        predictive: Literal["mc", "probit"] = "mc", mc_samples: int = 32, bias: bool = True,
+        state_dtype: Literal["float64", "float32"] = "float64", seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, v in (("prior_var", prior_var), ("noise_var", noise_var), ("temperature", temperature),
+                       ("lr_gamma", lr_gamma), ("lr_noise", lr_noise), ("lr_temperature", lr_temperature),
+                       ("mc_samples", mc_samples), ("max_grad", max_grad)):
+            if v <= 0:
+                raise ParamError(key, f"must be > 0, got {v}")
+        if not 0 < gamma < 1:
+            raise ParamError("gamma", f"must be in (0, 1) (the sigmoid of a free parameter), got {gamma}")
+        if predictive not in ("mc", "probit"):
+            raise ParamError("predictive", f"must be 'mc' or 'probit', got '{predictive}'")
+        if state_dtype not in DTYPES:
+            raise ParamError("state_dtype", f"must be one of {', '.join(DTYPES)}, got '{state_dtype}'")
+        self.n_outputs, self.bias, self.prior_var = n_classes, bias, prior_var
+        self.lrs, self.max_grad, self.predictive = (lr_gamma, lr_noise, lr_temperature), max_grad, predictive
+        m, dt = in_features + int(bias), DTYPES[state_dtype]
+        # in the state's dtype too: no casts on the hot path
+        self.gamma_logit = nn.Parameter(torch.tensor(_logit(gamma), dtype=dt), requires_grad=False)
+        self.log_noise = nn.Parameter(torch.tensor(math.log(noise_var), dtype=dt), requires_grad=False)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature), dtype=dt),
+                                            requires_grad=False)
+        # stepped by the head itself (closed-form gradients), never by the module's optimizer
+        self.learn_gamma, self.learn_noise, self.learn_temperature = learn_gamma, learn_noise, learn_temperature
+        self.register_buffer("mean", torch.zeros(m, n_classes, dtype=dt))
+        self.register_buffer("cov", prior_var * torch.eye(m, dtype=dt))
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("eps", torch.randn(mc_samples, n_classes, generator=g, dtype=dt))
+        self.regression = False
+        self._pending: tuple[Tensor, ...] | None = None
+
+    def diagnostics(self) -> dict[str, Tensor]:
+        """The learned gamma, noise variance and temperature (0-d tensors, on the device)."""
+        return {"gamma": torch.sigmoid(self.gamma_logit), "noise_var": self.log_noise.exp(),
+                "temperature": self.log_temperature.exp()}
+
+    # -- prediction -------------------------------------------------------------------------------
+    def _features(self, h: Tensor) -> Tensor:
+        phi = h.flatten(1).to(self.cov.dtype)
+        return torch.cat([phi, phi.new_ones(len(phi), 1)], 1) if self.bias else phi
+
+    def _moments(self, phi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """After the drift step: the latent means [B, K] and variances [B], gamma, and (for the
+        update) ``phi m`` [B, K] and ``phi A`` [B, m] of the current posterior."""
+        gamma = torch.sigmoid(self.gamma_logit)
+        mu0 = phi @ self.mean
+        pa = phi @ self.cov
+        c = self.prior_var * phi.pow(2).sum(-1)
+        v = c + gamma**2 * ((pa * phi).sum(-1) - c)  # gamma^2 phi A phi + (1 - gamma^2) s_w^2 |phi|^2
+        return gamma * mu0, v, gamma, mu0, pa
+
+    def class_log_probs(self, mu: Tensor, v: Tensor) -> Tensor:
+        """Log class probabilities [B, K] of Gaussian logits with means ``mu`` [B, K] and variance ``v`` [B]."""
+        temp = self.log_temperature.exp()
+        if self.predictive == "probit":
+            return F.log_softmax(mu / (temp * torch.sqrt(1 + math.pi * v / (8 * temp**2))).unsqueeze(-1), -1)
+        f = mu + v.clamp_min(0).sqrt()[None, :, None] * self.eps[:, None, :]  # [S, B, K]
+        return torch.logsumexp(F.log_softmax(f / temp, -1), 0) - math.log(len(self.eps))
+
+    def forward(self, h: Tensor, t: Tensor) -> Tensor:
+        """One-step-ahead prediction from the current posterior (the state is not changed):
+        log class probabilities [B, K], or the predictive mean [B, D] for regression."""
+        mu, v = self._moments(self._features(h))[:2]
+        return (mu if self.regression else self.class_log_probs(mu, v)).float()
+
+    def set_objective(self, name: str) -> None:
+        """``classification`` (the default) or ``regression``; the module tells the head."""
+        self.regression = name == "regression"
+
+    # -- training --------------------------------------------------------------------------------
+    def online_step(self, h: Tensor, y: Tensor, t: Tensor,
+                    weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Predict, and score the batch before the update.
+
+        Returns the outputs (as ``forward``), the loss (minus the mean Gaussian predictive
+        log-likelihood, or its ``weight``-weighted sum; it has a gradient only when the features
+        do, i.e. for a backbone that is fine-tuned) and each sample's predictive log-likelihood [B]
+        (of the class label for classification, of the targets for regression). The gradients of
+        the head's own parameters are computed in closed form here (no autograd: the head's step
+        costs a few dozen small tensor ops) and applied by ``observe`` with the update.
+        """
+        phi = self._features(h)
+        w = None if weight is None else weight.to(phi.dtype)
+        with torch.no_grad():
+            target = y.reshape(len(y), -1).to(phi.dtype) if self.regression else \
+                F.one_hot(y, self.n_outputs).to(phi.dtype)
+        with torch.set_grad_enabled(phi.requires_grad):  # the backbone's objective, through phi only
+            mu, v, gamma, mu0, pa = self._moments(phi)
+            noise = self.log_noise.exp()
+            gauss = _gauss_loglik(target, mu, v + noise)
+            loss = -(gauss.mean() if w is None else (gauss * w).sum())
+        with torch.no_grad():
+            mu, v, mu0, pa, gauss = mu.detach(), v.detach(), mu0.detach(), pa.detach(), gauss.detach()
+            grads = self._hyper_grads(phi.detach(), target, mu, v, gamma, noise, mu0, pa, w)
+            if self.regression:
+                out, loglik = mu, gauss
+            else:
+                out, dlog_t = self._class_log_probs_and_grad(mu, v, y)
+                loglik = out.gather(1, y.unsqueeze(1)).squeeze(1)
+                grads[2] = _reduce(dlog_t, w)
+        self._pending = (phi.detach(), pa, mu0, target, gamma, noise, grads)
+        return out.float(), loss.float(), loglik.float()
+
+    def _hyper_grads(self, phi: Tensor, target: Tensor, mu: Tensor, v: Tensor, gamma: Tensor, noise: Tensor,
+                     mu0: Tensor, pa: Tensor, w: Tensor | None) -> list[Tensor | None]:
+        """d(mean predictive log-likelihood)/d(logit gamma, log s^2): closed form of
+        ``l = -0.5 (D log(2 pi s) + |y - gamma phi m|^2 / s)``, ``s = c + gamma^2 (a - c) + s^2``."""
+        s = v + noise
+        r = target - mu
+        dl_ds = 0.5 * (r.pow(2).sum(-1) / s - target.shape[1]) / s
+        c = self.prior_var * phi.pow(2).sum(-1)
+        dl_dgamma = dl_ds * 2 * gamma * ((pa * phi).sum(-1) - c) + (r * mu0).sum(-1) / s
+        return [_reduce(dl_dgamma, w) * gamma * (1 - gamma) if self.learn_gamma else None,
+                _reduce(dl_ds, w) * noise if self.learn_noise else None, None]
+
+    def _class_log_probs_and_grad(self, mu: Tensor, v: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Log class probabilities [B, K] and d(log p(y))/d(log T) [B] (None if T is not learned)."""
+        temp = self.log_temperature.exp()
+        if self.predictive == "probit":
+            beta = math.pi * v / (8 * temp**2)
+            z = mu / (temp * torch.sqrt(1 + beta)).unsqueeze(-1)
+            logp = F.log_softmax(z, -1)
+            if not self.learn_temperature:
+                return logp, None
+            # dz/dlogT = -z / (1 + beta)
+            return logp, -(z.gather(1, y.unsqueeze(1)).squeeze(1) - (logp.exp() * z).sum(-1)) / (1 + beta)
+        z = (mu + v.clamp_min(0).sqrt()[None, :, None] * self.eps[:, None, :]) / temp  # [S, B, K]
+        logps = F.log_softmax(z, -1)
+        logp = torch.logsumexp(logps, 0) - math.log(len(self.eps))
+        if not self.learn_temperature:
+            return logp, None
+        idx = y.view(1, -1, 1).expand(len(z), -1, 1)
+        logps_y = logps.gather(2, idx).squeeze(2)  # [S, B]
+        # d log p_s(y) / d log T = -(z_y - sum_k p_k z_k), weighted by each draw's share of p(y)
+        dlog = -(z.gather(2, idx).squeeze(2) - (logps.exp() * z).sum(-1))
+        return logp, (torch.softmax(logps_y, 0) * dlog).sum(0)
+
+    @torch.no_grad()
+    def observe(self) -> None:
+        """Apply the drift and the Kalman update for the batch of the last ``online_step``, and one
+        online SGD (ascent) step of the head's own parameters on its predictive log-likelihood."""
+        if self._pending is None:
+            raise RuntimeError("KalmanHead.observe() needs an online_step() first.")
+        *pending, grads = self._pending
+        self._pending = None
+        self.filter_step(*pending)
+        for p, g, lr in zip((self.gamma_logit, self.log_noise, self.log_temperature), grads, self.lrs):
+            if g is not None:
+                p += lr * g.clamp(-self.max_grad, self.max_grad)
+
+    @torch.no_grad()
+    def filter_step(self, phi: Tensor, pa: Tensor, mu0: Tensor, y: Tensor, gamma: Tensor, noise: Tensor) -> None:
+        """Drift, then condition on the observations ``y`` [B, K] at features ``phi`` [B, m], given
+        ``pa = phi A`` [B, m] and ``mu0 = phi m`` [B, K] of the posterior before the drift."""
+        g2, q = gamma**2, (1 - gamma**2) * self.prior_var
+        G = g2 * pa + q * phi  # Phi A_pred, without another m^2 product
+        self.mean.mul_(gamma)
+        A = self.cov.mul_(g2)
+        A.diagonal().add_(q)
+        resid = y - gamma * mu0  # y - Phi m_pred
+        if len(phi) == 1:
+            # rank 1: the Joseph form A - K g' - g K' + s K K' is one rank-2 product, [K g] M [K g]'
+            s = (G * phi).sum() + noise
+            K = G / s
+            self.mean.addmm_(K.T, resid)
+            U = torch.cat([K, G])  # [2, m]
+            A.addmm_(torch.cat([s * K - G, -K]).T, U)
+        else:
+            S = G @ phi.T
+            S.diagonal().add_(noise)
+            Kt = torch.cholesky_solve(G, torch.linalg.cholesky(S))  # K' = S^-1 Phi A  [B, m]
+            self.mean.addmm_(Kt.T, resid)
+            KG = Kt.T @ G
+            # Joseph form expanded: A - K Phi A - A Phi' K' + K S K'; first-order insensitive to
+            # rounding in K, unlike the short form A - K Phi A
+            A -= KG + KG.T
+            A.addmm_(Kt.T, S @ Kt)
+        self.cov.copy_((A + A.T).mul_(0.5))
+
+
+def _gauss_loglik(y: Tensor, mu: Tensor, s: Tensor) -> Tensor:
+    """``sum_k log N(y_k | mu_k, s)`` per sample [B] for targets and means [B, D], variances [B]."""
+    return -0.5 * (y.shape[1] * torch.log(2 * math.pi * s) + (y - mu).pow(2).sum(-1) / s)
+
+
+def _reduce(x: Tensor, w: Tensor | None) -> Tensor:
+    """The batch mean of ``x`` [B], or its ``w``-weighted sum (the task loss's convention)."""
+    return x.mean() if w is None else (x * w).sum()
