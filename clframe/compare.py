@@ -43,6 +43,7 @@ _NODE = _Marker("<mapping>")  # the key is a mapping here, a value elsewhere
 CSV_NAME, PNG_NAME = "comparison.csv", "comparison.png"
 PLASTICITY_PNG = "plasticity_comparison.png"  # written when runs have per-task plasticity rows
 CURRICULUM_PNG = "curriculum_comparison.png"  # written when runs are curricula
+ONLINE_PNG = "online_comparison.png"  # written when runs have an online.csv (eval.online=true)
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -330,10 +331,12 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
 
     Args:
         paths: run directories, sweep directories or summary.json files (searched recursively).
-        metrics: summary keys to show (repeatable and/or comma-separated); default ``DEFAULT_METRICS`` and
-            those of ``OPTIONAL_METRICS`` the summaries have.
+        metrics: summary keys to show (repeatable and/or comma-separated; dotted names reach into nested dicts,
+            e.g. ``online.online_acc``); default ``DEFAULT_METRICS`` and those of ``OPTIONAL_METRICS`` the
+            summaries have.
         out: directory for comparison.csv, comparison.png and (runs with plasticity rows)
-            plasticity_comparison.png, (curriculum runs) curriculum_comparison.png (default: ``default_out(paths)``).
+            plasticity_comparison.png, (curriculum runs) curriculum_comparison.png, (runs with online.csv)
+            online_comparison.png (default: ``default_out(paths)``).
         write: whether to write those files.
         plasticity_metric: first panel of plasticity_comparison.png: ``task_end`` (end-of-task accuracy)
             or ``online`` (online accuracy or error) (default ``task_end``).
@@ -342,6 +345,7 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         ConfigError: nothing found, or an unknown metric.
     """
     from clframe.compare_curriculum import plot_curriculum_comparison
+    from clframe.compare_online import plot_online_comparison
     from clframe.compare_plasticity import plot_plasticity_comparison
     from clframe.compare_plot import plot_comparison
     from clframe.compare_table import _console, print_table, write_csv
@@ -364,6 +368,7 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
         written += [p] if (p := plot_plasticity_comparison(cmp, out_dir / PLASTICITY_PNG,
                                                                         plasticity_metric)) else []
         written += [p] if (p := plot_curriculum_comparison(cmp, out_dir / CURRICULUM_PNG)) else []
+        written += [p] if (p := plot_online_comparison(cmp, out_dir / ONLINE_PNG)) else []
         note = "" if png else " (no metrics.csv found: no plot)"
         console.print(f"wrote {', '.join(map(str, written))}{note}", markup=False, highlight=False, soft_wrap=True)
     sys.stdout.flush()
