@@ -255,7 +255,9 @@ def cmd_compare(args: list[str]) -> None:
         description="Group runs by how their configs differ (seeds aside), print mean ± std over seeds, and "
                     "write comparison.csv and comparison.png (accuracy curves over training steps), and, for runs "
                     "with eval.plasticity=true, plasticity_comparison.png (per-task accuracy, dead units, "
-                    "largest sigma_max, effective rank).")
+                    "largest sigma_max, effective rank), and, for runs with eval.online=true, "
+                    "online_comparison.png (online accuracy or error, predictive log-likelihood, windowed ECE, "
+                    "the head's learned gamma / noise / temperature).")
     parser.add_argument("paths", nargs="*", metavar="DIR",
                         help="run or sweep directories, searched recursively (default: runs/ multirun/)")
     parser.add_argument("--metric", action="append", metavar="NAME",

@@ -183,8 +183,10 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
     """Flattened config keys whose values differ across runs, in config order.
 
     A key only counts in the runs where its parent exists (``strategies.replay.mem_size`` is not compared
-    with runs without replay: the ``strategies`` key tells those apart). Ignored: the seed, keys whose
-    value is the run's seed in every run (``scenario.seed: ${seed}``), paths and display-only settings.
+    with runs without replay: the ``strategies`` key tells those apart), and a component's parameter only
+    among runs of the same component (``head.gamma`` of ``head.name=kalman`` runs is not compared with
+    ``head.name=linear`` runs: ``head.name`` tells those apart). Ignored: the seed, keys whose value is
+    the run's seed in every run (``scenario.seed: ${seed}``), paths and display-only settings.
     """
     order: dict[str, None] = {}
     for r in runs:
@@ -194,7 +196,12 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
         if ignored_key(key):
             continue
         pairs = [(r, v) for r in runs if (v := r.value(key)) is not _NA]
-        if len({_canon(v) for _, v in pairs}) > 1 and not _seed_derived(pairs):
+        name_key = key.rpartition(".")[0] + ".name"
+        by_component: dict[str, list[tuple[Run, Any]]] = {}
+        for r, v in pairs:
+            component = _canon(r.value(name_key)) if key != name_key else ""
+            by_component.setdefault(component, []).append((r, v))
+        if any(len({_canon(v) for _, v in ps}) > 1 and not _seed_derived(ps) for ps in by_component.values()):
             keys.append(key)
     if STRATEGIES in keys:  # the strategy set first: it reads best at the start of a label
         keys.remove(STRATEGIES)
@@ -247,7 +254,9 @@ def group_runs(runs: Sequence[Run]) -> Comparison:
         vals = {k: r.value(k) for k in keys}
         sig = tuple(_canon(v) for v in vals.values())
         if sig not in by_values:
-            shown = {k: v for k, v in vals.items() if v is not _NA}
+            # left out: keys that do not apply here (another strategy's, another component's parameter)
+            shown = {k: v for k, v in vals.items()
+                     if v is not _NA and not (v is _UNSET and k.rpartition(".")[0] + ".name" in r.leaves)}
             label = ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
             by_values[sig] = Group(label or f"{STRATEGIES}={_fmt(r.value(STRATEGIES))}", shown, [])
         by_values[sig].runs.append(r)

@@ -97,6 +97,20 @@ def test_runs_differing_by_strategy_form_one_group_per_strategy(tmp_path):
         ("strategies=naive", 2), ("strategies=replay", 2), ("strategies=ewc", 1), ("strategies=replay+ewc", 1)]
 
 
+def test_a_components_parameters_are_compared_only_among_runs_of_that_component(tmp_path):
+    heads = [({"name": "kalman", "gamma": 0.999}, 0), ({"name": "kalman", "gamma": 0.999}, 1),
+             ({"name": "linear"}, 0), ({"name": "linear"}, 1), ({"name": "kalman", "gamma": 0.99}, 0)]
+    for i, (head, seed) in enumerate(heads):
+        d = write_run(tmp_path, f"{i}-s{seed}", seed=seed)
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        config["head"] = {**head, "seed": seed} if head["name"] == "kalman" else head  # seed-derived: ignored
+        (d / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    cmp = group_runs(load_runs([tmp_path]))
+    assert cmp.keys == ["head.name", "head.gamma"]  # the linear runs' missing gamma is not a difference
+    assert [(g.label, len(g.runs)) for g in cmp.groups] == [
+        ("head.name=kalman, head.gamma=0.999", 2), ("head.name=linear", 2), ("head.name=kalman, head.gamma=0.99", 1)]
+
+
 def test_a_differing_strategy_parameter_is_in_the_label(tmp_path):
     write_run(tmp_path, "0-naive-s0", strategies={"naive": {}})
     for i, (lam, seed) in enumerate([(100, 0), (300, 0), (300, 1)], start=1):

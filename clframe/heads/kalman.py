@@ -163,8 +163,9 @@ class KalmanHead(nn.Module):
         phi = self._features(h)
         w = None if weight is None else weight.to(phi.dtype)
         with torch.no_grad():
+            # scatter, not F.one_hot: one_hot checks the labels' range, a host sync on every step
             target = y.reshape(len(y), -1).to(phi.dtype) if self.regression else \
-                F.one_hot(y, self.n_outputs).to(phi.dtype)
+                phi.new_zeros(len(y), self.n_outputs).scatter_(1, y.unsqueeze(1), 1.0)
         with torch.set_grad_enabled(phi.requires_grad):  # the backbone's objective, through phi only
             mu, v, gamma, mu0, pa = self._moments(phi)
             noise = self.log_noise.exp()
