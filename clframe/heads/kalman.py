@@ -14,16 +14,18 @@ or the closed-form probit approximation ``softmax(mu / T / sqrt(1 + pi v / (8 T^
 
 Each training step: **predict** ``m = gamma m``, ``A = gamma^2 A + (1 - gamma^2) s_w^2 I``; the one-
 step predictive log-likelihood ``log N(y | phi^T m, phi^T A phi + s^2)`` of the batch *before* the
-update is the objective: its gradient trains ``gamma`` (a sigmoid of a free parameter, so it stays
-in [0, 1]) and ``s^2`` by the head's own online SGD (``lr_gamma``, ``lr_noise``; gradients in closed
-form), and the backbone, when it is not frozen, through the module's optimizer. ``T`` is fitted by
-the same SGD on the categorical predictive log-likelihood (its only objective: ``gamma`` and ``s^2``
-would otherwise just rescale the logits). Then **update**: a batch of B samples is one time step of
-the drift model, conditioned on jointly by the exact block update (B = 1 is the paper's per-sample
-filter); the covariance goes through the Joseph form ``A' = (I - K Phi) A (I - K Phi)^T + s^2 K
-K^T``, expanded to O(B m^2) products and symmetrised, so it stays symmetric positive definite over
-long streams (tested over 100k steps). The state is kept in ``state_dtype`` (float64 by default) and
-lives in the module's buffers, so checkpoints carry it and a resumed run continues exactly.
+update is the objective of ``gamma`` (a sigmoid of a free parameter, so it stays in [0, 1]) and
+``s^2``, learned by the head's own online SGD (``lr_gamma``, ``lr_noise``; gradients in closed form,
+each clipped to ``max_grad``). ``T`` is fitted by the same SGD on the categorical predictive log-
+likelihood of the label (its only objective: ``gamma`` and ``s^2`` would otherwise just rescale the
+logits). A backbone that is not frozen learns through the module's optimizer on a predictive log-
+likelihood too: by default the categorical one (``backbone_objective``). Then **update**: a batch of
+B samples is one time step of the drift model, conditioned on jointly by the exact block update (B =
+1 is the paper's per-sample filter); the covariance goes through the Joseph form ``A' = (I - K Phi)
+A (I - K Phi)^T + s^2 K K^T``, expanded to O(B m^2) products and symmetrised, so it stays symmetric
+positive definite over long streams (tested over 100k steps). The state is kept in ``state_dtype``
+(float64 by default) and lives in the module's buffers, so checkpoints carry it and a resumed run
+continues exactly.
 """
 
 from __future__ import annotations
@@ -59,16 +61,21 @@ class KalmanHead(nn.Module):
         learn_gamma: learn gamma by online SGD (default True).
         learn_noise: learn s^2 (default True).
         learn_temperature: learn the temperature (classification) (default True).
-        lr_gamma: step size of the head's online SGD on logit(gamma) (default 0.1).
+        lr_gamma: step size of the head's online SGD on logit(gamma) (default 1.0).
         lr_noise: step size on log s^2 (default 0.1).
         lr_temperature: step size on log T (default 0.01).
         max_grad: clip each of the three gradients to [-max_grad, max_grad], so one step moves a
-            parameter by at most its lr times this. Without the bound, a fine-tuned backbone's shifting
-            features after a label permutation drove gamma to ~0 within a task, where it stayed (the
-            one-step gradient cannot see the value of a memory it no longer has) (default 1.0).
+            parameter by at most its lr times this: a burst of surprises after an abrupt shift lowers
+            gamma fast but not to ~0 in a few steps, where it can stay (the one-step gradient cannot
+            see the worth of a memory the filter no longer has) (default 1.0).
         predictive: ``mc`` (Monte Carlo over the Gaussian logits) or ``probit`` (closed form)
             (default ``mc``).
         mc_samples: Monte Carlo draws (default 32).
+        backbone_objective: what a fine-tuned backbone learns on, in classification: ``categorical``,
+            the predictive log-likelihood of the label (Monte Carlo or probit, through the features), or
+            ``gaussian``, that of the one-hot targets that also trains gamma and s^2. The Gaussian one
+            collapsed the features in our streams (its ``K log s`` term rewards shrinking them)
+            (default ``categorical``).
         bias: append a constant feature 1 (default True).
         state_dtype: ``float64`` or ``float32`` for the mean and covariance (default ``float64``).
         seed: seed of the Monte Carlo draws (default 0).
@@ -77,9 +84,10 @@ class KalmanHead(nn.Module):
     def __init__(
         self, in_features: int, n_classes: int, n_tasks: int = 1, gamma: float = 0.999, prior_var: float = 1.0,
         noise_var: float = 0.1, temperature: float = 0.1, learn_gamma: bool = True, learn_noise: bool = True,
-        learn_temperature: bool = True, lr_gamma: float = 0.1, lr_noise: float = 0.1,
+        learn_temperature: bool = True, lr_gamma: float = 1.0, lr_noise: float = 0.1,
         lr_temperature: float = 0.01, max_grad: float = 1.0,
-        predictive: Literal["mc", "probit"] = "mc", mc_samples: int = 32, bias: bool = True,
+        predictive: Literal["mc", "probit"] = "mc", mc_samples: int = 32,
+        backbone_objective: Literal["categorical", "gaussian"] = "categorical", bias: bool = True,
         state_dtype: Literal["float64", "float32"] = "float64", seed: int = 0,
     ) -> None:
         super().__init__()
@@ -92,9 +100,12 @@ class KalmanHead(nn.Module):
             raise ParamError("gamma", f"must be in (0, 1) (the sigmoid of a free parameter), got {gamma}")
         if predictive not in ("mc", "probit"):
             raise ParamError("predictive", f"must be 'mc' or 'probit', got '{predictive}'")
+        if backbone_objective not in ("categorical", "gaussian"):
+            raise ParamError("backbone_objective", f"must be 'categorical' or 'gaussian', got '{backbone_objective}'")
         if state_dtype not in DTYPES:
             raise ParamError("state_dtype", f"must be one of {', '.join(DTYPES)}, got '{state_dtype}'")
         self.n_outputs, self.bias, self.prior_var = n_classes, bias, prior_var
+        self.backbone_objective = backbone_objective
         self.lrs, self.max_grad, self.predictive = (lr_gamma, lr_noise, lr_temperature), max_grad, predictive
         m, dt = in_features + int(bias), DTYPES[state_dtype]
         # in the state's dtype too: no casts on the hot path
@@ -154,9 +165,9 @@ class KalmanHead(nn.Module):
                     weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Predict, and score the batch before the update.
 
-        Returns the outputs (as ``forward``), the loss (minus the mean Gaussian predictive
-        log-likelihood, or its ``weight``-weighted sum; it has a gradient only when the features
-        do, i.e. for a backbone that is fine-tuned) and each sample's predictive log-likelihood [B]
+        Returns the outputs (as ``forward``), the loss (minus the mean predictive log-likelihood of
+        ``backbone_objective``, or its ``weight``-weighted sum; it has a gradient only when the
+        features do, i.e. for a backbone that is fine-tuned) and each sample's predictive log-likelihood [B]
         (of the class label for classification, of the targets for regression). The gradients of
         the head's own parameters are computed in closed form here (no autograd: the head's step
         costs a few dozen small tensor ops) and applied by ``observe`` with the update.
@@ -171,7 +182,11 @@ class KalmanHead(nn.Module):
             mu, v, gamma, mu0, pa = self._moments(phi)
             noise = self.log_noise.exp()
             gauss = _gauss_loglik(target, mu, v + noise)
-            loss = -(gauss.mean() if w is None else (gauss * w).sum())
+            if phi.requires_grad and not self.regression and self.backbone_objective == "categorical":
+                ll = self.class_log_probs(mu, v).gather(1, y.unsqueeze(1)).squeeze(1)
+            else:
+                ll = gauss
+            loss = -_reduce(ll, w)
         with torch.no_grad():
             mu, v, mu0, pa, gauss = mu.detach(), v.detach(), mu0.detach(), pa.detach(), gauss.detach()
             grads = self._hyper_grads(phi.detach(), target, mu, v, gamma, noise, mu0, pa, w)

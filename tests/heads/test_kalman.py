@@ -194,6 +194,28 @@ def test_fine_tuned_backbone_learns_on_the_head_objective():
     assert module.head.mean.abs().sum() > 0
 
 
+@pytest.mark.parametrize("objective", ["categorical", "gaussian"])
+def test_a_fine_tuned_backbone_gets_the_chosen_predictive_log_likelihood(objective):
+    head = KalmanHead(4, 3, backbone_objective=objective, gamma=0.9)
+    h = torch.randn(5, 4, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    out, loss, loglik = head.online_step(h, y, torch.zeros(5, dtype=torch.long))
+    assert loss.requires_grad
+    if objective == "categorical":  # the label's log-probability, the same one the head reports
+        torch.testing.assert_close(loss, -loglik.mean())
+    else:
+        torch.testing.assert_close(loss, -reference_gauss(head, h.detach(), y).mean().float())
+
+
+def reference_gauss(head, h, y):
+    phi = torch.cat([h.double(), torch.ones(len(h), 1, dtype=torch.float64)], 1)
+    gamma, noise = torch.sigmoid(head.gamma_logit), head.log_noise.exp()
+    A = gamma**2 * head.cov + (1 - gamma**2) * head.prior_var * torch.eye(len(head.cov), dtype=torch.float64)
+    s = (phi @ A * phi).sum(-1) + noise
+    target = F.one_hot(y, head.n_outputs).double()
+    return -0.5 * (3 * torch.log(2 * math.pi * s) + (target - gamma * phi @ head.mean).pow(2).sum(-1) / s)
+
+
 def test_a_hypernetwork_cannot_generate_the_kalman_head():
     with pytest.raises(ConfigError, match="hypernet"):
         build(compose(TINY + ["hypernet=hnet_mlp"]))
