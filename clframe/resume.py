@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from clframe.checkpoint import checkpoint_dir, checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint
@@ -167,7 +168,7 @@ def check_model(resume: Resume, model_state: dict[str, Any]) -> None:
     missing = [k for k in model_state if k not in saved]
     extra = [k for k in saved if k not in model_state]
     shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in model_state.items()
-              if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+              if k in saved and torch.is_tensor(v) and tuple(saved[k].shape) != tuple(v.shape)]  # not extra state
     if missing or extra or shapes:
         parts = ([f"missing {', '.join(missing[:5])}"] if missing else []) + \
                 ([f"unexpected {', '.join(extra[:5])}"] if extra else []) + \

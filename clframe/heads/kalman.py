@@ -78,6 +78,8 @@ class KalmanHead(nn.Module):
             (default ``categorical``).
         bias: append a constant feature 1 (default True).
         state_dtype: ``float64`` or ``float32`` for the mean and covariance (default ``float64``).
+        symmetrize_every: replace the covariance by its symmetric part every this many updates
+            (default 16).
         seed: seed of the Monte Carlo draws (default 0).
     """
 
@@ -88,12 +90,13 @@ class KalmanHead(nn.Module):
         lr_temperature: float = 0.01, max_grad: float = 1.0,
         predictive: Literal["mc", "probit"] = "mc", mc_samples: int = 32,
         backbone_objective: Literal["categorical", "gaussian"] = "categorical", bias: bool = True,
-        state_dtype: Literal["float64", "float32"] = "float64", seed: int = 0,
+        state_dtype: Literal["float64", "float32"] = "float64", symmetrize_every: int = 16, seed: int = 0,
     ) -> None:
         super().__init__()
         for key, v in (("prior_var", prior_var), ("noise_var", noise_var), ("temperature", temperature),
                        ("lr_gamma", lr_gamma), ("lr_noise", lr_noise), ("lr_temperature", lr_temperature),
-                       ("mc_samples", mc_samples), ("max_grad", max_grad)):
+                       ("mc_samples", mc_samples), ("max_grad", max_grad),
+                       ("symmetrize_every", symmetrize_every)):
             if v <= 0:
                 raise ParamError(key, f"must be > 0, got {v}")
         if not 0 < gamma < 1:
@@ -108,24 +111,41 @@ class KalmanHead(nn.Module):
         self.backbone_objective = backbone_objective
         self.lrs, self.max_grad, self.predictive = (lr_gamma, lr_noise, lr_temperature), max_grad, predictive
         m, dt = in_features + int(bias), DTYPES[state_dtype]
-        # in the state's dtype too: no casts on the hot path
-        self.gamma_logit = nn.Parameter(torch.tensor(_logit(gamma), dtype=dt), requires_grad=False)
-        self.log_noise = nn.Parameter(torch.tensor(math.log(noise_var), dtype=dt), requires_grad=False)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature), dtype=dt),
-                                            requires_grad=False)
-        # stepped by the head itself (closed-form gradients), never by the module's optimizer
+        # logit(gamma), log s^2, log T in one vector (one SGD op a step), in the state's dtype (no
+        # casts on the hot path); stepped by the head itself, never by the module's optimizer
+        self.hyper = nn.Parameter(torch.tensor([_logit(gamma), math.log(noise_var), math.log(temperature)], dtype=dt),
+                                  requires_grad=False)
         self.learn_gamma, self.learn_noise, self.learn_temperature = learn_gamma, learn_noise, learn_temperature
+        learn = (learn_gamma, learn_noise, learn_temperature)
+        self.register_buffer("step_sizes", torch.tensor([lr * on for lr, on in zip(self.lrs, learn)], dtype=dt),
+                             persistent=False)
         self.register_buffer("mean", torch.zeros(m, n_classes, dtype=dt))
         self.register_buffer("cov", prior_var * torch.eye(m, dtype=dt))
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("eps", torch.randn(mc_samples, n_classes, generator=g, dtype=dt))
         self.regression = False
+        self.symmetrize_every, self.updates = symmetrize_every, 0  # updates: a host-side count, no sync
         self._pending: tuple[Tensor, ...] | None = None
 
+    @property
+    def gamma_logit(self) -> Tensor:
+        """logit(gamma), a view into ``hyper``."""
+        return self.hyper[0]
+
+    @property
+    def log_noise(self) -> Tensor:
+        """log s^2, a view into ``hyper``."""
+        return self.hyper[1]
+
+    @property
+    def log_temperature(self) -> Tensor:
+        """log T, a view into ``hyper``."""
+        return self.hyper[2]
+
     def diagnostics(self) -> dict[str, Tensor]:
-        """The learned gamma, noise variance and temperature (0-d tensors, on the device)."""
-        return {"gamma": torch.sigmoid(self.gamma_logit), "noise_var": self.log_noise.exp(),
-                "temperature": self.log_temperature.exp()}
+        """The learned gamma, noise variance and (classification) temperature, 0-d tensors on the device."""
+        out = {"gamma": torch.sigmoid(self.gamma_logit), "noise_var": self.log_noise.exp()}
+        return out if self.regression else {**out, "temperature": self.log_temperature.exp()}
 
     # -- prediction -------------------------------------------------------------------------------
     def _features(self, h: Tensor) -> Tensor:
@@ -189,18 +209,19 @@ class KalmanHead(nn.Module):
             loss = -_reduce(ll, w)
         with torch.no_grad():
             mu, v, mu0, pa, gauss = mu.detach(), v.detach(), mu0.detach(), pa.detach(), gauss.detach()
-            grads = self._hyper_grads(phi.detach(), target, mu, v, gamma, noise, mu0, pa, w)
+            dgamma, dnoise = self._hyper_grads(phi.detach(), target, mu, v, gamma, noise, mu0, pa, w)
             if self.regression:
-                out, loglik = mu, gauss
+                out, loglik, dtemp = mu, gauss, torch.zeros_like(dgamma)
             else:
                 out, dlog_t = self._class_log_probs_and_grad(mu, v, y)
                 loglik = out.gather(1, y.unsqueeze(1)).squeeze(1)
-                grads[2] = _reduce(dlog_t, w)
+                dtemp = torch.zeros_like(dgamma) if dlog_t is None else _reduce(dlog_t, w)
+            grads = torch.stack([dgamma, dnoise, dtemp])
         self._pending = (phi.detach(), pa, mu0, target, gamma, noise, grads)
         return out.float(), loss.float(), loglik.float()
 
     def _hyper_grads(self, phi: Tensor, target: Tensor, mu: Tensor, v: Tensor, gamma: Tensor, noise: Tensor,
-                     mu0: Tensor, pa: Tensor, w: Tensor | None) -> list[Tensor | None]:
+                     mu0: Tensor, pa: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor]:
         """d(mean predictive log-likelihood)/d(logit gamma, log s^2): closed form of
         ``l = -0.5 (D log(2 pi s) + |y - gamma phi m|^2 / s)``, ``s = c + gamma^2 (a - c) + s^2``."""
         s = v + noise
@@ -208,8 +229,7 @@ class KalmanHead(nn.Module):
         dl_ds = 0.5 * (r.pow(2).sum(-1) / s - target.shape[1]) / s
         c = self.prior_var * phi.pow(2).sum(-1)
         dl_dgamma = dl_ds * 2 * gamma * ((pa * phi).sum(-1) - c) + (r * mu0).sum(-1) / s
-        return [_reduce(dl_dgamma, w) * gamma * (1 - gamma) if self.learn_gamma else None,
-                _reduce(dl_ds, w) * noise if self.learn_noise else None, None]
+        return _reduce(dl_dgamma, w) * gamma * (1 - gamma), _reduce(dl_ds, w) * noise
 
     def _class_log_probs_and_grad(self, mu: Tensor, v: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         """Log class probabilities [B, K] and d(log p(y))/d(log T) [B] (None if T is not learned)."""
@@ -223,15 +243,15 @@ class KalmanHead(nn.Module):
             # dz/dlogT = -z / (1 + beta)
             return logp, -(z.gather(1, y.unsqueeze(1)).squeeze(1) - (logp.exp() * z).sum(-1)) / (1 + beta)
         z = (mu + v.clamp_min(0).sqrt()[None, :, None] * self.eps[:, None, :]) / temp  # [S, B, K]
-        logps = F.log_softmax(z, -1)
-        logp = torch.logsumexp(logps, 0) - math.log(len(self.eps))
+        p = torch.softmax(z, -1)
+        logp = p.mean(0).clamp_min(torch.finfo(p.dtype).tiny).log()
         if not self.learn_temperature:
             return logp, None
         idx = y.view(1, -1, 1).expand(len(z), -1, 1)
-        logps_y = logps.gather(2, idx).squeeze(2)  # [S, B]
-        # d log p_s(y) / d log T = -(z_y - sum_k p_k z_k), weighted by each draw's share of p(y)
-        dlog = -(z.gather(2, idx).squeeze(2) - (logps.exp() * z).sum(-1))
-        return logp, (torch.softmax(logps_y, 0) * dlog).sum(0)
+        p_y = p.gather(2, idx).squeeze(2)  # [S, B]
+        # d p_s(y) / d log T = -p_s(y) (z_y - sum_k p_k z_k), summed over the draws, over p(y)
+        dlog = z.gather(2, idx).squeeze(2) - (p * z).sum(-1)
+        return logp, -(p_y * dlog).sum(0) / p_y.sum(0)
 
     @torch.no_grad()
     def observe(self) -> None:
@@ -242,9 +262,7 @@ class KalmanHead(nn.Module):
         *pending, grads = self._pending
         self._pending = None
         self.filter_step(*pending)
-        for p, g, lr in zip((self.gamma_logit, self.log_noise, self.log_temperature), grads, self.lrs):
-            if g is not None:
-                p += lr * g.clamp(-self.max_grad, self.max_grad)
+        self.hyper.add_(self.step_sizes * grads.clamp(-self.max_grad, self.max_grad))  # zero step if not learned
 
     @torch.no_grad()
     def filter_step(self, phi: Tensor, pa: Tensor, mu0: Tensor, y: Tensor, gamma: Tensor, noise: Tensor) -> None:
@@ -273,7 +291,17 @@ class KalmanHead(nn.Module):
             # rounding in K, unlike the short form A - K Phi A
             A -= KG + KG.T
             A.addmm_(Kt.T, S @ Kt)
-        self.cov.copy_((A + A.T).mul_(0.5))
+        self.updates += 1
+        if self.updates % self.symmetrize_every == 0:
+            # rounding leaves A asymmetric by ~eps per update; a transposed add costs ~10 rank-1
+            # updates at m = 256, so it runs every few steps, not every step
+            self.cov.copy_((A + A.T).mul_(0.5))
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"updates": self.updates}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.updates = state["updates"]
 
 
 def _gauss_loglik(y: Tensor, mu: Tensor, s: Tensor) -> Tensor:
@@ -283,4 +311,6 @@ def _gauss_loglik(y: Tensor, mu: Tensor, s: Tensor) -> Tensor:
 
 def _reduce(x: Tensor, w: Tensor | None) -> Tensor:
     """The batch mean of ``x`` [B], or its ``w``-weighted sum (the task loss's convention)."""
-    return x.mean() if w is None else (x * w).sum()
+    if w is None:
+        return x.reshape(()) if len(x) == 1 else x.mean()  # a view at batch size 1: mean costs ~30 us
+    return (x * w).sum()
