@@ -210,6 +210,13 @@ def test_the_shipped_groups_are_found():
     assert CONFIG_DIR.is_dir()
 
 
+def expected_experiences(sc: dict, default: int | None) -> int | None:
+    """How many experiences the scenario settings ``sc`` make."""
+    if "n_permutations" in sc:  # drift streams: one segment per event, plus the first
+        return 1 + sc["n_permutations"] + sc["n_prior_shifts"]
+    return sc.get("n_experiences", sc.get("n_tasks", sc.get("n_segments", default)))
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_validates_and_builds(name):
     cfg = compose([f"experiment={name}"])
@@ -218,7 +225,7 @@ def test_every_experiment_validates_and_builds(name):
     built = build(cfg)
     sc = c["scenario"]
     levels = sc["n_max"] - sc["n_min"] + 1 if "n_max" in sc else None  # a curriculum: one experience per N
-    assert len(built.scenario.stream) == sc.get("n_experiences", sc.get("n_tasks", levels))
+    assert len(built.scenario.stream) == expected_experiences(sc, levels)
     assert sum(p.numel() for p in built.module.parameters()) > 0
 
 
@@ -249,10 +256,7 @@ def test_every_group_option_validates(group, option):
         built = build(cfg)
         sc = c["scenario"]
         levels = sc["n_max"] - sc["n_min"] + 1 if "n_max" in sc else 5  # a curriculum: one experience per N
-        expected = sc.get("n_experiences", sc.get("n_tasks", sc.get("n_segments", levels)))
-        if "n_permutations" in sc:  # drift streams: one segment per event, plus the first
-            expected = 1 + sc["n_permutations"] + sc["n_prior_shifts"]
-        assert len(built.scenario.stream) == expected
+        assert len(built.scenario.stream) == expected_experiences(sc, levels)
 
 
 # -- validate() output ------------------------------------------------------------------------

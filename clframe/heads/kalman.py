@@ -150,17 +150,19 @@ class KalmanHead(nn.Module):
     # -- prediction -------------------------------------------------------------------------------
     def _features(self, h: Tensor) -> Tensor:
         phi = h.flatten(1).to(self.cov.dtype)
-        return torch.cat([phi, phi.new_ones(len(phi), 1)], 1) if self.bias else phi
+        return F.pad(phi, (0, 1), value=1.0) if self.bias else phi
 
-    def _moments(self, phi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """After the drift step: the latent means [B, K] and variances [B], gamma, and (for the
-        update) ``phi m`` [B, K] and ``phi A`` [B, m] of the current posterior."""
-        gamma = torch.sigmoid(self.gamma_logit)
+    def _moments(self, phi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """After the drift step: the latent means [B, K] and variances [B], gamma; and (for the
+        gradients and the update) ``phi m`` [B, K], ``phi A`` [B, m] of the current posterior and
+        ``phi A phi - s_w^2 |phi|^2`` [B]."""
+        gamma = torch.sigmoid(self.hyper[0])
         mu0 = phi @ self.mean
         pa = phi @ self.cov
-        c = self.prior_var * phi.pow(2).sum(-1)
-        v = c + gamma**2 * ((pa * phi).sum(-1) - c)  # gamma^2 phi A phi + (1 - gamma^2) s_w^2 |phi|^2
-        return gamma * mu0, v, gamma, mu0, pa
+        c = self.prior_var * (phi * phi).sum(-1)
+        d = (pa * phi).sum(-1) - c
+        v = torch.addcmul(c, gamma * gamma, d)  # gamma^2 phi A phi + (1 - gamma^2) s_w^2 |phi|^2
+        return gamma * mu0, v, gamma, mu0, pa, d
 
     def class_log_probs(self, mu: Tensor, v: Tensor) -> Tensor:
         """Log class probabilities [B, K] of Gaussian logits with means ``mu`` [B, K] and variance ``v`` [B]."""
@@ -187,49 +189,50 @@ class KalmanHead(nn.Module):
 
         Returns the outputs (as ``forward``), the loss (minus the mean predictive log-likelihood of
         ``backbone_objective``, or its ``weight``-weighted sum; it has a gradient only when the
-        features do, i.e. for a backbone that is fine-tuned) and each sample's predictive log-likelihood [B]
-        (of the class label for classification, of the targets for regression). The gradients of
-        the head's own parameters are computed in closed form here (no autograd: the head's step
-        costs a few dozen small tensor ops) and applied by ``observe`` with the update.
+        features do, i.e. for a backbone that is fine-tuned) and each sample's predictive
+        log-likelihood [B] (of the class label for classification, of the targets for regression).
+        The gradients of the head's own parameters are computed in closed form here (no autograd)
+        and applied by ``observe`` with the update.
         """
         phi = self._features(h)
         w = None if weight is None else weight.to(phi.dtype)
+        gaussian = self.regression or self.backbone_objective == "gaussian"
         with torch.no_grad():
             # scatter, not F.one_hot: one_hot checks the labels' range, a host sync on every step
             target = y.reshape(len(y), -1).to(phi.dtype) if self.regression else \
                 phi.new_zeros(len(y), self.n_outputs).scatter_(1, y.unsqueeze(1), 1.0)
-        with torch.set_grad_enabled(phi.requires_grad):  # the backbone's objective, through phi only
-            mu, v, gamma, mu0, pa = self._moments(phi)
-            noise = self.log_noise.exp()
-            gauss = _gauss_loglik(target, mu, v + noise)
-            if phi.requires_grad and not self.regression and self.backbone_objective == "categorical":
-                ll = self.class_log_probs(mu, v).gather(1, y.unsqueeze(1)).squeeze(1)
-            else:
-                ll = gauss
+        loss = None
+        if phi.requires_grad:  # a fine-tuned backbone: its objective, through phi only
+            mu, v, gamma, mu0, pa, d = self._moments(phi)
+            ll = _gauss_loglik(target, mu, v + self.hyper[1].exp()) if gaussian else \
+                self.class_log_probs(mu, v).gather(1, y.unsqueeze(1)).squeeze(1)
             loss = -_reduce(ll, w)
+            phi, mu, v, mu0, pa, d = (x.detach() for x in (phi, mu, v, mu0, pa, d))
         with torch.no_grad():
-            mu, v, mu0, pa, gauss = mu.detach(), v.detach(), mu0.detach(), pa.detach(), gauss.detach()
-            dgamma, dnoise = self._hyper_grads(phi.detach(), target, mu, v, gamma, noise, mu0, pa, w)
+            if loss is None:
+                mu, v, gamma, mu0, pa, d = self._moments(phi)
+            noise = self.hyper[1].exp()
+            s = v + noise  # predictive variance of each output [B]
+            r = target - mu
+            inv_s = s.reciprocal()
+            r2 = (r * r).sum(-1)
+            gauss = -0.5 * (target.shape[1] * torch.log(2 * math.pi * s) + r2 * inv_s)
+            # closed-form d l / d(logit gamma, log s^2) of l = -0.5 (D log(2 pi s) + |r|^2 / s),
+            # s = c + gamma^2 d + s^2, r = y - gamma phi m
+            dl_ds = 0.5 * (r2 * inv_s - target.shape[1]) * inv_s
+            dl_dgamma = dl_ds * (2 * gamma) * d + (r * mu0).sum(-1) * inv_s
+            dgamma = _reduce(dl_dgamma, w) * gamma * (1 - gamma)
             if self.regression:
                 out, loglik, dtemp = mu, gauss, torch.zeros_like(dgamma)
             else:
                 out, dlog_t = self._class_log_probs_and_grad(mu, v, y)
                 loglik = out.gather(1, y.unsqueeze(1)).squeeze(1)
                 dtemp = torch.zeros_like(dgamma) if dlog_t is None else _reduce(dlog_t, w)
-            grads = torch.stack([dgamma, dnoise, dtemp])
-        self._pending = (phi.detach(), pa, mu0, target, gamma, noise, grads)
+            grads = torch.stack([dgamma, _reduce(dl_ds, w) * noise, dtemp])
+            if loss is None:
+                loss = -_reduce(gauss if gaussian else loglik, w)
+        self._pending = (phi, pa, mu0, target, gamma, noise, grads)
         return out.float(), loss.float(), loglik.float()
-
-    def _hyper_grads(self, phi: Tensor, target: Tensor, mu: Tensor, v: Tensor, gamma: Tensor, noise: Tensor,
-                     mu0: Tensor, pa: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor]:
-        """d(mean predictive log-likelihood)/d(logit gamma, log s^2): closed form of
-        ``l = -0.5 (D log(2 pi s) + |y - gamma phi m|^2 / s)``, ``s = c + gamma^2 (a - c) + s^2``."""
-        s = v + noise
-        r = target - mu
-        dl_ds = 0.5 * (r.pow(2).sum(-1) / s - target.shape[1]) / s
-        c = self.prior_var * phi.pow(2).sum(-1)
-        dl_dgamma = dl_ds * 2 * gamma * ((pa * phi).sum(-1) - c) + (r * mu0).sum(-1) / s
-        return _reduce(dl_dgamma, w) * gamma * (1 - gamma), _reduce(dl_ds, w) * noise
 
     def _class_log_probs_and_grad(self, mu: Tensor, v: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         """Log class probabilities [B, K] and d(log p(y))/d(log T) [B] (None if T is not learned)."""
@@ -242,7 +245,7 @@ class KalmanHead(nn.Module):
                 return logp, None
             # dz/dlogT = -z / (1 + beta)
             return logp, -(z.gather(1, y.unsqueeze(1)).squeeze(1) - (logp.exp() * z).sum(-1)) / (1 + beta)
-        z = (mu + v.clamp_min(0).sqrt()[None, :, None] * self.eps[:, None, :]) / temp  # [S, B, K]
+        z = torch.addcmul(mu, v.clamp_min(0).sqrt().unsqueeze(-1), self.eps.unsqueeze(1)) / temp  # [S, B, K]
         p = torch.softmax(z, -1)
         logp = p.mean(0).clamp_min(torch.finfo(p.dtype).tiny).log()
         if not self.learn_temperature:
@@ -268,7 +271,8 @@ class KalmanHead(nn.Module):
     def filter_step(self, phi: Tensor, pa: Tensor, mu0: Tensor, y: Tensor, gamma: Tensor, noise: Tensor) -> None:
         """Drift, then condition on the observations ``y`` [B, K] at features ``phi`` [B, m], given
         ``pa = phi A`` [B, m] and ``mu0 = phi m`` [B, K] of the posterior before the drift."""
-        g2, q = gamma**2, (1 - gamma**2) * self.prior_var
+        g2 = gamma * gamma
+        q = (1 - g2) * self.prior_var
         G = g2 * pa + q * phi  # Phi A_pred, without another m^2 product
         self.mean.mul_(gamma)
         A = self.cov.mul_(g2)
