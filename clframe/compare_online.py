@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clframe.compare_plasticity import Band
+from clframe.compare_plasticity import Band, finish_figure
 
 if TYPE_CHECKING:
     from clframe.compare import Comparison, Group, Run
@@ -172,12 +172,5 @@ def plot_online_comparison(cmp: Comparison, path: Path, smooth: int = 1) -> Path
     title = "Online (prequential) metrics per window: mean over seeds, band min–max"
     title += f", moving average over {smooth} windows" if smooth > 1 else ""
     title += "; dashed: experience ends" if ends else ""
-    if not cmp.comparable:
-        title = f"NOT COMPARABLE: scenarios differ in {', '.join(cmp.scenario_keys)}\n{title}"
-    fig.suptitle(title, fontsize=11)
-    fig.legend(*zip(*handles), loc="lower center", ncol=min(len(handles), 2), fontsize=8, frameon=False)
-    bottom = (0.55 + 0.22 * n_legend_rows) / height
-    top = 1 - (0.5 if cmp.comparable else 0.7) / height
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=bottom, top=top, hspace=0.12)  # fixed margins, no layout pass
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return finish_figure(fig, cmp, title, handles, n_legend_rows, height, path, top_inches=0.5,
+                         left=0.09, right=0.98, hspace=0.12)

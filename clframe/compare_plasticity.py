@@ -153,12 +153,32 @@ def plot_plasticity_comparison(cmp: Comparison, path: Path,
         if not ax.lines:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
     title = "Loss-of-plasticity diagnostics per task: mean over seeds, band min–max"
+    return finish_figure(fig, cmp, title, handles, n_legend_rows, height, path, top_inches=0.75,
+                         left=0.04, right=0.99, wspace=0.22)
+
+
+def finish_figure(fig: Any, cmp: Comparison, title: str, handles: list, n_legend_rows: int, height: float,
+                  path: str | Path, top_inches: float, **margins: float) -> Path:
+    """Title (flagged when the runs' scenarios differ), the legend below the panels, fixed margins
+    (no layout pass) and the PNG at ``path``.
+
+    Args:
+        fig: the figure.
+        cmp: the comparison drawn.
+        title: the figure title.
+        handles: (line, label) per group.
+        n_legend_rows: rows the legend takes.
+        height: figure height in inches.
+        path: PNG file to write.
+        top_inches: space above the panels for the title, in inches (0.2 more when flagged).
+        margins: further ``subplots_adjust`` arguments (left, right, hspace, wspace).
+    """
     if not cmp.comparable:
         title = f"NOT COMPARABLE: scenarios differ in {', '.join(cmp.scenario_keys)}\n{title}"
     fig.suptitle(title, fontsize=11)
     fig.legend(*zip(*handles), loc="lower center", ncol=min(len(handles), 2), fontsize=8, frameon=False)
     bottom = (0.55 + 0.22 * n_legend_rows) / height
-    top = 1 - (0.75 if cmp.comparable else 0.95) / height
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=bottom, top=top, wspace=0.22)  # fixed margins, no layout pass
+    top = 1 - (top_inches + (0 if cmp.comparable else 0.2)) / height
+    fig.subplots_adjust(bottom=bottom, top=top, **margins)
     fig.savefig(path, dpi=100)
     return Path(path)
