@@ -203,7 +203,10 @@ def fit_fabric(
 
     fabric = Fabric(accelerator=accelerator, devices=1)
     optimizer = module.configure_optimizers()
-    fabric.setup(module, optimizer) if optimizer is not None else fabric.setup(module)
+    if optimizer is None:  # nothing trainable (a frozen backbone under a head that learns by itself)
+        fabric.setup(module)
+    else:
+        fabric.setup(module, optimizer)
     module.on_fit_start()
     callbacks = callbacks or []
     for cb in callbacks:

@@ -165,12 +165,22 @@ class KalmanHead(nn.Module):
         return gamma * mu0, v, gamma, mu0, pa, d
 
     def class_log_probs(self, mu: Tensor, v: Tensor) -> Tensor:
-        """Log class probabilities [B, K] of Gaussian logits with means ``mu`` [B, K] and variance ``v`` [B]."""
+        """Log class probabilities [B, K] of Gaussian logits with means ``mu`` [B, K] and variance ``v`` [B]
+        (differentiable: a fine-tuned backbone learns through it)."""
+        return self._predictive(mu, v)[0]
+
+    def _predictive(self, mu: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Log class probabilities [B, K]; the tempered logits z ([S, B, K] for Monte Carlo, [B, K]
+        for probit), their softmax, and the probit's ``beta = pi v / 8 T^2`` [B] (for Monte Carlo, ``v``: unused)."""
         temp = self.log_temperature.exp()
         if self.predictive == "probit":
-            return F.log_softmax(mu / (temp * torch.sqrt(1 + math.pi * v / (8 * temp**2))).unsqueeze(-1), -1)
-        f = mu + v.clamp_min(0).sqrt()[None, :, None] * self.eps[:, None, :]  # [S, B, K]
-        return torch.logsumexp(F.log_softmax(f / temp, -1), 0) - math.log(len(self.eps))
+            beta = math.pi * v / (8 * temp**2)
+            z = mu / (temp * torch.sqrt(1 + beta)).unsqueeze(-1)
+            logp = F.log_softmax(z, -1)
+            return logp, z, logp.exp(), beta
+        z = torch.addcmul(mu, v.clamp_min(0).sqrt().unsqueeze(-1), self.eps.unsqueeze(1)) / temp  # [S, B, K]
+        p = torch.softmax(z, -1)
+        return p.mean(0).clamp_min(torch.finfo(p.dtype).tiny).log(), z, p, v
 
     def forward(self, h: Tensor, t: Tensor) -> Tensor:
         """One-step-ahead prediction from the current posterior (the state is not changed):
@@ -236,20 +246,12 @@ class KalmanHead(nn.Module):
 
     def _class_log_probs_and_grad(self, mu: Tensor, v: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
         """Log class probabilities [B, K] and d(log p(y))/d(log T) [B] (None if T is not learned)."""
-        temp = self.log_temperature.exp()
-        if self.predictive == "probit":
-            beta = math.pi * v / (8 * temp**2)
-            z = mu / (temp * torch.sqrt(1 + beta)).unsqueeze(-1)
-            logp = F.log_softmax(z, -1)
-            if not self.learn_temperature:
-                return logp, None
-            # dz/dlogT = -z / (1 + beta)
-            return logp, -(z.gather(1, y.unsqueeze(1)).squeeze(1) - (logp.exp() * z).sum(-1)) / (1 + beta)
-        z = torch.addcmul(mu, v.clamp_min(0).sqrt().unsqueeze(-1), self.eps.unsqueeze(1)) / temp  # [S, B, K]
-        p = torch.softmax(z, -1)
-        logp = p.mean(0).clamp_min(torch.finfo(p.dtype).tiny).log()
+        logp, z, p, beta = self._predictive(mu, v)
         if not self.learn_temperature:
             return logp, None
+        if self.predictive == "probit":
+            # dz/dlogT = -z / (1 + beta)
+            return logp, -(z.gather(1, y.unsqueeze(1)).squeeze(1) - (p * z).sum(-1)) / (1 + beta)
         idx = y.view(1, -1, 1).expand(len(z), -1, 1)
         p_y = p.gather(2, idx).squeeze(2)  # [S, B]
         # d p_s(y) / d log T = -p_s(y) (z_y - sum_k p_k z_k), summed over the draws, over p(y)
