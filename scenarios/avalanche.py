@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
 import torch
 
 from clframe.errors import ConfigError
+from clframe.offline import downloads_allowed, no_network
 from clframe.registry import SCENARIOS, check_params, import_dotted
 from clframe.stream import Experience, Scenario, Stream, TensorData
 
@@ -63,20 +65,48 @@ def from_avalanche(bench: Any, max_samples_per_experience: int | None = None, ba
                     n_tasks=int(tasks.max()) + 1, name=f"avalanche:{type(bench).__name__} ({len(exps)} experiences)")
 
 
+def _takes_dataset_root(factory: Any) -> bool:
+    try:
+        return "dataset_root" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to inspect (a builtin)
+        return False
+
+
+def _call(factory: Any, benchmark: str, args: dict[str, Any], data_root: str, download: bool) -> Any:
+    # data_root becomes the factory's dataset_root; without an allowed download, no network
+    check_params("scenario.benchmark_args", benchmark, factory, args)
+    key = "scenario.benchmark_args.dataset_root" if "dataset_root" in args else "scenario.data_root"
+    if "dataset_root" not in args and _takes_dataset_root(factory):
+        args = {**args, "dataset_root": data_root}
+    if download and downloads_allowed():
+        return factory(**args)
+    root = args.get("dataset_root")
+    where = f"put its dataset under {root} ({key})" if root is not None else "put its dataset on disk"
+    with no_network(f"Avalanche benchmark '{benchmark}'", f"{where} or allow the download with scenario.download=true",
+                    root=root):
+        return factory(**args)
+
+
 @SCENARIOS.register("avalanche")
 def avalanche(
     benchmark: str = "avalanche.benchmarks.classic:SplitMNIST",
     benchmark_args: dict[str, Any] | None = None,
     max_samples_per_experience: int | None = None,
+    data_root: str = "data/avalanche",
+    download: bool = False,
 ) -> Scenario:
     """Build an Avalanche benchmark and convert it.
 
     Args:
         benchmark: dotted path to a benchmark factory (called with ``benchmark_args``) or to
             a benchmark object (default ``avalanche.benchmarks.classic:SplitMNIST``; its data
-            must be on disk or downloadable).
+            must be under ``data_root``, or ``download`` true).
         benchmark_args: keyword arguments for the factory (default none).
         max_samples_per_experience: keep at most this many samples per experience, at least 1 (default: all).
+        data_root: passed as ``dataset_root`` to a factory that takes one, unless
+            ``benchmark_args`` sets it (default ``data/avalanche``).
+        download: let the factory download missing data (default False: any network access
+            stops the build with a ``DatasetNotFoundError``; never allowed under ``clframe validate``).
     """
     if max_samples_per_experience is not None and max_samples_per_experience < 1:
         raise ConfigError(f"scenario.max_samples_per_experience must be >= 1, got {max_samples_per_experience}: "
@@ -85,8 +115,7 @@ def avalanche(
         warnings.simplefilter("ignore")  # avalanche warns about optional solvers at import
         factory = import_dotted(benchmark, "scenario.benchmark")
         if callable(factory):
-            check_params("scenario.benchmark_args", benchmark, factory, benchmark_args or {})
-            bench = factory(**(benchmark_args or {}))
+            bench = _call(factory, benchmark, benchmark_args or {}, data_root, download)
         else:
             bench = factory
     return from_avalanche(bench, max_samples_per_experience)

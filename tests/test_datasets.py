@@ -13,6 +13,7 @@ import torch
 from clframe.datasets import load_dataset, seeded_split
 from clframe.datasets.mnist import T10K_DEFAULT, read_idx
 from clframe.errors import ConfigError, DatasetNotFoundError
+from clframe.offline import offline
 from clframe.registry import DATASETS
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -152,6 +153,25 @@ def test_mnist_t10k_missing_says_where(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         load_dataset("mnist_t10k", root=str(tmp_path))
     assert str(tmp_path) in str(e.value) and "scenario.download=true" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["mnist", "mnist_t10k"])
+def test_offline_never_downloads_even_when_asked(tmp_path, monkeypatch, name):
+    import torchvision.datasets
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("torchvision was asked to download under offline()")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", no_download)
+    root = tmp_path / "mnist"
+    with offline(), pytest.raises(DatasetNotFoundError) as e:
+        load_dataset(name, root=str(root), download=True)
+    msg = str(e.value)
+    assert str(root) in msg and "`clframe validate` never downloads" in msg and "clframe run" in msg
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DatasetNotFoundError) as e:  # outside offline() the usual message, without the note
+        load_dataset(name, root=str(root))
+    assert "validate" not in str(e.value)
 
 
 def test_mnist_t10k_reads_only_the_test_files(tmp_path):

@@ -11,6 +11,7 @@ import torch
 
 from clframe.datasets import Dataset, seeded_split
 from clframe.errors import DatasetNotFoundError
+from clframe.offline import downloads_allowed, offline_hint
 from clframe.registry import DATASETS
 
 FILES = {
@@ -52,11 +53,12 @@ def mnist(root: str | None = None, download: bool = False) -> Dataset:
     Args:
         root: directory with the four idx files, plain or ``.gz``, directly or under
             ``MNIST/raw`` (default ``data/mnist``).
-        download: fetch the files with torchvision if they are missing (default False).
+        download: fetch the files with torchvision if they are missing (default False; never
+            inside ``clframe.offline.offline()``, i.e. under ``clframe validate``).
     """
     path = Path(root or "data/mnist")
     train, test = _load_split(path, "train"), _load_split(path, "test")
-    if (train is None or test is None) and download:
+    if (train is None or test is None) and download and downloads_allowed():
         from torchvision.datasets import MNIST
 
         print(f"Downloading MNIST to {path} (scenario.download=true) ...")
@@ -67,7 +69,7 @@ def mnist(root: str | None = None, download: bool = False) -> Dataset:
         raise DatasetNotFoundError(
             f"MNIST not found under '{path}'. Put train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             f"t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (plain or .gz) there, set "
-            f"scenario.data_root=<dir>, or allow the download with scenario.download=true."
+            f"scenario.data_root=<dir>, or allow the download with scenario.download=true.{offline_hint()}"
         )
     return Dataset(*train, *test, n_classes=10, name="mnist")
 
@@ -81,11 +83,12 @@ def mnist_t10k(root: str | None = None, download: bool = False) -> Dataset:
     Args:
         root: directory with the t10k idx files (default ``$CLFRAME_MNIST_T10K`` or
             ``../shared/data/mnist-t10k`` beside the repository).
-        download: fetch the files with torchvision if missing (default False).
+        download: fetch the files with torchvision if missing (default False; never inside
+            ``clframe.offline.offline()``).
     """
     path = Path(root or T10K_DEFAULT)
     test = _load_split(path, "test")
-    if test is None and download:
+    if test is None and download and downloads_allowed():
         from torchvision.datasets import MNIST
 
         MNIST(str(path), train=False, download=True)
@@ -94,6 +97,6 @@ def mnist_t10k(root: str | None = None, download: bool = False) -> Dataset:
         raise DatasetNotFoundError(
             f"MNIST test set not found under '{path}'. Put t10k-images-idx3-ubyte[.gz] and "
             f"t10k-labels-idx1-ubyte[.gz] there, set scenario.data_root=<dir> (or CLFRAME_MNIST_T10K), "
-            f"or allow the download with scenario.download=true."
+            f"or allow the download with scenario.download=true.{offline_hint()}"
         )
     return Dataset(*seeded_split(*test, test_fraction=0.2, seed=0), n_classes=10, name="mnist_t10k")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import sys
 import warnings
 from types import SimpleNamespace
@@ -10,7 +12,8 @@ import pytest
 import torch
 
 from clframe.config import compose
-from clframe.errors import ConfigError
+from clframe.errors import ConfigError, DatasetNotFoundError
+from clframe.offline import offline
 from clframe.registry import SCENARIOS
 from clframe.runner import build, run
 from scenarios.avalanche import avalanche, from_avalanche
@@ -41,6 +44,40 @@ def make_benchmark(task_labels: bool = False, n_experiences: int = 3):
         _make_taskaware_tensor_classification_dataset(x_test, y_test),
         n_experiences=n_experiences, task_labels=task_labels, shuffle=False, seed=0,
     )
+
+
+CALLS: list[dict] = []
+REAL_GETADDRINFO = socket.getaddrinfo
+
+
+def recording_factory(n_experiences: int = 3):
+    """A factory without ``dataset_root``; records its arguments."""
+    CALLS.append({"n_experiences": n_experiences})
+    return make_benchmark(n_experiences=n_experiences)
+
+
+def rooted_factory(dataset_root: str | None = None, n_experiences: int = 3):
+    """A factory with ``dataset_root``; records it and whether the network was reachable."""
+    CALLS.append({"dataset_root": dataset_root, "network": socket.getaddrinfo is REAL_GETADDRINFO})
+    return make_benchmark(n_experiences=n_experiences)
+
+
+def downloading_factory(dataset_root: str = "unused", n_experiences: int = 3):
+    """Like torchvision's MNIST: make the raw folder, then fetch (here: resolve a host)."""
+    import os
+
+    os.makedirs(os.path.join(dataset_root, "MNIST", "raw"), exist_ok=True)
+    socket.getaddrinfo("example.invalid", 443)
+    return make_benchmark(n_experiences=n_experiences)
+
+
+def scenario_params(*overrides: str) -> dict:
+    """The scenario section of ``scenario=avalanche`` composed with ``overrides``, as build gets it."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.to_container(compose(["scenario=avalanche", *overrides]).scenario, resolve=True)
+    assert params.pop("name") == "avalanche"
+    return params
 
 
 @pytest.fixture(autouse=True)
@@ -154,3 +191,54 @@ def test_an_experience_without_samples_is_named():
 def test_max_samples_per_experience_below_one_is_a_config_error():
     with pytest.raises(ConfigError, match=r"scenario.max_samples_per_experience must be >= 1, got 0"):
         avalanche(benchmark=f"{__name__}:make_benchmark", max_samples_per_experience=0)
+
+
+def test_the_default_does_not_download_or_leave_directories(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    params = scenario_params()
+    assert params["benchmark"] == "avalanche.benchmarks.classic:SplitMNIST" and not params["download"]
+    with pytest.raises(DatasetNotFoundError) as e:
+        SCENARIOS.build("avalanche", params)
+    msg = str(e.value)
+    assert "avalanche.benchmarks.classic:SplitMNIST" in msg
+    assert "data/avalanche (scenario.data_root)" in msg and "scenario.download=true" in msg
+    out = capsys.readouterr()
+    assert "Failed to download" not in out.out + out.err
+    assert list(tmp_path.iterdir()) == []  # no data/avalanche/MNIST/raw left behind
+    assert socket.getaddrinfo is REAL_GETADDRINFO
+
+
+def test_a_user_factory_gets_no_dataset_root_from_the_yaml():
+    CALLS.clear()
+    params = scenario_params(f"scenario.benchmark={__name__}:recording_factory",
+                             "scenario.benchmark_args.n_experiences=2")
+    assert "dataset_root" not in params["benchmark_args"]
+    s = SCENARIOS.build("avalanche", params)
+    assert CALLS == [{"n_experiences": 2}] and len(s.stream) == 2
+
+
+def test_a_factory_with_dataset_root_gets_the_data_root(tmp_path):
+    CALLS.clear()
+    params = scenario_params(f"scenario.benchmark={__name__}:rooted_factory", f"scenario.data_root={tmp_path}",
+                             "scenario.benchmark_args.n_experiences=3")
+    SCENARIOS.build("avalanche", params)
+    assert CALLS == [{"dataset_root": str(tmp_path), "network": False}]  # download=false: guarded
+    avalanche(benchmark=f"{__name__}:rooted_factory", benchmark_args={"dataset_root": "mine"}, download=True)
+    assert CALLS[1] == {"dataset_root": "mine", "network": True}  # benchmark_args wins; download=true: open
+
+
+def test_a_refused_download_names_the_benchmark_and_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=re.escape(f"'{__name__}:downloading_factory'") +
+                       r".*under data/avalanche \(scenario\.data_root\)"):
+        avalanche(benchmark=f"{__name__}:downloading_factory")
+    with pytest.raises(DatasetNotFoundError, match=r"under here \(scenario\.benchmark_args\.dataset_root\)"):
+        avalanche(benchmark=f"{__name__}:downloading_factory", benchmark_args={"dataset_root": "here"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_never_downloads_even_when_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with offline(), pytest.raises(DatasetNotFoundError, match=r"`clframe validate` never downloads.*clframe run"):
+        avalanche(benchmark=f"{__name__}:downloading_factory", download=True)
+    assert list(tmp_path.iterdir()) == []
