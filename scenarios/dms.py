@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Interval
 
 from clframe.memory_tasks import memory_scenario
 from clframe.registry import SCENARIOS
@@ -11,15 +13,15 @@ from clframe.stream import Scenario
 
 @SCENARIOS.register("dms")
 def dms(
-    n_min: int = 2,
-    n_max: int = 8,
+    n_min: Annotated[int, Ge(1)] = 2,
+    n_max: Annotated[int, Ge(1)] = 8,
     curriculum: Literal["single", "multi", "sliding"] = "single",
-    window: int = 2,
+    window: Annotated[int, Ge(1)] = 2,
     lengths: Literal["final", "level"] = "final",
-    threshold: float = 0.98,
-    max_steps_per_level: int = 20000,
-    eval_samples: int = 2000,
-    train_samples: int = 1024,
+    threshold: Annotated[float, Interval(gt=0, le=1)] = 0.98,
+    max_steps_per_level: Annotated[int, Ge(1)] = 20000,
+    eval_samples: Annotated[int, Ge(1)] = 2000,
+    train_samples: Annotated[int, Ge(1)] = 1024,
     seed: int = 0,
 ) -> Scenario:
     """N-DMS for N = ``n_min`` .. ``n_max``, one experience per N, advanced by the learner's scores.

@@ -3,7 +3,10 @@ change at random, unmarked times (class-conditional drift)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Ge, Gt
 from torch import Tensor
 
 from clframe.datasets import load_dataset
@@ -47,11 +50,11 @@ def _new_permutation(mapping: Tensor, g: torch.Generator) -> Tensor:
 @SCENARIOS.register("drifting_digits")
 def drifting_digits(
     dataset: str = "digits",
-    n_samples: int = 20000,
-    n_permutations: int = 3,
-    n_prior_shifts: int = 3,
-    dirichlet_alpha: float = 1.0,
-    min_gap: int = 1000,
+    n_samples: Annotated[int, Ge(1)] = 20000,
+    n_permutations: Annotated[int, Ge(0)] = 3,
+    n_prior_shifts: Annotated[int, Ge(0)] = 3,
+    dirichlet_alpha: Annotated[float, Gt(0)] = 1.0,
+    min_gap: Annotated[int, Ge(1)] = 1000,
     symmetric: bool = True,
     eval_samples: int | None = None,
     seed: int = 0,
@@ -90,12 +93,6 @@ def drifting_digits(
         data_root: dataset directory (default: the dataset's own).
         download: allow downloading a missing dataset (default False).
     """
-    for key, value in (("n_samples", n_samples), ("min_gap", min_gap)):
-        if value < 1:
-            raise ParamError(key, f"must be >= 1, got {value}")
-    for key, value in (("n_permutations", n_permutations), ("n_prior_shifts", n_prior_shifts)):
-        if value < 0:
-            raise ParamError(key, f"must be >= 0, got {value}")
     if dirichlet_alpha <= 0:
         raise ParamError("dirichlet_alpha", f"must be > 0, got {dirichlet_alpha}", "It is a Dirichlet concentration.")
     if eval_samples is not None and eval_samples < 1:

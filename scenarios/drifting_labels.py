@@ -12,9 +12,10 @@ classes' episodes in ``experience.info["heldout_eval"]``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from clframe.registry import SCENARIOS, ParamError
@@ -80,14 +81,14 @@ def drift_labels(n: int, n_way: int, length: int, n_switches: int, drift: str, g
 @SCENARIOS.register("drifting_labels")
 def drifting_labels(
     dataset: Literal["digits", "mnist1d"] = "digits",
-    n_experiences: int = 2,
-    n_way: int = 3,
+    n_experiences: Annotated[int, Ge(1)] = 2,
+    n_way: Annotated[int, Ge(2)] = 3,
     length: int = 60,
-    n_switches: int = 2,
+    n_switches: Annotated[int, Ge(0)] = 2,
     drift: Literal["swap", "redraw"] = "swap",
-    n_train_episodes: int = 2000,
-    n_eval_episodes: int = 200,
-    heldout_classes: int = 3,
+    n_train_episodes: Annotated[int, Ge(1)] = 2000,
+    n_eval_episodes: Annotated[int, Ge(1)] = 200,
+    heldout_classes: Annotated[int, Ge(0)] = 3,
     first_shot_ignored: bool = True,
     seed: int = 0,
 ) -> Scenario:

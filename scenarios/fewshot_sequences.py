@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from clframe.datasets import load_dataset
@@ -204,12 +205,12 @@ def episode_stream(
 @SCENARIOS.register("fewshot_sequences")
 def fewshot_sequences(
     dataset: Literal["digits", "mnist1d"] = "digits",
-    n_experiences: int = 2,
-    n_way: int = 3,
-    shots: int = 5,
-    n_train_episodes: int = 2000,
-    n_eval_episodes: int = 200,
-    heldout_classes: int = 3,
+    n_experiences: Annotated[int, Ge(1)] = 2,
+    n_way: Annotated[int, Ge(2)] = 3,
+    shots: Annotated[int, Ge(1)] = 5,
+    n_train_episodes: Annotated[int, Ge(1)] = 2000,
+    n_eval_episodes: Annotated[int, Ge(1)] = 200,
+    heldout_classes: Annotated[int, Ge(0)] = 3,
     first_shot_ignored: bool = True,
     seed: int = 0,
 ) -> Scenario:

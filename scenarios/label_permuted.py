@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Ge
 
 from clframe.datasets import load_dataset
 from clframe.registry import SCENARIOS
@@ -13,8 +16,8 @@ from clframe.stream import Experience, Scenario, Stream
 @SCENARIOS.register("label_permuted")
 def label_permuted(
     dataset: str = "digits",
-    n_tasks: int = 60,
-    samples_per_task: int = 2500,
+    n_tasks: Annotated[int, Ge(1)] = 60,
+    samples_per_task: Annotated[int, Ge(1)] = 2500,
     symmetric: bool = True,
     seed: int = 0,
     data_root: str | None = None,

@@ -3,7 +3,10 @@ Kalman-filter head assumes (AR(1) weight drift, Gaussian observation noise), wit
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Ge, Gt
 from torch import Tensor
 
 from clframe.registry import SCENARIOS, ParamError
@@ -51,14 +54,14 @@ def _features(n: int, n_features: int, g: torch.Generator) -> Tensor:
 
 @SCENARIOS.register("linear_gaussian_drift")
 def linear_gaussian_drift(
-    n_features: int = 16,
-    n_outputs: int = 1,
+    n_features: Annotated[int, Ge(1)] = 16,
+    n_outputs: Annotated[int, Ge(1)] = 1,
     gamma: float = 0.99,
-    prior_std: float = 1.0,
-    noise_std: float = 0.3,
-    n_segments: int = 4,
-    samples_per_segment: int = 5000,
-    eval_samples: int = 500,
+    prior_std: Annotated[float, Gt(0)] = 1.0,
+    noise_std: Annotated[float, Ge(0)] = 0.3,
+    n_segments: Annotated[int, Ge(1)] = 4,
+    samples_per_segment: Annotated[int, Ge(1)] = 5000,
+    eval_samples: Annotated[int, Ge(1)] = 500,
     seed: int = 0,
 ) -> Scenario:
     """Regression stream of the linear-Gaussian state-space model: features ``phi_n ~ N(0, I / n_features)``,
@@ -83,10 +86,6 @@ def linear_gaussian_drift(
         eval_samples: eval samples per segment (default 500).
         seed: seed of the weights, features and noise (default 0).
     """
-    for key, value in (("n_features", n_features), ("n_outputs", n_outputs), ("n_segments", n_segments),
-                       ("samples_per_segment", samples_per_segment), ("eval_samples", eval_samples)):
-        if value < 1:
-            raise ParamError(key, f"must be >= 1, got {value}")
     if not 0 < gamma <= 1:
         raise ParamError("gamma", f"must be in (0, 1], got {gamma}",
                          "It is the weights' per-sample autocorrelation; 1 keeps them fixed within a segment.")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Ge
 
 from clframe.datasets import load_dataset
 from clframe.registry import SCENARIOS
@@ -13,8 +16,8 @@ from clframe.stream import Experience, Scenario, Stream
 @SCENARIOS.register("random_labels")
 def random_labels(
     dataset: str = "digits",
-    n_tasks: int = 40,
-    subset: int = 256,
+    n_tasks: Annotated[int, Ge(1)] = 40,
+    subset: Annotated[int, Ge(1)] = 256,
     symmetric: bool = True,
     seed: int = 0,
     data_root: str | None = None,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, MinLen
 
 from clframe.datasets import load_dataset
 from clframe.errors import ConfigError
@@ -25,8 +27,8 @@ def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
 @SCENARIOS.register("rotated")
 def rotated(
     dataset: str = "digits",
-    n_experiences: int = 3,
-    angles: list[float] | None = None,
+    n_experiences: Annotated[int, Ge(1)] = 3,
+    angles: Annotated[list[float], MinLen(1)] | None = None,
     cumulative: bool = False,
     seed: int = 0,
     data_root: str | None = None,

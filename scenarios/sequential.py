@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from annotated_types import Ge
+
 from clframe.datasets import Dataset, load_dataset
 from clframe.registry import SCENARIOS
 from clframe.sequences import rows_as_steps
@@ -26,7 +30,7 @@ def _sequential(dataset: str, steps: int, n_experiences: int, task_incremental: 
 
 @SCENARIOS.register("sequential_digits")
 def sequential_digits(
-    n_experiences: int = 5,
+    n_experiences: Annotated[int, Ge(1)] = 5,
     task_incremental: bool = False,
     class_order: list[int] | None = None,
     shuffle_classes: bool = False,
@@ -46,7 +50,7 @@ def sequential_digits(
 
 @SCENARIOS.register("sequential_mnist1d")
 def sequential_mnist1d(
-    n_experiences: int = 5,
+    n_experiences: Annotated[int, Ge(1)] = 5,
     task_incremental: bool = False,
     class_order: list[int] | None = None,
     shuffle_classes: bool = False,

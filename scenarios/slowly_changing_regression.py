@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from clframe.errors import ConfigError
@@ -60,14 +61,14 @@ def slow_bits(n_tasks: int, n_slow: int, variant: str, g: torch.Generator) -> Te
 
 @SCENARIOS.register("slowly_changing_regression")
 def slowly_changing_regression(
-    n_tasks: int = 100,
-    steps_per_task: int = 10000,
-    n_inputs: int = 20,
-    n_slow: int = 15,
-    n_target_features: int = 100,
+    n_tasks: Annotated[int, Ge(1)] = 100,
+    steps_per_task: Annotated[int, Ge(1)] = 10000,
+    n_inputs: Annotated[int, Ge(1)] = 20,
+    n_slow: Annotated[int, Ge(0)] = 15,
+    n_target_features: Annotated[int, Ge(1)] = 100,
     beta: float = 0.7,
     variant: Literal["redraw", "flip_one"] = "redraw",
-    eval_samples: int = 200,
+    eval_samples: Annotated[int, Ge(1)] = 200,
     seed: int = 0,
 ) -> Scenario:
     """A regression stream over ``n_inputs`` bits: the first ``n_slow`` bits stay fixed for a task of
@@ -94,8 +95,6 @@ def slowly_changing_regression(
         raise ConfigError(f"scenario.variant must be one of redraw, flip_one; got '{variant}'")
     if not 0 <= n_slow <= n_inputs:
         raise ConfigError(f"scenario.n_slow must be in [0, n_inputs={n_inputs}], got {n_slow}")
-    if eval_samples < 1:
-        raise ConfigError(f"scenario.eval_samples must be >= 1, got {eval_samples}")
     g = torch.Generator().manual_seed(seed)
     target = LTUTarget(n_inputs, n_target_features, beta, g)
     slow = slow_bits(n_tasks, n_slow, variant, g)

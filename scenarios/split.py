@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Ge
 
 from clframe.datasets import Dataset, load_dataset
 from clframe.errors import ConfigError
@@ -14,7 +17,7 @@ from clframe.stream import Experience, Scenario, Stream
 @SCENARIOS.register("split")
 def split(
     dataset: str = "digits",
-    n_experiences: int = 5,
+    n_experiences: Annotated[int, Ge(1)] = 5,
     task_incremental: bool = False,
     class_order: list[int] | None = None,
     shuffle_classes: bool = False,

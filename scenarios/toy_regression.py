@@ -4,8 +4,10 @@ three polynomials on disjoint intervals, learned one after the other, task-incre
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from clframe.registry import SCENARIOS, ParamError
@@ -42,9 +44,9 @@ def toy_functions() -> list[tuple[Callable[[Tensor], Tensor], tuple[float, float
 @SCENARIOS.register("toy_regression")
 def toy_regression(
     n_tasks: int = 3,
-    n_train: int = 100,
-    n_eval: int = 50,
-    noise: float = 0.05,
+    n_train: Annotated[int, Ge(1)] = 100,
+    n_eval: Annotated[int, Ge(1)] = 50,
+    noise: Annotated[float, Ge(0)] = 0.05,
     seed: int = 0,
 ) -> Scenario:
     """The 1-D toy regression of von Oswald et al. 2020: task 0 is ``y = x + 3`` on ``[-4, -2]``,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge, Interval
 from torch import Tensor, nn
 
 from clframe.cbp_units import Unit, find_units
@@ -57,9 +58,9 @@ class ContinualBackprop(Strategy):
 
     def __init__(
         self,
-        replacement_rate: float = 1e-4,
-        maturity: int = 100,
-        eta: float = 0.99,
+        replacement_rate: Annotated[float, Interval(ge=0, le=1)] = 1e-4,
+        maturity: Annotated[int, Ge(0)] = 100,
+        eta: Annotated[float, Interval(ge=0, lt=1)] = 0.99,
         utility: Literal["adaptable_contribution", "contribution"] = "adaptable_contribution",
         seed: int = 0,
         init: Literal["default", "kaiming"] = "default",
@@ -68,8 +69,6 @@ class ContinualBackprop(Strategy):
             raise ParamError("replacement_rate", f"must be in [0, 1], got {replacement_rate}")
         if not 0.0 <= eta < 1.0:
             raise ParamError("eta", f"must be in [0, 1), got {eta}")
-        if maturity < 0:
-            raise ParamError("maturity", f"must be >= 0, got {maturity}")
         self.rate, self.maturity, self.eta, self.utility = replacement_rate, maturity, eta, utility
         self.gen = torch.Generator().manual_seed(seed)
         self.init = init

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge, Interval
 from torch import Tensor
 
 from clframe.fisher import diagonal_fisher
@@ -24,7 +25,7 @@ class EWC(Strategy):
     Args:
         ewc_lambda: penalty strength (default 100.0).
         mode: ``separate`` or ``online`` (default ``separate``).
-        gamma: decay of the old Fisher in online mode (default 1.0).
+        gamma: decay of the old Fisher in online mode, in [0, 1] (default 1.0).
         fisher: ``empirical`` (squared minibatch gradients; scales like 1/fisher_batch_size)
             or ``per_sample`` (squared per-sample gradients) (default ``empirical``).
         fisher_batch_size: minibatch size for the Fisher pass (default 32).
@@ -33,12 +34,12 @@ class EWC(Strategy):
 
     def __init__(
         self,
-        ewc_lambda: float = 100.0,
+        ewc_lambda: Annotated[float, Ge(0)] = 100.0,
         mode: Literal["separate", "online"] = "separate",
-        gamma: float = 1.0,
+        gamma: Annotated[float, Interval(ge=0, le=1)] = 1.0,
         fisher: Literal["empirical", "per_sample"] = "empirical",
-        fisher_batch_size: int = 32,
-        fisher_max_samples: int | None = None,
+        fisher_batch_size: Annotated[int, Ge(1)] = 32,
+        fisher_max_samples: Annotated[int, Ge(1)] | None = None,
     ) -> None:
         self.ewc_lambda, self.mode, self.gamma = ewc_lambda, mode, gamma
         self.fisher_kind, self.fisher_batch_size = fisher, fisher_batch_size

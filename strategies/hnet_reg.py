@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge
 from torch import Tensor
 
 from clframe.errors import ConfigError
@@ -38,16 +39,12 @@ class HnetReg(Strategy):
         seed: seed of the task subsampling (default 0).
     """
 
-    def __init__(self, beta: float = 0.1, lookahead: bool = False, lookahead_sgd: bool = False,
-                 reg_tasks: int | None = None, grow_units: int = 0, grow_tolerance: float = 1e-4,
-                 seed: int = 0) -> None:
-        if beta < 0:
-            raise ParamError("beta", f"must be >= 0, got {beta}")
+    def __init__(self, beta: Annotated[float, Ge(0)] = 0.1, lookahead: bool = False, lookahead_sgd: bool = False,
+                 reg_tasks: Annotated[int, Ge(1)] | None = None, grow_units: Annotated[int, Ge(0)] = 0,
+                 grow_tolerance: Annotated[float, Ge(0)] = 1e-4, seed: int = 0) -> None:
         if reg_tasks is not None and reg_tasks < 1:
             raise ParamError("reg_tasks", f"must be >= 1, got {reg_tasks}",
                              "Set null to regularise every earlier task.")
-        if grow_units < 0:
-            raise ParamError("grow_units", f"must be >= 0, got {grow_units}")
         self.beta, self.lookahead, self.lookahead_sgd = beta, lookahead, lookahead_sgd
         self.reg_tasks, self.grow_units, self.grow_tolerance, self.seed = reg_tasks, grow_units, grow_tolerance, seed
         self.past: Tensor | None = None  # [K] task labels of the earlier tasks

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from clframe.plugin import StepContext, Strategy
@@ -26,7 +27,7 @@ class L2Init(Strategy):
             initial weights back per step (default 1e-3).
     """
 
-    def __init__(self, l2_lambda: float = 1e-3) -> None:
+    def __init__(self, l2_lambda: Annotated[float, Ge(0)] = 1e-3) -> None:
         self.l2_lambda = l2_lambda
         self.init: dict[str, Tensor] = {}
         self._params: dict[str, nn.Parameter] = {}

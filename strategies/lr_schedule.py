@@ -9,7 +9,9 @@ The module applies the product of all strategies' factors before every optimizer
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Interval
 
 from clframe.plugin import Strategy
 from clframe.registry import STRATEGIES, ParamError
@@ -100,16 +102,16 @@ class LRSchedule(Strategy):
     def __init__(
         self,
         schedule: Literal["rewarm", "infinite", "constant"] = "rewarm",
-        warmup_fraction: float = 0.01,
-        warmup_start: float = 0.0,
-        floor: float = 0.1,
-        warmup_steps: int = 100,
-        cooldown_steps: int = 1000,
+        warmup_fraction: Annotated[float, Interval(ge=0, le=1)] = 0.01,
+        warmup_start: Annotated[float, Ge(0)] = 0.0,
+        floor: Annotated[float, Ge(0)] = 0.1,
+        warmup_steps: Annotated[int, Ge(0)] = 100,
+        cooldown_steps: Annotated[int, Ge(0)] = 1000,
         cooldown: Literal["cosine", "inv_sqrt"] = "cosine",
-        inv_sqrt_a: float = 10.0,
-        constant: float | None = None,
-        anneal_steps: int = 0,
-        anneal_to: float = 0.01,
+        inv_sqrt_a: Annotated[float, Gt(0)] = 10.0,
+        constant: Annotated[float, Ge(0)] | None = None,
+        anneal_steps: Annotated[int, Ge(0)] = 0,
+        anneal_to: Annotated[float, Gt(0)] = 0.01,
     ) -> None:
         if not 0.0 <= warmup_fraction <= 1.0:
             raise ParamError("warmup_fraction", f"must be in [0, 1], got {warmup_fraction}",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge, Interval
 from torch import Tensor, nn
 
 from clframe.plugin import StepContext, Strategy
@@ -37,10 +38,10 @@ class ShrinkPerturb(Strategy):
 
     def __init__(
         self,
-        shrink: float = 0.9999,
-        perturb: float = 0.01,
+        shrink: Annotated[float, Interval(ge=0, le=1)] = 0.9999,
+        perturb: Annotated[float, Ge(0)] = 0.01,
         when: Literal["step", "experience"] = "step",
-        every: int = 1,
+        every: Annotated[int, Ge(1)] = 1,
         seed: int = 0,
     ) -> None:
         if not 0.0 <= shrink <= 1.0:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fnmatch import fnmatch
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from clframe.plugin import StepContext, Strategy
@@ -60,10 +61,10 @@ class Spectral(Strategy):
 
     def __init__(
         self,
-        spectral_lambda: float = 1e-4,
+        spectral_lambda: Annotated[float, Ge(0)] = 1e-4,
         k: float = 2.0,
-        bias_weight: float = 1.0,
-        iterations: int = 1,
+        bias_weight: Annotated[float, Ge(0)] = 1.0,
+        iterations: Annotated[int, Ge(1)] = 1,
         layers: list[str] | None = None,
     ) -> None:
         if iterations < 1:

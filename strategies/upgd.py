@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge
 from torch import nn
 
 from clframe.optim import UPGD
@@ -33,17 +34,14 @@ class UPGDStrategy(Strategy):
 
     def __init__(
         self,
-        lr: float = 0.01,
-        weight_decay: float = 0.0,
+        lr: Annotated[float, Ge(0)] = 0.01,
+        weight_decay: Annotated[float, Ge(0)] = 0.0,
         beta_utility: float = 0.999,
-        sigma: float = 0.001,
+        sigma: Annotated[float, Ge(0)] = 0.001,
         protect: bool = True,
         scaling: Literal["global", "local"] = "global",
         eta_from: Literal["uncorrected", "corrected"] = "uncorrected",
     ) -> None:
-        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("sigma", sigma)):
-            if value < 0:
-                raise ParamError(name, f"must be >= 0, got {value}")
         if not 0 <= beta_utility < 1:
             raise ParamError("beta_utility", f"must be in [0, 1), got {beta_utility}",
                              "The bias correction divides by 1 - beta_utility^t (default 0.999).")

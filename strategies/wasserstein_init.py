@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from clframe.plugin import StepContext, Strategy
@@ -36,7 +37,7 @@ class WassersteinInit(Strategy):
             1e-3..1e-5 per weight, the range of ``l2_init``).
     """
 
-    def __init__(self, wasserstein_lambda: float = 1.0) -> None:
+    def __init__(self, wasserstein_lambda: Annotated[float, Ge(0)] = 1.0) -> None:
         self.wasserstein_lambda = wasserstein_lambda
         self.sorted_init: dict[str, Tensor] = {}
         self._params: dict[str, nn.Parameter] = {}

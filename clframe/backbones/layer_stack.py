@@ -28,7 +28,7 @@ class LayerStack(nn.Module):
     def __init__(self, input_shape: Sequence[int], name: str, d_model: int, n_layers: int, n_heads: int,
                  readout: str, make_layer: Callable[[], nn.Module]) -> None:
         super().__init__()
-        check_readout(readout, d_model, n_layers)
+        check_readout(readout)
         if n_heads < 1 or d_model % n_heads:
             raise ParamError("n_heads", f"must divide d_model={d_model}, got {n_heads}")
         self.inp = nn.Linear(sequence_features(input_shape, name), d_model)

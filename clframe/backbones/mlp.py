@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import Ge, Interval
 from torch import Tensor, nn
 
 from clframe.init import init_linear
@@ -30,9 +31,9 @@ class MLP(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        hidden: Sequence[int] = (256, 256),
+        hidden: Sequence[Annotated[int, Ge(1)]] = (256, 256),
         activation: Literal["relu", "tanh", "gelu", "leaky_relu", "sigmoid"] = "relu",
-        dropout: float = 0.0,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
         init: Literal["default", "kaiming"] = "default",
     ) -> None:
         super().__init__()

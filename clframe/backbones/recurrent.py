@@ -23,14 +23,10 @@ def sequence_features(input_shape: Sequence[int], name: str) -> int:
     return int(input_shape[-1]) - 1
 
 
-def check_readout(readout: str, hidden: int, num_layers: int) -> None:
-    """``ParamError`` for an unknown readout or a non-positive size."""
+def check_readout(readout: str) -> None:
+    """``ParamError`` for an unknown readout (the sizes are bounded in the backbones' signatures)."""
     if readout not in READOUTS:
         raise ParamError("readout", f"must be one of {', '.join(READOUTS)}, got '{readout}'")
-    if hidden < 1:
-        raise ParamError("hidden", f"must be >= 1, got {hidden}")
-    if num_layers < 1:
-        raise ParamError("num_layers", f"must be >= 1, got {num_layers}")
 
 
 def read_out(out: Tensor, lengths: Tensor, readout: str) -> Tensor:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Interval
 from torch import Tensor, nn
 
 from clframe.backbones.recurrent import check_readout, read_out, sequence_features
@@ -33,13 +34,13 @@ class TorchRNN(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        hidden: int = 64,
-        num_layers: int = 1,
+        hidden: Annotated[int, Ge(1)] = 64,
+        num_layers: Annotated[int, Ge(1)] = 1,
         readout: Literal["last", "every"] = "last",
-        dropout: float = 0.0,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
     ) -> None:
         super().__init__()
-        check_readout(readout, hidden, num_layers)
+        check_readout(readout)
         features = sequence_features(input_shape, self.rnn_class.__name__.lower())
         self.rnn = self.rnn_class(features, hidden, num_layers, batch_first=True, dropout=dropout)
         self.readout, self.num_layers = readout, num_layers

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Interval
 from torch import Tensor, nn
 
 from clframe.backbones.layer_stack import LayerStack
@@ -62,10 +63,10 @@ class SRWM(LayerStack):
     def __init__(
         self,
         input_shape: Sequence[int],
-        d_model: int = 128,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        dropout: float = 0.0,
+        d_model: Annotated[int, Ge(1)] = 128,
+        n_layers: Annotated[int, Ge(1)] = 2,
+        n_heads: Annotated[int, Ge(1)] = 4,
+        dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
         readout: Literal["last", "every"] = "last",
         backend: Literal["auto", "naive", "triton"] = "auto",
     ) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from clframe.backbones.recurrent import check_readout, read_out, sequence_features
@@ -82,15 +83,15 @@ class TauRNN(nn.Module):
     def __init__(
         self,
         input_shape: Sequence[int],
-        hidden: int = 64,
-        num_layers: int = 1,
+        hidden: Annotated[int, Ge(1)] = 64,
+        num_layers: Annotated[int, Ge(1)] = 1,
         readout: Literal["last", "every"] = "last",
         slope: float = 0.01,
         train_tau: bool = True,
         loop: Literal["eager", "script", "compile"] = "eager",
     ) -> None:
         super().__init__()
-        check_readout(readout, hidden, num_layers)
+        check_readout(readout)
         features = sequence_features(input_shape, "tau_rnn")
         self.layers = nn.ModuleList(
             TauLayer(features if i == 0 else hidden, hidden, slope, train_tau) for i in range(num_layers))

@@ -31,10 +31,11 @@ continues exactly.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval
 from torch import Tensor, nn
 
 from clframe.registry import HEADS, ParamError
@@ -84,21 +85,18 @@ class KalmanHead(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, n_classes: int, n_tasks: int = 1, gamma: float = 0.999, prior_var: float = 1.0,
-        noise_var: float = 0.1, temperature: float = 0.1, learn_gamma: bool = True, learn_noise: bool = True,
-        learn_temperature: bool = True, lr_gamma: float = 1.0, lr_noise: float = 0.1,
-        lr_temperature: float = 0.01, max_grad: float = 1.0,
-        predictive: Literal["mc", "probit"] = "mc", mc_samples: int = 32,
+        self, in_features: int, n_classes: int, n_tasks: int = 1, gamma: Annotated[float, Interval(gt=0, lt=1)] = 0.999,
+        prior_var: Annotated[float, Gt(0)] = 1.0, noise_var: Annotated[float, Gt(0)] = 0.1,
+        temperature: Annotated[float, Gt(0)] = 0.1, learn_gamma: bool = True, learn_noise: bool = True,
+        learn_temperature: bool = True, lr_gamma: Annotated[float, Gt(0)] = 1.0,
+        lr_noise: Annotated[float, Gt(0)] = 0.1, lr_temperature: Annotated[float, Gt(0)] = 0.01,
+        max_grad: Annotated[float, Gt(0)] = 1.0, predictive: Literal["mc", "probit"] = "mc",
+        mc_samples: Annotated[int, Ge(1)] = 32,
         backbone_objective: Literal["categorical", "gaussian"] = "categorical", bias: bool = True,
-        state_dtype: Literal["float64", "float32"] = "float64", symmetrize_every: int = 16, seed: int = 0,
+        state_dtype: Literal["float64", "float32"] = "float64", symmetrize_every: Annotated[int, Ge(1)] = 16,
+        seed: int = 0,
     ) -> None:
         super().__init__()
-        for key, v in (("prior_var", prior_var), ("noise_var", noise_var), ("temperature", temperature),
-                       ("lr_gamma", lr_gamma), ("lr_noise", lr_noise), ("lr_temperature", lr_temperature),
-                       ("mc_samples", mc_samples), ("max_grad", max_grad),
-                       ("symmetrize_every", symmetrize_every)):
-            if v <= 0:
-                raise ParamError(key, f"must be > 0, got {v}")
         if not 0 < gamma < 1:
             raise ParamError("gamma", f"must be in (0, 1) (the sigmoid of a free parameter), got {gamma}")
         if predictive not in ("mc", "probit"):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from clframe.hypernets.base import Hypernet, make_core, mip_encode, xavier_init
 from clframe.hypernets.chunks import chunk_layout
 from clframe.hypernets.target import TargetNet
-from clframe.registry import HYPERNETS, ParamError
+from clframe.registry import HYPERNETS
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -86,10 +87,10 @@ class HnetMLP(Hypernet):
         target: nn.Module,
         n_tasks: int,
         n_classes: int,
-        hidden: Sequence[int] = (25, 25),
-        task_emb: int = 24,
-        chunk_emb: int = 8,
-        chunk_size: int | None = None,
+        hidden: Sequence[Annotated[int, Ge(1)]] = (25, 25),
+        task_emb: Annotated[int, Ge(1)] = 24,
+        chunk_emb: Annotated[int, Ge(1)] = 8,
+        chunk_size: Annotated[int, Ge(1)] | None = None,
         straddle: bool = True,
         activation: Literal["relu", "leaky_relu", "elu", "tanh", "sigmoid"] = "relu",
         init: Literal["default", "xavier"] = "default",
@@ -97,7 +98,6 @@ class HnetMLP(Hypernet):
         mip: bool = False,
         task_inference: Literal["given", "entropy"] = "given",
     ) -> None:
-        check_sizes(task_emb=task_emb, chunk_emb=chunk_emb, chunk_size=chunk_size)
         target = TargetNet(target)
         n_chunks, size, index = chunk_layout(target.layers(), chunk_size, straddle)
         act = "leaky_relu" if mip else activation
@@ -106,10 +106,3 @@ class HnetMLP(Hypernet):
             xavier_init(gen, target.sizes)
         super().__init__(target, n_tasks, n_classes, make_core(gen, index, target, mip), task_emb, mip, task_inference,
                          task_emb_init)
-
-
-def check_sizes(**sizes: int | None) -> None:
-    """Raise ``ParamError`` for a size below 1 (None passes)."""
-    for name, v in sizes.items():
-        if v is not None and v < 1:
-            raise ParamError(name, f"must be >= 1, got {v}")

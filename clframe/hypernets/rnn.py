@@ -3,14 +3,14 @@ chunk by chunk, layer by layer, so later layers depend on earlier ones."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge
 from torch import Tensor, nn
 
 from clframe.hypernets.base import Hypernet, make_core, mip_encode
 from clframe.hypernets.chunks import chunk_layout
-from clframe.hypernets.mlp import check_sizes
 from clframe.hypernets.target import TargetNet
 from clframe.registry import HYPERNETS
 
@@ -120,16 +120,15 @@ class HnetRNN(Hypernet):
         target: nn.Module,
         n_tasks: int,
         n_classes: int,
-        hidden_size: int = 64,
+        hidden_size: Annotated[int, Ge(1)] = 64,
         cell: Literal["gru", "lstm"] = "lstm",
-        task_emb: int = 24,
-        chunk_emb: int = 8,
-        chunk_size: int = 1000,
+        task_emb: Annotated[int, Ge(1)] = 24,
+        chunk_emb: Annotated[int, Ge(0)] = 8,
+        chunk_size: Annotated[int, Ge(1)] = 1000,
         straddle: bool = False,
         mip: bool = False,
         task_inference: Literal["given", "entropy"] = "given",
     ) -> None:
-        check_sizes(hidden_size=hidden_size, task_emb=task_emb, chunk_size=chunk_size)
         target = TargetNet(target)
         n_chunks, size, index = chunk_layout(target.layers(), chunk_size, straddle)
         gen = ChunkRNN(task_emb * (2 if mip else 1), hidden_size, cell, chunk_emb, n_chunks, size, mip)
