@@ -102,13 +102,17 @@ def ablate(
 
 
 def ablate_run(run_dir: str | Path, fractions: Sequence[float], order: str = "random", repeats: int = 5,
-               seed: int = 0) -> dict[str, Any]:
+               seed: int = 0, trust: bool = False) -> dict[str, Any]:
     """``ablate`` a finished run's last checkpoint on every experience's eval data; writes
-    ``ablation.json`` and ``plots/ablation.png`` into ``run_dir``."""
+    ``ablation.json`` and ``plots/ablation.png`` into ``run_dir``. The run's stored config may name
+    only registered components unless ``trust`` (default False; see ``clframe.trust``)."""
+    from contextlib import nullcontext
+
     from omegaconf import OmegaConf
 
     from clframe.checkpoint import latest_checkpoint
     from clframe.runner import build, quiet
+    from clframe.trust import from_file
 
     quiet()
     run_dir = Path(run_dir)
@@ -116,7 +120,9 @@ def ablate_run(run_dir: str | Path, fractions: Sequence[float], order: str = "ra
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml).")
     config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     config["logger"]["progress"] = False
-    built = build(config)
+    source = run_dir / "config.yaml"
+    with nullcontext() if trust else from_file(str(source), config, hint="rerun with --trust"):
+        built = build(config)
     path, state = latest_checkpoint(run_dir)
     built.module.load_state_dict(state["module"]["model"])
     names = [e.info.get("N", e.index) for e in built.scenario.stream]

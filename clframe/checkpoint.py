@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clframe.errors import CheckpointError
+from clframe.errors import CheckpointError, writing
 
 FORMAT = 1
 KEYS = ("format", "clframe", "step", "experience", "finished", "config", "module", "rng", "evaluator", "recorder")
@@ -102,24 +102,26 @@ def to_device(obj: Any, device: torch.device) -> Any:
 # -- files ---------------------------------------------------------------------------------------
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s directory, fsync, rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
+    """``torch.save`` to a temporary file in ``path``'s directory, fsync, rename over ``path``. A failed
+    write (e.g. a full disk) raises ``StorageError`` naming the file and leaves the older files whole."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.chmod(tmp, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

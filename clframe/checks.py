@@ -16,22 +16,56 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clframe.errors import ConfigError
+from clframe.errors import ConfigError, warn
 from clframe.objectives import IGNORE, get_objective
-from clframe.stream import Scenario
+from clframe.stream import Experience, Scenario, Stream, TensorData
 
 
 def _labels(y: torch.Tensor) -> torch.Tensor:
     return y if y.is_floating_point() else y.masked_fill(y == IGNORE, 0)
 
 
-def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
-    """Raise ``ConfigError`` unless every experience has training and eval samples whose inputs
-    have the scenario's ``input_shape``, whose labels are in ``[0, n_classes)`` and whose task
-    labels are in ``[0, n_tasks)``. Every problem found is reported, one per line.
+CONTRACT = ("A scenario builder returns clframe.stream.Scenario(stream=Stream([Experience(index, "
+            "train=TensorData(x, y, t), eval=TensorData(x, y, t), classes_in_this_experience=[...]), ...]), "
+            "n_classes=..., input_shape=...)")
+
+
+def check_structure(scenario: Any, name: str, key: str = "scenario") -> None:
+    """Raise ``ConfigError`` unless ``scenario`` is a ``Scenario`` whose stream is a ``Stream`` of
+    ``Experience`` objects holding ``TensorData``: what a user's builder returned, checked before
+    anything reads it.
 
     Args:
-        scenario: the built scenario.
+        scenario: what the builder returned.
+        name: the builder's name or dotted path, for the message.
+        key: the config key of the scenario's settings (default ``scenario``).
+    """
+    problem = None
+    if not isinstance(scenario, Scenario):
+        problem = f"returned {type(scenario).__name__}, not a Scenario"
+    elif not isinstance(scenario.stream, Stream):
+        problem = f"returned a Scenario whose stream is a {type(scenario.stream).__name__}, not a Stream"
+    else:
+        for i, e in enumerate(scenario.stream):
+            if not isinstance(e, Experience):
+                problem = f"returned a stream whose item {i} is a {type(e).__name__}, not an Experience"
+            elif not (isinstance(e.train, TensorData) and isinstance(e.eval, TensorData)):
+                problem = f"returned an experience {i} whose train/eval data are not TensorData"
+            if problem:
+                break
+    if problem:
+        raise ConfigError(f"scenario '{name}' under '{key}' {problem}. {CONTRACT}.")
+
+
+def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
+    """Raise ``ConfigError`` unless every experience has training and eval samples whose inputs
+    have the scenario's ``input_shape`` and are finite, whose labels are in ``[0, n_classes)`` and
+    whose task labels are in ``[0, n_tasks)``. Every problem found is reported, one per line.
+    Non-finite eval inputs get one warning per experience (the run goes on; those samples
+    score as wrong and make the eval loss NaN).
+
+    Args:
+        scenario: the built scenario (``check_structure`` passed).
         key: the config key of the scenario's settings, for the messages (default ``scenario``).
     """
     where = f"scenario '{scenario.name}'" if scenario.name else "the scenario"
@@ -63,11 +97,19 @@ def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
         if regression:
             errors += [_target_error(exp, split, d, scenario.n_classes, key) for split, d in splits
                        if not _targets_fit(d.y, scenario.n_classes)]
-        # IGNORE marks unscored entries (padding steps of per-step labels)
+        # IGNORE marks unscored entries (padding steps of per-step labels); one host sync per experience
         ranges = torch.stack([torch.stack([_labels(d.y).min().float(), d.t.min().float(), d.y.max().float(),
-                                           d.t.max().float()]) for _, d in splits]).long()
+                                           d.t.max().float(), _nonfinite(d.x)]) for _, d in splits]).long()
         lo, tlo = ranges[:, :2].min(0).values.tolist()
-        hi, thi = ranges[:, 2:].max(0).values.tolist()
+        hi, thi = ranges[:, 2:4].max(0).values.tolist()
+        for (split, data), bad in zip(splits, ranges[:, 4].tolist()):
+            if bad and split == "training":
+                errors.append(f"{exp} has {bad} of {len(data)} training samples with NaN or infinite inputs: the loss "
+                              f"would be NaN from the first batch that holds one. Clean the data of the scenario under "
+                              f"'{key}' (e.g. drop or impute those samples).")
+            elif bad:
+                warn(f"{exp} has {bad} of {len(data)} eval samples with NaN or infinite inputs: they score as wrong "
+                     "and make its eval loss NaN. Clean the scenario's eval data.")
         if not regression and (lo < 0 or hi >= scenario.n_classes):
             errors.append(
                 f"{exp} has labels in [{lo}, {hi}], outside [0, {scenario.n_classes}): the scenario declares "
@@ -82,6 +124,13 @@ def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
             )
     if errors:
         raise ConfigError("\n".join(errors))
+
+
+def _nonfinite(x: Tensor) -> Tensor:
+    """How many samples of ``x`` [N, ...] hold a NaN or infinite value (0 for integer inputs)."""
+    if not x.is_floating_point():
+        return x.new_zeros((), dtype=torch.float32)
+    return (~torch.isfinite(x)).reshape(len(x), -1).any(1).sum().float()
 
 
 def _targets_fit(y: Tensor, n_out: int) -> bool:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clframe.errors import ConfigError, DatasetNotFoundError, DivergenceError, RunInterrupted
+from clframe.errors import ConfigError, DatasetNotFoundError, DivergenceError, RunInterrupted, StorageError
 
 USAGE = """usage:
   clframe run [-m] [key=value ...]     train (Hydra overrides; -m sweeps: strategy=naive,ewc seed=0,1)
@@ -43,45 +43,47 @@ def _sweep_combinations(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*choices)]
 
 
-def _precheck(overrides: list[str], multirun: bool) -> None:
-    """Validate every job's config before any of them trains."""
+def _precheck(overrides: list[str], multirun: bool) -> list[dict[str, Any]]:
+    """Validate every job's config before any of them trains; return them."""
     from clframe.config import compose, validate
 
     jobs = _sweep_combinations(overrides) if multirun else [overrides]
-    for job in jobs:
-        validate(compose(job))
+    return [validate(compose(job)) for job in jobs]
 
 
-_BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+def _claim_dir(overrides: list[str], multirun: bool, identity: Any) -> tuple[str, bool] | None:
+    """The run directory (the sweep directory with ``multirun``) this invocation writes to, created
+    now, before Hydra runs anything, as an absolute path; and whether this call created it.
 
-
-def _pinned_sweep_dir(overrides: list[str]) -> str | None:
-    """The sweep directory of a multirun whose launcher runs the jobs in other processes (Hydra's submitit
-    launchers), resolved here once from the first job's config (``hydra.sweep.dir``, by default
-    ``multirun/${experiment_name}/${now:...}``) as an absolute path; None under Hydra's basic launcher, which
-    runs the jobs in this process, where the job function records the sweep directories itself.
-
-    Passed back as a ``hydra.sweep.dir`` override, it fixes where every job writes (a job resolving ``${now:}`` in
-    its own process could land elsewhere) and tells ``cmd_run`` which directory to compare afterwards."""
+    The shipped default name gets a short hash of ``identity`` (the resolved config, or the
+    sweep's overrides) and the next free suffix if it is taken (``clframe.rundir.claim``); a
+    directory the user set is used as given unless it holds another run. Passed back as a
+    ``hydra.run.dir``/``hydra.sweep.dir`` override, it also fixes where every job of a sweep
+    writes, whichever process runs it. None where Hydra must resolve it (``${hydra:...}``)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
     from clframe.config import CONFIG_DIR
+    from clframe.rundir import DEFAULT_RUN_DIR, DEFAULT_SWEEP_DIR, claim, short_hash
 
+    node = "sweep" if multirun else "run"
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("config", overrides=_sweep_combinations(overrides)[0], return_hydra_config=True)
     except HydraException as e:
         raise ConfigError(str(e)) from e
-    if OmegaConf.select(cfg, "hydra.launcher._target_") == _BASIC_LAUNCHER:
-        return None
+    raw = OmegaConf.to_container(cfg.hydra[node], resolve=False)["dir"]
     try:
-        sweep_dir = str(Path(str(cfg.hydra.sweep.dir)).absolute())
+        wanted = str(cfg.hydra[node].dir)
     except Exception:  # e.g. a ${hydra:...} interpolation, only resolvable inside a job: leave it to Hydra
         return None
     # passed single-quoted, so spaces, commas (a sweep otherwise) and '=' stay literal; these would not
-    return None if any(c in sweep_dir for c in ("'", "\\", "${")) else sweep_dir
+    if any(c in wanted for c in ("'", "\\", "${")):
+        return None
+    default = raw == (DEFAULT_SWEEP_DIR if multirun else DEFAULT_RUN_DIR)
+    path, created = claim(Path(f"{wanted}-{short_hash(identity)}" if default else wanted).absolute(), unique=default)
+    return str(path), created
 
 
 def _with_overrides(args: list[str], extra: dict[str, str]) -> list[str]:
@@ -95,9 +97,9 @@ def _with_overrides(args: list[str], extra: dict[str, str]) -> list[str]:
     return [*args[:end], *(f"{k}={v}" for k, v in extra.items()), *args[end:]]
 
 
-def _with_sweep_dir(args: list[str], sweep_dir: str) -> list[str]:
-    """``args`` with ``hydra.sweep.dir='<sweep_dir>'`` in place of any given one."""
-    return _with_overrides(args, {"hydra.sweep.dir": f"'{sweep_dir}'"})
+def _given(overrides: list[str], key: str) -> str | None:
+    """The value ``overrides`` give ``key`` (None if they do not)."""
+    return next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == key), None)
 
 
 def _resume_dir(overrides: list[str]) -> str | None:
@@ -107,7 +109,7 @@ def _resume_dir(overrides: list[str]) -> str | None:
     from clframe.config import compose, validate
     from clframe.resume import find_latest_run
 
-    value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == "resume"), None)
+    value = _given(overrides, "resume")
     if value in (None, "", "null", "None"):
         return None
     if value == "auto":
@@ -120,30 +122,49 @@ def _resume_dir(overrides: list[str]) -> str | None:
 def cmd_run(args: list[str]) -> None:
     from hydra._internal.utils import get_args_parser  # the parser hydra.main applies to sys.argv
 
+    from clframe.rundir import launched_child, remove_if_unused
+
     ns = get_args_parser().parse_args(args)
     multirun, overrides = ns.multirun, ns.overrides
     _SWEEP_DIRS.clear()
+    claimed = None
     try:
-        _precheck(overrides, multirun)
-        sweep_dir = _pinned_sweep_dir(overrides) if multirun else None
+        configs = _precheck(overrides, multirun)
         resume_dir = None if multirun else _resume_dir(overrides)
-    except USER_ERRORS as e:
+        if resume_dir is None and not launched_child():  # rank > 0 writes where rank 0 claimed
+            claimed = _claim_dir(overrides, multirun, overrides if multirun else configs[0])
+    except (*USER_ERRORS, StorageError) as e:
         _fail(e)
-    if sweep_dir is not None:
-        args = _with_sweep_dir(args, sweep_dir)
+    if claimed is not None:
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        args = _with_overrides(args, {key: f"'{claimed[0]}'"})
     if resume_dir is not None and "'" not in resume_dir:
-        # continue in the resumed run's directory, leaving its .hydra/ as the original run wrote it
-        args = _with_overrides(args, {"hydra.run.dir": f"'{resume_dir}'", "hydra.output_subdir": "null"})
+        # continue in the resumed run's directory, leaving its .hydra/ as the original run wrote it; resume=auto
+        # becomes the run it found, so the job does not search again
+        args = _with_overrides(args, {"hydra.run.dir": f"'{resume_dir}'", "hydra.output_subdir": "null",
+                                      **({"resume": f"'{resume_dir}'"} if _given(overrides, "resume") == "auto"
+                                         else {})})
     from clframe import launch
 
     sys.argv = [launch.__file__, *args]
-    _hydra_entry()
-    dirs = sorted(set(_SWEEP_DIRS))  # jobs that ran in this process (basic launcher)
-    if sweep_dir is not None and next(Path(sweep_dir).rglob("summary.json"), None) is not None:
-        dirs = [sweep_dir]  # jobs that ran in other processes (submitit): _SWEEP_DIRS stayed empty here
-    if multirun and dirs:
+    try:
+        _hydra_entry()
+    finally:
+        if claimed is not None and claimed[1]:
+            remove_if_unused(Path(claimed[0]))  # refused before training: leave no empty directory behind
+    # jobs that ran in this process record their sweep directory; those of other processes (submitit) do not
+    dirs = [claimed[0]] if multirun and claimed is not None else sorted(set(_SWEEP_DIRS))
+    if multirun and any(next(Path(d).rglob("summary.json"), None) is not None for d in dirs):
         print()
         _compare(dirs)  # the table, and comparison.csv/png in the (first) sweep dir
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """How to continue a run that stopped on a file-system error."""
+    if not any((run_dir / "checkpoints").glob("step-*.ckpt")):
+        return "No checkpoint was written yet."
+    return ("The checkpoints written before it are whole; once the cause is fixed, continue with: "
+            f"clframe run resume={run_dir}")
 
 
 def _make_hydra_entry():
@@ -174,6 +195,9 @@ def _make_hydra_entry():
         except DivergenceError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
+        except StorageError as e:
+            print(f"error: {e} {_resume_hint(Path(hc.runtime.output_dir))}", file=sys.stderr)
+            sys.exit(1)
         if summary:  # empty on the other ranks of a multi-process run: rank 0 reports
             print("\n" + format_run(summary) + "\n")
 
@@ -188,12 +212,14 @@ def cmd_validate(args: list[str]) -> None:
     from omegaconf import OmegaConf
 
     from clframe.config import compose
+    from clframe.offline import offline
     from clframe.runner import build, quiet
 
     quiet()
     try:
         cfg = compose(args)
-        built = build(cfg)
+        with offline():  # validate never downloads: a missing dataset is reported instead
+            built = build(cfg)
     except USER_ERRORS as e:
         _fail(e)
     print(OmegaConf.to_yaml(OmegaConf.create(built.config)))
@@ -286,11 +312,14 @@ def cmd_ablate(args: list[str]) -> None:
                         help="which units go first (default random; the tau orders need tau_rnn)")
     parser.add_argument("--repeats", type=int, default=5, help="random draws per fraction (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trust", action="store_true",
+                        help="let the run's stored config import dotted paths (components that are not registered)")
     ns = parser.parse_args(args)
     from clframe.ablation import ablate_run
 
     try:
-        out = ablate_run(ns.run_dir, [float(f) for f in ns.fractions.split(",")], ns.order, ns.repeats, ns.seed)
+        out = ablate_run(ns.run_dir, [float(f) for f in ns.fractions.split(",")], ns.order, ns.repeats, ns.seed,
+                         ns.trust)
     except USER_ERRORS as e:
         _fail(e)
     print(f"{'silenced':>9}  " + "  ".join(f"{str(n):>7}" for n in out["experiences"]))

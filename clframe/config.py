@@ -13,15 +13,17 @@ import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Gt
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from clframe.compat import renamed_message
 from clframe.errors import ConfigError, did_you_mean, unknown
 from clframe.registry import REGISTRIES, check_params
-from clframe.typecheck import matches, type_name
+from clframe.trust import UntrustedConfigError
+from clframe.typecheck import matches, type_name, violations
 
 
 def _names(node: Any) -> str:
@@ -56,17 +58,17 @@ class TrainConfig:
         num_threads: torch CPU threads (default: torch's choice).
     """
 
-    epochs: int = 1
-    batch_size: int = 32
+    epochs: Annotated[int, Ge(1)] = 1
+    batch_size: Annotated[int, Ge(1)] = 32
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.0
+    lr: Annotated[float, Ge(0)] = 0.05
+    momentum: Annotated[float, Ge(0)] = 0.0
     nesterov: bool = False
-    weight_decay: float = 0.0
-    clip_norm: float | None = None
+    weight_decay: Annotated[float, Ge(0)] = 0.0
+    clip_norm: Annotated[float, Gt(0)] | None = None
     reset_optimizer: bool = False
     freeze_backbone: bool = False
-    num_threads: int | None = None
+    num_threads: Annotated[int, Ge(1)] | None = None
 
 
 @dataclass
@@ -80,13 +82,19 @@ class TrainerConfig:
         num_nodes: machines (default 1).
         engine: ``trainer`` (Lightning Trainer.fit) or ``fabric`` (Lightning Fabric driving
             the same module; less per-step overhead, single device) (default ``trainer``).
+        split_across_ranks: with several processes, ``train.batch_size`` and the strategies'
+            sizes (replay's ``mem_size`` and ``batch_size_mem``) are global and split across the
+            ranks, so the experiment is the one a single process runs, only faster; false: every
+            rank takes ``train.batch_size`` samples per step and keeps a whole buffer, so the global
+            batch and the memory grow with the ranks (default True).
     """
 
     accelerator: str = "cpu"
-    devices: int | str = 1
+    devices: Annotated[int, Ge(1)] | str = 1
     strategy: str = "auto"
-    num_nodes: int = 1
+    num_nodes: Annotated[int, Ge(1)] = 1
     engine: Literal["trainer", "fabric"] = "trainer"
+    split_across_ranks: bool = True
 
 
 @dataclass
@@ -102,9 +110,9 @@ class CheckpointConfig:
     """
 
     enabled: bool = True
-    every: int | None = 500
+    every: Annotated[int, Ge(1)] | None = 500
     at_experience_end: bool = True
-    keep: int = 2
+    keep: Annotated[int, Ge(1)] = 2
 
 
 @dataclass
@@ -129,18 +137,18 @@ class EvalConfig:
         ece_bins: equal-width confidence bins of the online expected calibration error (default 15).
     """
 
-    every: int | None = 10
-    subset: int = 1000
+    every: Annotated[int, Ge(1)] | None = 10
+    subset: Annotated[int, Ge(1)] = 1000
     on: Literal["seen", "all"] = "seen"
-    batch_size: int = 1000
-    gap_window: int = 100
-    lca_beta: int = 10
+    batch_size: Annotated[int, Ge(1)] = 1000
+    gap_window: Annotated[int, Ge(1)] = 100
+    lca_beta: Annotated[int, Ge(1)] = 10
     plasticity: bool = False
-    plasticity_every: int | None = 1
-    plasticity_probe: int = 256
+    plasticity_every: Annotated[int, Ge(1)] | None = 1
+    plasticity_probe: Annotated[int, Ge(1)] = 256
     online: bool = False
-    online_window: int = 100
-    ece_bins: int = 15
+    online_window: Annotated[int, Ge(1)] = 100
+    ece_bins: Annotated[int, Ge(1)] = 15
 
 
 @dataclass
@@ -159,21 +167,18 @@ class LoggerConfig:
     project: str = "clframe"
     entity: str | None = None
     progress: bool = True
-    log_every: int = 50
+    log_every: Annotated[int, Ge(1)] = 50
 
 
 SECTIONS = {"train": TrainConfig, "trainer": TrainerConfig, "eval": EvalConfig, "logger": LoggerConfig,
             "checkpoint": CheckpointConfig}
 COMPONENT_KEYS = ("scenario", "backbone", "head", "hypernet", "strategies")
-TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "scenario": dict, "backbone": dict, "head": dict,
-            "hypernet": dict, "strategies": dict, **{k: dict for k in SECTIONS}}
-# settings that must be >= 1 when set (null is allowed where the type is Optional)
-POSITIVE = {"train": ("epochs", "batch_size", "num_threads"), "trainer": ("num_nodes",),
-            "eval": ("every", "subset", "batch_size", "gap_window", "lca_beta", "plasticity_every",
-                     "plasticity_probe", "online_window", "ece_bins"), "logger": ("log_every",),
-            "checkpoint": ("every", "keep")}
+TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "resume_trust": bool, "scenario": dict,
+            "backbone": dict, "head": dict, "hypernet": dict, "strategies": dict, **{k: dict for k in SECTIONS}}
+# how to switch off what a bound forbids, appended to its message
 OFF_HINT = {"eval.every": " To turn continual evaluation off, set eval.every=null.",
-            "checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null."}
+            "checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null.",
+            "train.clip_norm": " For no clipping, set train.clip_norm=null."}
 
 
 def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None:
@@ -181,24 +186,21 @@ def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None
         errors.append(f"'{name}' must be a mapping, got {values!r}.")
         return
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps the Annotated bounds
     for k, v in values.items():
         if k not in fields:
             errors.append(renamed_message(f"{name}.{k}", v) or
                           f"Unknown key '{name}.{k}'.{did_you_mean(k, fields)} Valid keys: {', '.join(fields)}.")
         elif not matches(v, hints[k]):
             errors.append(f"'{name}.{k}' must be {type_name(hints[k])}, got {v!r} ({type(v).__name__}).")
-        elif k in POSITIVE.get(name, ()) and v is not None and v < 1:
-            errors.append(f"'{name}.{k}' must be >= 1, got {v!r}.{OFF_HINT.get(f'{name}.{k}', '')}")
+        else:
+            errors += [e + OFF_HINT.get(f"{name}.{k}", "") for e in violations(v, hints[k], f"{name}.{k}")]
 
 
 def _check_train(train: Any, errors: list[str]) -> None:
-    """Settings of ``train`` that depend on each other or must be positive reals."""
+    """Settings of ``train`` that depend on each other."""
     if not isinstance(train, dict):
         return
-    clip = train.get("clip_norm")
-    if isinstance(clip, int | float) and clip <= 0:
-        errors.append(f"'train.clip_norm' must be > 0, got {clip!r}. For no clipping, set train.clip_norm=null.")
     momentum = train.get("momentum", 0.0)
     if train.get("nesterov") is True and isinstance(momentum, int | float) and momentum <= 0:
         errors.append(f"'train.nesterov' needs train.momentum > 0, got momentum={momentum!r}. Set train.momentum "
@@ -218,6 +220,8 @@ def _check_component(kind: str, node: Any, errors: list[str], key: str | None = 
     try:
         fn = REGISTRIES[kind].get(name)
         check_params(kind if key is None else f"strategies.{key}", name, fn, params, REGISTRIES[kind].provided)
+    except UntrustedConfigError:
+        raise  # a refusal to run code is the one thing to say
     except ConfigError as e:
         errors.append(str(e))
 
@@ -241,6 +245,8 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
             errors.append(f"'seed' must be int, got {v!r}.")
         elif k == "resume" and not matches(v, str | None):
             errors.append(f"'resume' must be a run directory, a checkpoint file or 'auto', got {v!r}.")
+        elif k == "resume_trust" and not matches(v, bool):
+            errors.append(f"'resume_trust' must be true or false, got {v!r}.")
     for k, cls in SECTIONS.items():
         _check_section(k, cls, plain.get(k, {}), errors)
     _check_train(plain.get("train"), errors)
@@ -257,11 +263,14 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
         for key, node in strategies.items():
             _check_component("strategy", node if node is not None else {}, errors, key=key)
     if errors:
-        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(errors))
+        # one problem fits on one line; several get a line each
+        raise ConfigError("Invalid config: " + errors[0] if len(errors) == 1 else
+                          "Invalid config:\n  - " + "\n  - ".join(errors))
     for k, cls in SECTIONS.items():
         plain[k] = dataclasses.asdict(cls(**plain.get(k, {})))
     plain["strategies"] = {k: v or {} for k, v in strategies.items()}
     plain.setdefault("resume", None)
+    plain.setdefault("resume_trust", False)
     plain.setdefault("hypernet", None)
     return plain
 

@@ -3,7 +3,7 @@
 Stateful and resumable: the position is (experience, epoch, batch), and the shuffle
 of each (experience, epoch) comes from its own seed, so any position can be
 re-entered without replaying the batches before it. Under multi-process training each
-rank takes its share of every global batch of ``batch_size * world_size`` samples.
+rank takes its share of every global batch of ``batch_size`` samples.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ class StreamIterator:
 
     Args:
         stream: the experiences to train on, in order.
-        batch_size: samples per batch.
+        batch_size: samples per optimizer step over all ranks (the global batch; each of
+            ``world_size`` ranks takes a near-equal share).
         epochs: passes over each experience before moving on (default 1).
         seed: base seed for the per-(experience, epoch) shuffles.
         shuffle: shuffle within each epoch (default True).
         rank: this process's rank (default 0).
-        world_size: number of processes sharing each global batch (default 1).
+        world_size: number of processes sharing each global batch, at most ``batch_size`` (default 1).
     """
 
     def __init__(
@@ -38,6 +39,8 @@ class StreamIterator:
             raise ValueError(f"batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got {rank}, {world_size}")
+        if batch_size < world_size:
+            raise ValueError(f"a global batch of {batch_size} cannot be shared by {world_size} ranks")
         self.rank, self.world_size = rank, world_size
         self.stream = stream
         self.batch_size = batch_size
@@ -47,7 +50,7 @@ class StreamIterator:
         self.position = {"exp": 0, "epoch": 0, "batch": 0}
 
     def batches_per_epoch(self, exp: int) -> int:
-        return -(-len(self.stream[exp].train) // (self.batch_size * self.world_size))
+        return -(-len(self.stream[exp].train) // self.batch_size)
 
     def steps_per_experience(self) -> list[int]:
         """Optimizer steps each experience takes."""
@@ -88,7 +91,7 @@ class StreamIterator:
         """This rank's rows of global batch ``b`` of an epoch of ``n`` samples: near-equal
         contiguous parts; when the last batch has fewer samples than ranks, the short ranks
         wrap around to the epoch's first samples, so every rank takes a step."""
-        g = self.batch_size * self.world_size
+        g = self.batch_size
         lo, size = b * g, min(g, n - b * g)
         if size < self.world_size:
             i = lo + self.rank if self.rank < size else (self.rank - size) % n

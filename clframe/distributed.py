@@ -31,6 +31,13 @@ def is_main_rank() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+def share(n: int, rank: int, world_size: int) -> int:
+    """Rank ``rank``'s part of ``n`` items split into ``world_size`` near-equal parts (the first
+    ``n % world_size`` ranks take one more)."""
+    q, r = divmod(n, world_size)
+    return q + (rank < r)
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """``t`` summed over ranks, in place (``t`` itself in one process)."""
     if world_size() > 1:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -16,6 +18,46 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class CheckpointError(ConfigError):
     """A checkpoint cannot be used: missing, corrupt, unsafe to unpickle, or from another run."""
+
+
+class StorageError(RuntimeError):
+    """A file or directory of the run cannot be created or written (read-only, disk full, ...); the
+    message names the path and the cause."""
+
+
+# what torch.save raises when the file under it cannot be written (e.g. a full disk)
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "inline_container")
+
+
+def _free_space(path: Path) -> str:
+    import shutil
+
+    for d in (path, *path.parents):
+        if d.exists():
+            free = shutil.disk_usage(d).free
+            return f" ({free / 2**20:.1f} MB free on that disk)" if free < 64 * 2**20 else ""
+    return ""
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (an ``OSError``, or torch.save's ``RuntimeError``) into a
+    ``StorageError`` that names the file and the cause."""
+    path = Path(path)
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        if isinstance(e, DatasetNotFoundError):
+            raise
+        target = e.filename if getattr(e, "filename", None) else path
+        raise StorageError(f"Cannot write {target}: {e.strerror or e}{_free_space(path)}.") from None
+    except RuntimeError as e:
+        if not any(m in str(e) for m in _TORCH_WRITE_FAILED):
+            raise
+        raise StorageError(f"Cannot write {path}: the write failed{_free_space(path)} "
+                           f"({str(e).strip().splitlines()[0]}).") from None
 
 
 class DivergenceError(RuntimeError):
@@ -38,6 +80,16 @@ class RunInterrupted(Exception):
         name = signal.Signals(signum).name
         where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (none could be written)"
         super().__init__(f"{name} received: stopped with {where}. Resume with: clframe run resume={run_dir}")
+
+
+def warn(message: str) -> None:
+    """Print ``warning: <message>`` to stderr, from the main rank only."""
+    import sys
+
+    from clframe.distributed import is_main_rank
+
+    if is_main_rank():
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:

@@ -25,7 +25,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from clframe.errors import ConfigError, did_you_mean, unknown
-from clframe.typecheck import matches, type_name
+from clframe.typecheck import matches, type_name, violations
 
 
 class ParamError(ConfigError):
@@ -136,8 +136,8 @@ class Registry:
             **provided: the arguments the framework supplies (e.g. a head's ``n_classes``).
         """
         fn = self.get(name)
-        check_params(self.kind, name, fn, params, self.provided)
         key = config_key or self.config_key(name)
+        check_params(self.kind if key == self.kind else key, name, fn, params, self.provided)
         try:
             return fn(**provided, **params)
         except ParamError as e:
@@ -164,7 +164,12 @@ class _LazyEntryPoint:
 
 
 def import_dotted(path: str, kind: str = "component") -> Callable[..., Any]:
-    """Import ``pkg.mod:Name`` or ``pkg.mod.Name`` and return the attribute."""
+    """Import ``pkg.mod:Name`` or ``pkg.mod.Name`` and return the attribute. Refused (with
+    ``clframe.trust.UntrustedConfigError``) while a config read from a file is being built and the
+    user did not give ``path`` themselves."""
+    from clframe.trust import check_import
+
+    check_import(path)
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -183,7 +188,7 @@ def signature_params(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> 
     """Keyword parameters of ``fn`` (a class or function) with resolved annotations."""
     target = fn.__init__ if inspect.isclass(fn) else fn
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)  # keeps Annotated bounds
     except Exception:  # unresolvable annotations: fall back to no type checking
         hints = {}
     out = {}
@@ -192,6 +197,15 @@ def signature_params(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> 
             continue
         out[p.name] = p.replace(annotation=hints.get(p.name, p.annotation))
     return out
+
+
+def _accepts(fn: Callable[..., Any], arg: str) -> bool:
+    """True if ``fn`` (a class or function) can be called with keyword argument ``arg``."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): let the call decide
+        return True
+    return arg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def check_params(
@@ -204,6 +218,12 @@ def check_params(
     """
     schema = signature_params(fn, provided)
     errors = []
+    missing = [a for a in provided if not _accepts(fn, a)]
+    if missing:
+        args = ", ".join(missing)
+        errors.append(f"{kind} '{name}' must accept {'the argument' if len(missing) == 1 else 'the arguments'} {args}, "
+                      f"which clframe passes to every {kind.split('.')[0]}; add {args} to the signature of "
+                      f"{getattr(fn, '__qualname__', name)}.")
     for key, value in params.items():
         if key not in schema:
             valid = ", ".join(schema) or "(none)"
@@ -213,6 +233,8 @@ def check_params(
         ann = schema[key].annotation
         if ann is not inspect.Parameter.empty and not matches(value, ann):
             errors.append(f"'{kind}.{key}' must be {type_name(ann)}, got {value!r} ({type(value).__name__}).")
+        elif ann is not inspect.Parameter.empty:
+            errors += violations(value, ann, f"{kind}.{key}")
     for key, p in schema.items():
         if p.default is inspect.Parameter.empty and key not in params:
             ann = "" if p.annotation is inspect.Parameter.empty else f" ({type_name(p.annotation)})"

@@ -20,7 +20,7 @@ from clframe.checkpoint import checkpoint_dir, checkpoint_name, latest_checkpoin
 from clframe.errors import CheckpointError
 
 # settings a resumed run may change: they do not alter what is trained
-SAFE = ("resume", "logger", "checkpoint", "train.num_threads", "trainer.engine")
+SAFE = ("resume", "resume_trust", "logger", "checkpoint", "train.num_threads", "trainer.engine")
 GROUP_KEYS = {"scenario": "scenario", "backbone": "backbone", "head": "head", "strategy": "strategies",
               "experiment": ""}
 SEARCH_ROOTS = ("runs", "multirun")
@@ -72,26 +72,73 @@ def _touched(key: str, overrides: list[str]) -> bool:
     return False
 
 
+def upgrade(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an older clframe with the keys it lacks set to how that version behaved
+    (a copy; so that resuming it trains what it trained before)."""
+    saved = copy.deepcopy(saved)
+    trainer = saved.setdefault("trainer", {})
+    if "split_across_ranks" not in trainer:
+        # before 0.3 each of several ranks took train.batch_size samples a step and kept a whole buffer
+        devices = str(trainer.get("devices", 1))
+        world = int(devices) * int(trainer.get("num_nodes", 1)) if devices.isdigit() else 1
+        trainer["split_across_ranks"] = world == 1
+    return saved
+
+
+def saved_config(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """The config a run directory was started with: its ``config.yaml``, or, when that is missing
+    or unreadable, the config stored in its newest loadable checkpoint. Returns ``(config, how)``
+    with ``how`` saying where it came from, or ``(None, why not)``."""
+    reason = "config.yaml is missing"
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        if isinstance(saved, dict):
+            return upgrade(saved), "config.yaml"
+        reason = "config.yaml holds no mapping"
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        reason = f"config.yaml is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    try:
+        path, state = latest_checkpoint(run_dir)
+    except CheckpointError as e:
+        return None, f"{reason}, and {e}"
+    return upgrade(state["config"]), f"checkpoint {path.name} ({reason})"
+
+
 def find_latest_run(config: dict[str, Any], roots: tuple[str, ...] = SEARCH_ROOTS) -> Path | None:
     """The run directory under ``roots`` whose saved config matches ``config`` (outside ``SAFE``)
-    and whose newest checkpoint is the most recent."""
+    and whose newest checkpoint is the most recent; None when no run has checkpoints.
+
+    A run's config comes from its ``config.yaml`` or, if that is unreadable, from its checkpoints
+    (``saved_config``). Raises ``CheckpointError`` when no run matches but a run with
+    checkpoints exists whose config cannot be read at all: it may be this config's, and starting
+    over would throw its progress away."""
     best: tuple[float, Path] | None = None
+    unknown: list[str] = []
     for root in map(Path, roots):
         if not root.is_dir():
             continue
-        for cfg_file in root.rglob("config.yaml"):
-            run_dir = cfg_file.parent
+        for ckpt_dir in root.rglob("checkpoints"):
+            run_dir = ckpt_dir.parent
             files = list_checkpoints(run_dir) or list_checkpoints(run_dir, 0)
             if not files:
                 continue
-            try:
-                saved = yaml.safe_load(cfg_file.read_text())
-            except yaml.YAMLError:
+            saved, how = saved_config(run_dir)
+            if saved is None:
+                unknown.append(f"{run_dir}: {how}")
                 continue
-            if isinstance(saved, dict) and not differences(saved, config):
+            if not differences(saved, config):
+                if how != "config.yaml":
+                    print(f"resume=auto: the config of {run_dir} comes from its {how}.")
                 mtime = files[-1][1].stat().st_mtime
                 if best is None or mtime > best[0]:
                     best = (mtime, run_dir)
+    if best is None and unknown:
+        raise CheckpointError(
+            "resume=auto: no run of this config was found, but the config of these runs cannot be read, so they "
+            f"may be this config's: {'; '.join(unknown)}. Resume one with resume=<run_dir>, or move it out of "
+            f"{' and '.join(roots)}/ to start a new run.")
     return None if best is None else best[1]
 
 
@@ -118,7 +165,7 @@ def resolve(config: dict[str, Any], overrides: list[str] | None = None) -> Resum
         target = found
     path, state = latest_checkpoint(target)
     run_dir = path.parent.parent
-    saved = state["config"]
+    saved = upgrade(state["config"])
     diffs = differences(saved, config)
     conflicts = diffs if overrides is None else {k: v for k, v in diffs.items() if _touched(k, overrides)}
     if conflicts:

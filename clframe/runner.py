@@ -8,6 +8,7 @@ import platform
 import signal
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import clframe
 from clframe.checkpointer import Checkpointer, StopRequest
-from clframe.checks import check_head, check_scenario
+from clframe.checks import check_head, check_scenario, check_structure
 from clframe.config import validate
 from clframe.curriculum import CurriculumIterator, check_curriculum_run
 from clframe.data import StreamIterator
 from clframe.distributed import is_main_rank
-from clframe.errors import ConfigError, DivergenceError, RunInterrupted
+from clframe.errors import ConfigError, DivergenceError, RunInterrupted, writing
 from clframe.evaluation.continual import ContinualEvaluator
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.curve_metrics import curve_summary
@@ -44,6 +45,7 @@ from clframe.records import RunRecorder, make_wandb_logger
 from clframe.registry import BACKBONES, HEADS, HYPERNETS, SCENARIOS, STRATEGIES
 from clframe.resume import Resume, check_model, fit_to_checkpoint, for_rank, resolve
 from clframe.stream import Scenario
+from clframe.trust import from_file
 
 
 def quiet() -> None:
@@ -120,10 +122,15 @@ def build(cfg: Any) -> Built:
     if tr["num_threads"]:
         torch.set_num_threads(tr["num_threads"])
     scenario = SCENARIOS.build(*_split_name(c["scenario"]))
+    check_structure(scenario, c["scenario"]["name"])
     check_scenario(scenario)
     device = device_for(c["trainer"]["accelerator"])
     scenario.to(device)
     backbone = BACKBONES.build(*_split_name(c["backbone"]), input_shape=scenario.input_shape)
+    if not isinstance(getattr(backbone, "out_features", None), int):
+        raise ConfigError(f"backbone '{c['backbone']['name']}' must set self.out_features (an int: the size of the "
+                          "features it returns, which sizes the head); it has "
+                          f"{getattr(backbone, 'out_features', 'none')!r}.")
     if tr["freeze_backbone"]:
         backbone.requires_grad_(False)  # a fixed feature map: only the head learns
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
@@ -138,15 +145,19 @@ def build(cfg: Any) -> Built:
         check_curriculum_run(world, c["eval"]["every"], scenario.n_tasks, head)
         loader = CurriculumIterator(curriculum, tr["batch_size"], device, seed=c["seed"])
     else:
-        loader = StreamIterator(scenario.stream, tr["batch_size"], tr["epochs"], seed=c["seed"],
-                                shuffle=not scenario.stream.ordered, rank=rank,
-                                world_size=world)
+        split = c["trainer"]["split_across_ranks"]
+        if split and tr["batch_size"] < world:
+            raise ConfigError(f"train.batch_size={tr['batch_size']} is the global batch and cannot be shared by "
+                              f"{world} processes; set it to at least {world}, or trainer.split_across_ranks=false "
+                              "for a batch of train.batch_size per process.")
+        loader = StreamIterator(scenario.stream, tr["batch_size"] * (1 if split else world), tr["epochs"],
+                                seed=c["seed"], shuffle=not scenario.stream.ordered, rank=rank, world_size=world)
     module = CLModule(
         backbone, head, strategies, scenario.stream, loader.steps_per_experience(),
         optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], nesterov=tr["nesterov"],
         weight_decay=tr["weight_decay"], clip_norm=tr["clip_norm"], reset_optimizer=tr["reset_optimizer"],
         eval_batch_size=c["eval"]["batch_size"], log_every=c["logger"]["log_every"], objective=scenario.objective,
-        hypernet=hypernet,
+        hypernet=hypernet, split_across_ranks=c["trainer"]["split_across_ranks"],
     )
     check_head(module, scenario)
     ev = c["eval"]
@@ -243,12 +254,18 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     start = time.perf_counter()
     c = validate(cfg)
     resume = resolve(c, overrides)
+    trust = nullcontext()
     if resume is not None:
+        if not c["resume_trust"]:  # the checkpoint's config may name only what this invocation or clframe does
+            trust = from_file(f"checkpoint {resume.path}", resume.config, [c, overrides],
+                              "give it on the command line ({key}={path}, with that component's other settings) or "
+                              "add resume_trust=true")
         c, run_dir = resume.config, resume.run_dir  # the process layout too comes from the resumed run
         resume = for_rank(resume, *processes(c["trainer"]))
         if is_main_rank():
             print(f"Resuming {run_dir} from {resume.path.name} (step {resume.state['step']}).")
-    built = build(c)
+    with trust:
+        built = build(c)
     c, module, run_dir = built.config, built.module, Path(run_dir)
     main = is_main_rank()
     recorder = None
@@ -291,25 +308,26 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     curve = built.evaluator.curve(module) if built.evaluator is not None else boundary_curve(module)
     if built.online is not None:
         built.online.finish(module)  # a finished run loaded from its checkpoint still has its last window open
-    summary = make_summary(built, curve, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
-    title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
-    score = module.objective.score_name
-    figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title, score),
-               plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title, score)]
-    if built.diagnostics is not None:
-        built.diagnostics.write(run_dir)
-        fig = plot_timescales(built.diagnostics, module.boundaries, run_dir / "plots" / "timescales.png", title)
-        figures += [fig] if fig is not None else []
-    if is_1d_regression(built.scenario):
-        figures.append(plot_fits(module, built.scenario.stream, run_dir / "plots" / "fits.png", title))
-    if built.monitor is not None:
-        figures.append(plot_plasticity(built.monitor.rows, summary["task_end_acc"],
-                                       run_dir / "plots" / "plasticity.png", title))
-    if built.online is not None:
-        built.online.write(run_dir)
-        fig = built.online.plot(module.boundaries, run_dir / "plots" / "online.png", title)
-        figures += [fig] if fig is not None else []
-    recorder.write_summary(summary, figures)
+    with writing(run_dir):  # a full disk or a read-only directory: one line naming the file
+        summary = make_summary(built, curve, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
+        title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
+        score = module.objective.score_name
+        figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title, score),
+                   plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title, score)]
+        if built.diagnostics is not None:
+            built.diagnostics.write(run_dir)
+            fig = plot_timescales(built.diagnostics, module.boundaries, run_dir / "plots" / "timescales.png", title)
+            figures += [fig] if fig is not None else []
+        if is_1d_regression(built.scenario):
+            figures.append(plot_fits(module, built.scenario.stream, run_dir / "plots" / "fits.png", title))
+        if built.monitor is not None:
+            figures.append(plot_plasticity(built.monitor.rows, summary["task_end_acc"],
+                                           run_dir / "plots" / "plasticity.png", title))
+        if built.online is not None:
+            built.online.write(run_dir)
+            fig = built.online.plot(module.boundaries, run_dir / "plots" / "online.png", title)
+            figures += [fig] if fig is not None else []
+        recorder.write_summary(summary, figures)
     return summary
 
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from clframe.checkpoint import (
 )
 from clframe.checkpointer import Checkpointer
 from clframe.config import compose
-from clframe.errors import CheckpointError
+from clframe.errors import CheckpointError, StorageError
 from clframe.plugin import Strategy
 from clframe.runner import build
 
@@ -94,7 +95,7 @@ def test_atomic_save_failing_midway_keeps_the_old_file_and_leaves_no_temp(tmp_pa
         raise OSError("No space left on device")
 
     monkeypatch.setattr(torch, "save", half_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(StorageError, match=f"^Cannot write {re.escape(str(path))}: No space left on device"):
         atomic_save(fake_state(2), path)
     monkeypatch.setattr(torch, "save", real_save)
     assert path.read_bytes() == before

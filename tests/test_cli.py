@@ -132,9 +132,9 @@ def test_list_shows_components_parameters_and_defaults(capsys):
     for name in ("mlp", "linear", "multihead", "naive", "ewc", "replay", "split", "permuted", "rotated",
                  "avalanche", "digits", "mnist1d"):
         assert f"  {name}  (" in out
-    assert "ewc_lambda: float = 100.0" in out
+    assert "ewc_lambda: float (>= 0) = 100.0" in out
     assert "mem_size: int = 200" in out
-    assert "hidden: Sequence[int] = (256, 256)" in out
+    assert "hidden: Sequence[int (>= 1)] = (256, 256)" in out
     assert "activation: one of 'relu', 'tanh', 'gelu', 'leaky_relu', 'sigmoid' = 'relu'" in out
     assert "n_experiences: int = 5" in out
     assert "benchmark: str = 'avalanche.benchmarks.classic:SplitMNIST'" in out

@@ -112,7 +112,7 @@ def test_wrong_literal_names_the_choices():
 
 def test_bool_is_not_an_int():
     msg = config_error(["train.epochs=true"])
-    assert "'train.epochs' must be int, got True (bool)" in msg
+    assert "'train.epochs' must be int (>= 1), got True (bool)" in msg
 
 
 def test_int_is_accepted_where_a_float_is_expected():
@@ -276,9 +276,9 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
                           "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False,
                           "freeze_backbone": False, "num_threads": None}
     assert c["trainer"] == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
-                            "engine": "trainer"}
+                            "engine": "trainer", "split_across_ranks": True}
     assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}
-    assert c["resume"] is None
+    assert c["resume"] is None and c["resume_trust"] is False
     assert c["eval"] == {"every": 10, "subset": 1000, "on": "seen", "batch_size": 1000, "gap_window": 100,
                          "lca_beta": 10, "plasticity": False, "plasticity_every": 1, "plasticity_probe": 256,
                          "online": False, "online_window": 100, "ece_bins": 15}
@@ -294,8 +294,8 @@ def test_validate_of_a_composed_config_is_resolved_and_drops_hydra():
     assert type(c) is dict and type(c["scenario"]) is dict and type(c["backbone"]["hidden"]) is list
     assert "hydra" not in c
     assert isinstance(c["scenario"]["seed"], int)  # ${seed} resolved
-    assert set(c) == {"seed", "experiment_name", "resume", "scenario", "backbone", "head", "hypernet", "strategies",
-                      "train", "trainer", "eval", "logger", "checkpoint"}
+    assert set(c) == {"seed", "experiment_name", "resume", "resume_trust", "scenario", "backbone", "head", "hypernet",
+                      "strategies", "train", "trainer", "eval", "logger", "checkpoint"}
 
 
 def test_null_group_choice_says_what_to_do_instead():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 
 import lightning
 import pytest
@@ -13,6 +14,7 @@ import yaml
 
 import clframe
 from clframe.config import compose
+from clframe.errors import StorageError
 from clframe.records import METRIC_FIELDS, atomic_write
 from clframe.runner import build, fit, run
 
@@ -107,7 +109,7 @@ def test_atomic_write_failure_keeps_old_content_and_no_temp(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match=f"^Cannot write {re.escape(str(path))}: disk full"):
         atomic_write(path, "new")
     monkeypatch.undo()
     assert path.read_text() == "old"

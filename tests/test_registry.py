@@ -8,9 +8,10 @@ import sys
 import typing
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
+from annotated_types import Ge
 
 from clframe.errors import ConfigError
 from clframe.registry import BACKBONES, HEADS, STRATEGIES, ParamError, Registry, import_dotted
@@ -55,7 +56,7 @@ def test_register_a_class_in_the_real_strategies_registry():
         assert list(STRATEGIES.params(name)) == ["alpha", "steps"]
         s = STRATEGIES.build(name, {"alpha": 2})
         assert isinstance(s, Mine) and (s.alpha, s.steps) == (2, 3)
-        with pytest.raises(ConfigError, match=r"'strategy.steps' must be int, got 2.5 \(float\)"):
+        with pytest.raises(ConfigError, match=rf"'strategies\.{name}\.steps' must be int, got 2.5 \(float\)"):
             STRATEGIES.build(name, {"steps": 2.5})
     finally:
         STRATEGIES._items.pop(name)
@@ -120,7 +121,7 @@ def test_params_is_the_signature_minus_provided_args(reg):
 def test_params_of_a_class_and_of_a_real_backbone():
     params = BACKBONES.params("mlp")
     assert list(params) == ["hidden", "activation", "dropout", "init"]
-    assert params["hidden"].annotation == Sequence[int]
+    assert params["hidden"].annotation == Sequence[Annotated[int, Ge(1)]]  # each width >= 1
     assert params["dropout"].default == 0.0
 
 
@@ -194,11 +195,11 @@ def test_build_reports_every_problem(reg):
 def test_build_a_real_backbone_with_checked_params():
     net = BACKBONES.build("mlp", {"hidden": [5, 3]}, input_shape=(1, 2, 2))
     assert net.out_features == 3
-    with pytest.raises(ConfigError, match=r"'backbone.hidden' must be Sequence\[int\]"):
+    with pytest.raises(ConfigError, match=r"'backbone.hidden' must be Sequence\[int \(>= 1\)\]"):
         BACKBONES.build("mlp", {"hidden": 5}, input_shape=(4,))
 
 
-def rejecting(level: int = 1) -> dict[str, int]:
+def rejecting(input_shape: tuple[int, ...] = (), level: int = 1) -> dict[str, int]:
     """A constructor that rejects a value of its own: ``level`` must be >= 1."""
     if level < 1:
         raise ParamError("level", f"must be >= 1, got {level}", "Set it to 1 or more.")
@@ -216,7 +217,7 @@ def test_a_param_error_of_the_constructor_names_the_full_config_key(reg):
     with pytest.raises(ConfigError, match=r"^'strategies\.deep\.level' must be >= 1, got 0\."):
         reg.build("rejecting", {"level": 0}, config_key="strategies.deep")
     with pytest.raises(ConfigError, match=r"^'level' must be >= 1, got 0\. Set it to 1 or more\.$"):
-        rejecting(0)  # outside a registry it names the parameter alone
+        rejecting(level=0)  # outside a registry it names the parameter alone
 
 
 def test_a_value_error_of_the_constructor_becomes_a_config_error_naming_the_component(reg):

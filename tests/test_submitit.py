@@ -79,31 +79,35 @@ def test_submitit_sweep_in_the_default_directory(tmp_path):
     p = clframe(["run", "-m", *SWEEP], cwd=tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["multirun"]
     (sweep,) = (tmp_path / "multirun" / "split_digits").iterdir()
-    assert sweep.name[:8].isdigit() and sweep.name[8] == "-"  # %Y%m%d-%H%M%S
+    assert sweep.name[:8].isdigit() and sweep.name[8] == "-"  # %Y%m%d-%H%M%S-<hash>
     check_sweep(sweep, p.stdout)
 
 
-# -- the sweep directory, fixed before the jobs start (in-process, no training) -------------------
+# -- the sweep directory, fixed and created before the jobs start (in-process, no training) ----------
 
-def test_the_sweep_directory_is_fixed_for_submitit_only(tmp_path, monkeypatch):
-    from clframe.cli import _pinned_sweep_dir
+def test_the_sweep_directory_is_claimed_once_with_a_unique_name(tmp_path, monkeypatch):
+    from clframe.cli import _claim_dir
 
     monkeypatch.chdir(tmp_path)
-    pinned = Path(_pinned_sweep_dir(SWEEP))  # the first job's hydra.sweep.dir, resolved once
-    assert pinned.parent == tmp_path / "multirun" / "split_digits"
-    assert pinned.name[:8].isdigit() and pinned.name[8] == "-"  # %Y%m%d-%H%M%S
-    given = ["hydra/launcher=submitit_slurm", "strategy=naive,replay", "hydra.sweep.dir=out/${experiment_name}"]
-    assert _pinned_sweep_dir(given) == str(tmp_path / "out" / "default")
-    # Hydra's basic launcher runs the jobs in this process; the job function records the directories
-    assert _pinned_sweep_dir(SWEEP[1:]) is None
+    first, created = _claim_dir(SWEEP, True, SWEEP)  # the first job's hydra.sweep.dir, resolved and created once
+    first = Path(first)
+    assert created and first.is_dir() and first.parent == tmp_path / "multirun" / "split_digits"
+    assert first.name[:8].isdigit() and first.name[8] == "-"  # %Y%m%d-%H%M%S-<hash>
+    # the same sweep started again in the same second gets its own directory
+    second = Path(_claim_dir(SWEEP, True, SWEEP)[0])
+    assert second != first and second.parent == first.parent
+    # under Hydra's basic launcher too, and a directory the user names is used as given
+    given = ["strategy=naive,replay", "hydra.sweep.dir=out/${experiment_name}"]
+    assert _claim_dir(given, True, given) == (str(tmp_path / "out" / "default"), True)
 
 
-def test_the_sweep_directory_override_joins_the_other_overrides():
-    from clframe.cli import _with_sweep_dir
+def test_the_directory_override_joins_the_other_overrides():
+    from clframe.cli import _with_overrides
 
-    assert _with_sweep_dir(["-m", "a=1,2", "hydra.sweep.dir=x", "b=2"], "/s") == ["-m", "a=1,2", "b=2",
-                                                                              "hydra.sweep.dir='/s'"]
+    key = "hydra.sweep.dir"
+    assert _with_overrides(["-m", "a=1,2", "hydra.sweep.dir=x", "b=2"], {key: "'/s'"}) == [
+        "-m", "a=1,2", "b=2", "hydra.sweep.dir='/s'"]
     # Hydra's parser takes the overrides as one block: the new one goes right after them, not after a flag
-    assert _with_sweep_dir(["-m", "a=1,2", "--config-name", "config"], "/s a,b") == [
+    assert _with_overrides(["-m", "a=1,2", "--config-name", "config"], {key: "'/s a,b'"}) == [
         "-m", "a=1,2", "hydra.sweep.dir='/s a,b'", "--config-name", "config"]
-    assert _with_sweep_dir(["-m"], "/s") == ["hydra.sweep.dir='/s'", "-m"]
+    assert _with_overrides(["-m"], {key: "'/s'"}) == ["hydra.sweep.dir='/s'", "-m"]

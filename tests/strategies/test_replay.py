@@ -42,11 +42,19 @@ def test_default_buffer_kinds():
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"mem_size": 0}, r"^'mem_size' must be >= 1, got 0: the replay buffer needs room for at least one sample\."),
     ({"buffer": "class_balanced", "mem_size": -1}, r"^'mem_size' must be >= 1, got -1"),
-    ({"batch_size_mem": -1}, r"^'batch_size_mem' must be >= 0, got -1\."),
 ])
 def test_settings_that_cannot_work_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Replay(**kwargs)
+
+
+def test_ranges_in_the_signature_are_checked_when_built_from_a_config():
+    from clframe.registry import STRATEGIES
+
+    with pytest.raises(ConfigError, match=r"^'strategies\.replay\.batch_size_mem' must be >= 0, got -1\.$"):
+        STRATEGIES.build("replay", {"batch_size_mem": -1})
+    with pytest.raises(ConfigError, match=r"^'strategies\.replay\.mem_weight' must be <= 1, got 1\.5\.$"):
+        STRATEGIES.build("replay", {"mode": "separate", "mem_weight": 1.5})
 
 def test_empty_buffer_leaves_the_batch_alone():
     r = Replay()
