@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from clframe.distributed import share
 from clframe.plugin import Batch
 from clframe.stream import Stream
 
@@ -83,22 +84,26 @@ class StreamIterator:
             data = data.subset(self._order(e, ep, len(data), data.y.device))
             for b in range(self.position["batch"], self.batches_per_epoch(e)):
                 self.position["batch"] = b + 1
-                s = slice(b * bs, (b + 1) * bs) if self.world_size == 1 else self._share(b, len(data))
-                yield Batch(data.x[s], data.y[s], data.t[s], e)
+                if self.world_size == 1:
+                    s = slice(b * bs, (b + 1) * bs)
+                    yield Batch(data.x[s], data.y[s], data.t[s], e)
+                else:
+                    s, shares = self._share(b, len(data))
+                    yield Batch(data.x[s], data.y[s], data.t[s], e, shares=shares)
             self.position = {"exp": e + (ep + 1) // self.epochs, "epoch": (ep + 1) % self.epochs, "batch": 0}
 
-    def _share(self, b: int, n: int) -> slice | torch.Tensor:
-        """This rank's rows of global batch ``b`` of an epoch of ``n`` samples: near-equal
-        contiguous parts; when the last batch has fewer samples than ranks, the short ranks
-        wrap around to the epoch's first samples, so every rank takes a step."""
-        g = self.batch_size
+    def _share(self, b: int, n: int) -> tuple[slice, tuple[int, ...]]:
+        """This rank's rows of global batch ``b`` of an epoch of ``n`` samples, and how many samples
+        of the batch every rank holds: near-equal contiguous parts; when the last batch has fewer
+        samples than ranks, the short ranks (share 0) take a step on the epoch's first samples."""
+        g, w = self.batch_size, self.world_size
         lo, size = b * g, min(g, n - b * g)
-        if size < self.world_size:
-            i = lo + self.rank if self.rank < size else (self.rank - size) % n
-            return slice(i, i + 1)
-        q, r = divmod(size, self.world_size)
-        start = lo + self.rank * q + min(self.rank, r)
-        return slice(start, start + q + (self.rank < r))
+        shares = tuple(share(size, r, w) for r in range(w))
+        if shares[self.rank] == 0:
+            i = (self.rank - size) % n
+            return slice(i, i + 1), shares
+        start = lo + sum(shares[: self.rank])
+        return slice(start, start + shares[self.rank]), shares
 
     def seek(self, consumed: int) -> None:
         """Move to the position after ``consumed`` batches of the whole stream (a resume: one

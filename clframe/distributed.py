@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -36,6 +38,17 @@ def share(n: int, rank: int, world_size: int) -> int:
     ``n % world_size`` ranks take one more)."""
     q, r = divmod(n, world_size)
     return q + (rank < r)
+
+
+def gather_rows(x: torch.Tensor, shares: Sequence[int]) -> torch.Tensor:
+    """Every rank's first ``shares[rank]`` rows of ``x``, concatenated in rank order, on every rank
+    (one all_gather; the sizes are known on every rank, so nothing is read back to the host)."""
+    world, most = len(shares), max(shares)
+    padded = x.new_zeros((most, *x.shape[1:]))
+    padded[: shares[rank()]] = x[: shares[rank()]]
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, shares)])
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from clframe.distributed import all_reduce_sum, is_main_rank, max_diff_across_ranks, rank, share, world_size
+from clframe.distributed import all_reduce_sum, is_main_rank, max_diff_across_ranks, world_size
 from clframe.errors import ConfigError, DivergenceError
 from clframe.evaluation.evaluate import evaluate_many, evaluation_mode
 from clframe.objectives import CLASSIFICATION, Objective, get_objective
@@ -73,8 +73,9 @@ class CLModule(L.LightningModule):
         hypernet: a hypernetwork whose target network is ``backbone`` and ``head``: the model is
             then ``hypernet(x, t)``, only the current experience's task embedding trains, and the
             backbone's and head's own weights do not (default None).
-        split_across_ranks: under multi-process training, sizes a strategy passes through
-            ``rank_share`` (e.g. replay's buffer) are global and split across the ranks (default True).
+        split_across_ranks: under multi-process training, the batch (``Batch.shares``) and the
+            strategies' sizes (replay's buffer and replay batch) are global, so the ranks together
+            run the single-process experiment; strategies read this flag (default True).
     """
 
     def __init__(
@@ -236,11 +237,6 @@ class CLModule(L.LightningModule):
         if world_size() > 1:
             self.rank_weight_diff = max_diff_across_ranks(self)
             self.samples_all_ranks = int(all_reduce_sum(torch.tensor([self.samples_seen], device=self.device)))
-
-    def rank_share(self, n: int) -> int:
-        """This rank's part of a global count ``n`` (e.g. a buffer size): near-equal parts over the
-        ranks when ``split_across_ranks``, else ``n`` itself (and in a single process)."""
-        return share(n, rank(), world_size()) if self.split_across_ranks else n
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:

@@ -26,6 +26,9 @@ class Batch:
             ``sum(weight * ce)`` instead of ``mean(ce)``.
         n_new: how many leading samples are from the stream (the rest were added by
             strategies, e.g. replay); ``None`` means all of them.
+        shares: under multi-process training, how many of this step's stream samples each rank
+            holds, in rank order (their sum is the global batch; a rank whose share is 0 holds a
+            repeated sample that only keeps it in step); ``None`` in one process.
     """
 
     x: Tensor
@@ -34,6 +37,7 @@ class Batch:
     exp: int
     weight: Tensor | None = None
     n_new: int | None = None
+    shares: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.y)

@@ -8,8 +8,7 @@ import torch
 from annotated_types import Ge, Interval
 
 from clframe.buffers import ClassBalancedBuffer, ReservoirBuffer
-from clframe.distributed import rank, world_size
-from clframe.errors import ConfigError
+from clframe.distributed import gather_rows, rank, share, world_size
 from clframe.plugin import Batch, StepContext, Strategy
 from clframe.registry import STRATEGIES, ParamError
 
@@ -28,15 +27,14 @@ class Replay(Strategy):
             ``separate`` weighs them as ``(1 - mem_weight) CE_new + mem_weight CE_mem``
             (default ``mixed``).
         mem_weight: weight of the replay loss in ``separate`` mode, in [0, 1] (default 0.5).
-        seed: seed of the buffer's sampling (default 0; rank r of a multi-process run uses
-            ``seed + 7919 r``).
+        seed: seed of the buffer's sampling (default 0).
 
-    Under multi-process training every rank keeps its own buffer of the samples it trained on (a
-    class-balanced one from its own share of the experience), and checkpoints keep each rank's
-    buffer in that rank's file. With ``trainer.split_across_ranks`` (the default) ``mem_size`` and
-    ``batch_size_mem`` are global and split across the ranks, so the buffers together hold
-    ``mem_size`` samples and a step replays ``batch_size_mem``, as in one process; otherwise every
-    rank keeps ``mem_size`` and replays ``batch_size_mem``.
+    Under multi-process training with ``trainer.split_across_ranks`` (the default) the ranks keep
+    one buffer between them, the single-process one: every rank adds the whole global batch
+    (gathered from the ranks) and draws the same ``batch_size_mem`` replayed samples, of which it
+    trains on its share. A run on N processes is then the run on one. With
+    ``trainer.split_across_ranks=false`` every rank keeps its own buffer of ``mem_size`` samples
+    of what it trained on (seed ``seed + 7919 rank``) and replays ``batch_size_mem`` of them.
     """
 
     def __init__(
@@ -54,42 +52,42 @@ class Replay(Strategy):
                              "replay strategy to train without replay (e.g. strategy=naive).")
         self.mode, self.mem_weight, self.batch_size_mem = mode, mem_weight, batch_size_mem
         self.buffer = ReservoirBuffer(mem_size, seed) if buffer == "reservoir" else ClassBalancedBuffer(mem_size, seed)
-        self.split = False  # set in setup: this rank holds a share of the experience
+        self.shared = False  # set in setup: one buffer for all ranks, as in a single process
+        self.draw = slice(None)  # this rank's part of each replayed batch
 
     def setup(self, module: Any) -> None:
-        # one buffer per rank under multi-process training, each with its own sampling stream
-        self.buffer.seed += 7919 * rank()
-        mem_size, self.split = self.buffer.capacity, world_size() > 1 and module.split_across_ranks
-        self.buffer.capacity = module.rank_share(mem_size)  # the buffer allocates its rows on the first add
-        self.batch_size_mem = module.rank_share(self.batch_size_mem)
-        if self.buffer.capacity < 1:
-            raise ConfigError(f"replay's mem_size={mem_size} is global and split across {world_size()} processes, "
-                              "which leaves a rank without memory; set strategies.<replay>.mem_size to at least the "
-                              "number of processes, or trainer.split_across_ranks=false.")
+        world = world_size()
+        self.shared = world > 1 and module.split_across_ranks
+        if self.shared:
+            start = sum(share(self.batch_size_mem, r, world) for r in range(rank()))
+            self.draw = slice(start, start + share(self.batch_size_mem, rank(), world))
+        elif world > 1:  # a buffer per rank, each with its own sampling stream
+            self.buffer.seed += 7919 * rank()
 
     def before_forward(self, batch: Batch, module: Any) -> Batch:
         if self.buffer.size == 0 or self.batch_size_mem == 0:
             return batch
-        xm, ym, tm = self.buffer.sample(self.batch_size_mem)
+        # under shared buffers every rank draws the same global replay batch and trains on its part
+        xm, ym, tm = (v[self.draw] for v in self.buffer.sample(self.batch_size_mem))
         weight = None
         if self.mode == "separate":
             n, m = len(batch), len(ym)
             weight = torch.cat([batch.y.new_full((n,), (1 - self.mem_weight) / n, dtype=torch.float32),
-                                batch.y.new_full((m,), self.mem_weight / m, dtype=torch.float32)])
+                                batch.y.new_full((m,), self.mem_weight / max(m, 1), dtype=torch.float32)])
         return Batch(torch.cat([batch.x, xm]), torch.cat([batch.y, ym]), torch.cat([batch.t, tm]),
-                     batch.exp, weight=weight, n_new=len(batch))
+                     batch.exp, weight=weight, n_new=len(batch), shares=batch.shares)
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
         if isinstance(self.buffer, ReservoirBuffer):
             new = ctx.batch.new_samples()
-            self.buffer.add(new.x, new.y, new.t)
+            if self.shared and new.shares is not None:  # every rank adds the whole global batch, in order
+                self.buffer.add(*(gather_rows(v, new.shares) for v in (new.x, new.y, new.t)))
+            else:
+                self.buffer.add(new.x, new.y, new.t)
 
     def on_experience_end(self, exp: Any, module: Any) -> None:
         if isinstance(self.buffer, ClassBalancedBuffer):
-            data = exp.train
-            if self.split:  # every rank keeps samples of its own share, so the buffers do not repeat each other
-                data = data.subset(torch.arange(rank(), len(data), world_size(), device=data.y.device))
-            self.buffer.update(data.x, data.y, data.t)
+            self.buffer.update(exp.train.x, exp.train.y, exp.train.t)  # the whole experience, on every rank
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

@@ -172,3 +172,70 @@ def test_a_regression_head_must_output_the_target_size(register):
                                           r"scenario 'slowly-changing-regression.*' has 1-dimensional targets"):
         build(compose(["experiment=slowly_changing_regression", "scenario.n_tasks=1", "scenario.steps_per_task=10",
                        "head=custom", f"head.name={name}", "~head.init", "logger.progress=false"]))
+
+
+# -- a user's component that does not keep the contract ----------------------------------------
+
+def test_a_scenario_that_returns_something_else_is_named_with_the_contract(register):
+    name = register(SCENARIOS, lambda: (torch.zeros(4, 2), torch.zeros(4)))
+    with pytest.raises(ConfigError, match=rf"^scenario '{name}' under 'scenario' returned tuple, not a Scenario\. "
+                                          r"A scenario builder returns clframe\.stream\.Scenario\(stream=Stream"):
+        build(compose(["scenario=custom", f"scenario.name={name}", *BASE]))
+
+    def listed() -> Scenario:
+        s = split(n_experiences=2)
+        s.stream = list(s.stream)
+        return s
+
+    name = register(SCENARIOS, listed)
+    with pytest.raises(ConfigError, match="whose stream is a list, not a Stream"):
+        build(compose(["scenario=custom", f"scenario.name={name}", *BASE]))
+
+
+class NoOutFeatures(nn.Module):
+    def __init__(self, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = nn.Flatten()
+
+
+class NoInputShape(nn.Module):
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.out_features = width
+
+
+def test_a_backbone_without_out_features_or_input_shape_is_a_config_error(register):
+    from clframe.registry import BACKBONES
+
+    name = register(BACKBONES, NoOutFeatures)
+    with pytest.raises(ConfigError, match=rf"^backbone '{name}' must set self\.out_features"):
+        build(compose(["backbone=custom", f"backbone.name={name}", "logger.progress=false"]))
+    name = register(BACKBONES, NoInputShape)
+    with pytest.raises(ConfigError, match=rf"backbone '{name}' must accept the argument input_shape, which clframe "
+                                          "passes to every backbone"):
+        build(compose(["backbone=custom", f"backbone.name={name}", "logger.progress=false"]))
+
+
+# -- non-finite inputs -------------------------------------------------------------------------
+
+def nan_inputs(split_name: str = "eval") -> Scenario:
+    s = split(n_experiences=2)
+    getattr(s.stream[1], split_name).x[:3, 0, 0, 0] = float("nan")
+    return s
+
+
+def test_nan_in_training_inputs_is_an_error_naming_the_experience(register):
+    name = register(SCENARIOS, nan_inputs)
+    with pytest.raises(ConfigError, match=r"Experience 1 of scenario .* has 3 of \d+ training samples with NaN or "
+                                          r"infinite inputs"):
+        build(compose(["scenario=custom", f"scenario.name={name}", "+scenario.split_name=train", *BASE]))
+
+
+def test_nan_in_eval_inputs_is_reported_once_with_the_experience(register, capsys):
+    name = register(SCENARIOS, nan_inputs)
+    built = build(compose(["scenario=custom", f"scenario.name={name}", *BASE]))
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1
+    assert "warning: Experience 1 of scenario" in err and "3 of" in err and "eval samples with NaN" in err
+    fit(built)  # training goes on; the evaluation of that experience is what the warning said
+    assert capsys.readouterr().err.count("warning:") == 0

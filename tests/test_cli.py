@@ -124,6 +124,15 @@ def test_validate_reports_a_bad_value(capsys):
     assert "OK" not in out
 
 
+def test_validate_touches_neither_the_network_nor_the_disk(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # the default avalanche benchmark (SplitMNIST) has no data here, and validate never downloads it
+    code, out, err = run_main(["validate", "scenario=avalanche", "scenario.download=true"], capsys)
+    assert code == 2 and "Traceback" not in err and "OK" not in out
+    assert "SplitMNIST" in err and "clframe validate` never downloads" in err
+    assert list(tmp_path.iterdir()) == []  # no data/avalanche/MNIST/raw, nothing else
+
+
 # -- list ----------------------------------------------------------------------------------------
 
 def test_list_shows_components_parameters_and_defaults(capsys):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from clframe.config import compose
-from clframe.runner import build
+from clframe.checkpoint import latest_checkpoint
+from clframe.runner import build, run
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")
 TINY_DDP = ["scenario.n_experiences=2", "backbone.hidden=[32]", "logger.progress=false", "train.num_threads=1",
@@ -21,10 +22,13 @@ TINY_DDP = ["scenario.n_experiences=2", "backbone.hidden=[32]", "logger.progress
             "trainer.accelerator=cpu"]
 
 
-def ddp_run(tmp_path: Path, *overrides: str) -> Path:
+ONE_PROCESS = [o for o in TINY_DDP if not o.startswith(("trainer.strategy", "trainer.devices"))]
+
+
+def ddp_run(tmp_path: Path, *overrides: str, base_overrides: list[str] = TINY_DDP) -> Path:
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([CLFRAME, "run", *TINY_DDP, *overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+    proc = subprocess.run([CLFRAME, "run", *base_overrides, *overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return run_dir
@@ -59,8 +63,14 @@ def test_ddp_two_cpu_processes_train_ewc_and_replay_in_step(tmp_path):
         assert torch.equal(v, r1["module"]["model"][k]), k
     f0, f1 = (c["module"]["strategies"]["ewc"]["fishers"][-1] for c in (r0, r1))
     assert all(torch.equal(f0[k], f1[k]) for k in f0) and any(v.abs().sum() > 0 for v in f0.values())
+    # one replay buffer between the ranks (trainer.split_across_ranks): the one a single process fills
     b0, b1 = (c["module"]["strategies"]["replay"]["buffer"] for c in (r0, r1))
-    assert b0["size"] == b1["size"] > 0 and not torch.equal(b0["x"], b1["x"])
+    assert b0["size"] == b1["size"] == 200 and torch.equal(b0["x"], b1["x"]) and torch.equal(b0["y"], b1["y"])
+    single = run(compose([*ONE_PROCESS, "strategy=[ewc,replay]"]), tmp_path / "single")
+    _, one = latest_checkpoint(tmp_path / "single")
+    assert torch.equal(one["module"]["strategies"]["replay"]["buffer"]["x"], b0["x"])
+    assert single["steps"] == s["steps"]
+    assert max(abs(a - b) for a, b in zip(single["acc_matrix"][-1], s["acc_matrix"][-1])) < 0.02
     assert (run_dir / "train_ddp_process_1.log").exists() and not list(tmp_path.glob("runs"))
 
 
@@ -124,3 +134,28 @@ def test_sigterm_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
     steps = {r: max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob(f"*-rank{r}.ckpt"))
              for r in (0, 1)}
     assert steps[0] == steps[1] > 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_ranks_run_the_single_process_experiment(tmp_path, seed):
+    """trainer.devices=2 keeps the experiment (split digits with replay, the README's numbers): the global batch,
+    the steps and the one replay buffer are the single process's, so the final accuracy is too (within 3 points;
+    measured equal to the last digit)."""
+    base = ["experiment=split_digits", "strategy=replay", f"seed={seed}", "train.num_threads=1",
+            "logger.progress=false", "eval.every=null"]
+    one = run(compose(base), tmp_path / "one")
+    two = json.loads((ddp_run(tmp_path, *base, "trainer.strategy=ddp", "trainer.devices=2",
+                              "trainer.accelerator=cpu", base_overrides=[]) / "summary.json").read_text())
+    assert two["world_size"] == 2 and two["steps"] == one["steps"] and two["samples"] == one["samples"]
+    assert abs(two["final_avg_acc"] - one["final_avg_acc"]) <= 0.03
+
+
+@pytest.mark.slow
+def test_split_across_ranks_false_gives_every_rank_a_batch_and_a_buffer(tmp_path):
+    run_dir = ddp_run(tmp_path, "strategy=replay", "trainer.split_across_ranks=false")
+    s = json.loads((run_dir / "summary.json").read_text())
+    sizes = [len(e.train) for e in build(compose(TINY_DDP[:3] + ["trainer.devices=1"])).scenario.stream]
+    assert s["steps"] == 5 * sum(-(-n // 64) for n in sizes)  # a global batch of 2 x 32
+    b0, b1 = (c["module"]["strategies"]["replay"]["buffer"] for c in final_checkpoints(run_dir))
+    assert b0["size"] == b1["size"] == 200 and not torch.equal(b0["x"], b1["x"])  # a buffer per rank

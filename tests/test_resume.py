@@ -428,3 +428,40 @@ def test_resume_of_nothing(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoints in"):
         run(compose(tiny + [f"resume={tmp_path / 'empty'}"]), tmp_path / "unused")
+
+
+def test_resume_auto_reads_the_config_from_the_checkpoints_when_config_yaml_is_unreadable(reference, tmp_path,
+                                                                                          monkeypatch, capsys):
+    ref_dir, ref = reference("naive")
+    monkeypatch.chdir(tmp_path)
+    broken = interrupt(ref_dir, tmp_path / "runs" / "quick" / "broken", 14)
+    (broken / "config.yaml").write_text(": [not yaml")
+    resumed = run(compose(case_overrides("naive") + ["resume=auto"]), "runs/quick/new")
+    assert "comes from its checkpoint step-00000014.ckpt (config.yaml is unreadable" in capsys.readouterr().out
+    assert not Path("runs/quick/new").exists()
+    assert_same_run(ref_dir, ref, broken, resumed)
+    assert "seed: 0" in (broken / "config.yaml").read_text()  # written again by the resumed run
+
+
+def test_resume_auto_stops_when_a_run_s_config_cannot_be_read_at_all(reference, tmp_path, monkeypatch):
+    ref_dir, _ = reference("naive")
+    monkeypatch.chdir(tmp_path)
+    lost = interrupt(ref_dir, tmp_path / "runs" / "quick" / "lost", 14)
+    (lost / "config.yaml").unlink()
+    for _, p in list_checkpoints(lost):
+        p.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"resume=auto: no run of this config was found, but the config of "
+                                              r"these runs cannot be read.*lost: config.yaml is missing"):
+        run(compose(case_overrides("naive") + ["resume=auto"]), "runs/quick/new")
+    assert not Path("runs/quick/new").exists()
+
+
+def test_a_config_saved_before_split_across_ranks_keeps_its_old_meaning():
+    from clframe.resume import upgrade
+
+    old = {"trainer": {"accelerator": "cpu", "devices": 2, "num_nodes": 1}}
+    assert upgrade(old)["trainer"]["split_across_ranks"] is False  # each rank took train.batch_size
+    assert "split_across_ranks" not in old["trainer"]  # a copy
+    assert upgrade({"trainer": {"devices": 1, "num_nodes": 1}})["trainer"]["split_across_ranks"] is True
+    new = {"trainer": {"devices": 2, "num_nodes": 1, "split_across_ranks": True}}
+    assert upgrade(new) == new
