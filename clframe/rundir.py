@@ -34,7 +34,9 @@ def short_hash(obj: Any, n: int = 6) -> str:
 
 def holds_run(path: Path) -> bool:
     """True if ``path`` or a directory below it holds a run's results (a sweep holds several)."""
-    return path.is_dir() and any(next(path.rglob(name), None) is not None for name in RESULTS)
+    # Hydra's own record (.hydra/config.yaml) is not a result
+    found = (p for name in RESULTS for p in path.rglob(name)) if path.is_dir() else ()
+    return any(".hydra" not in p.relative_to(path).parts for p in found)
 
 
 def _storage_error(path: Path, e: OSError, what: str) -> StorageError:

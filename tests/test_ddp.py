@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clframe.config import compose
 from clframe.checkpoint import latest_checkpoint
+from clframe.config import compose
 from clframe.runner import build, run
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")

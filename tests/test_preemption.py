@@ -6,9 +6,9 @@ from __future__ import annotations
 import signal
 
 import pytest
+from process_helpers import BASE, assert_same_as_uninterrupted, resume_cli, start, wait_for
 
 from clframe.checkpoint import latest_checkpoint
-from process_helpers import BASE, assert_same_as_uninterrupted, resume_cli, start, wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

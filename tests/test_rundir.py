@@ -8,10 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_main
 
 from clframe.errors import ConfigError, StorageError
 from clframe.rundir import claim, holds_run, launched_child, remove_if_unused, short_hash
-from cli_helpers import run_main
 
 
 def test_racing_claims_of_one_name_get_a_directory_each(tmp_path):
@@ -59,6 +59,7 @@ def test_a_directory_that_cannot_be_created_is_named_with_the_cause(tmp_path):
 def test_an_unused_directory_is_removed_and_a_used_one_kept(tmp_path):
     unused, used = tmp_path / "a", tmp_path / "b"
     (unused / ".hydra").mkdir(parents=True)
+    (unused / ".hydra" / "config.yaml").write_text("seed: 0\n")  # Hydra's record, not a result
     (unused / "launch.log").write_text("")
     (used / ".hydra").mkdir(parents=True)
     (used / "config.yaml").write_text("seed: 0\n")
@@ -100,11 +101,17 @@ def test_runs_of_one_experiment_keep_their_own_directories(tiny, tmp_path, monke
 
 
 def test_a_run_refused_before_training_leaves_no_directory(tmp_path, monkeypatch, capsys):
+    from clframe.registry import SCENARIOS
+
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(["run", "scenario=custom", "scenario.name=tests_rundir_missing:nothing",
-                             "logger.progress=false"], capsys)
-    assert code == 2 and "tests_rundir_missing" in err and "Traceback" not in err
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
+    SCENARIOS.register("test_rundir_not_a_scenario")(lambda: (1, 2))  # refused in the build, after the claim
+    try:
+        code, _, err = run_main(["run", "scenario=custom", "scenario.name=test_rundir_not_a_scenario",
+                                 "logger.progress=false"], capsys)
+    finally:
+        SCENARIOS._items.pop("test_rundir_not_a_scenario")
+    assert code == 2 and "returned tuple, not a Scenario" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "default").exists() or not any((tmp_path / "runs" / "default").iterdir())
 
 
 def test_an_explicit_directory_that_holds_a_run_is_refused_before_training(tiny, tmp_path, monkeypatch, capsys):

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import run_main
 
 from clframe.checkpoint import list_checkpoints
 from clframe.config import compose
 from clframe.errors import ConfigError
 from clframe.runner import run
 from clframe.trust import UntrustedConfigError, check_import, from_file, strings
-from cli_helpers import run_main
 
 BASE = ["scenario.n_experiences=2", "train.epochs=1", "logger.progress=false", "eval.every=null",
         "checkpoint.every=10", "checkpoint.keep=100"]

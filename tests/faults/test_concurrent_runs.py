@@ -8,9 +8,9 @@ import json
 
 import pytest
 import yaml
+from process_helpers import clframe, start
 
 from clframe.checkpoint import latest_checkpoint
-from process_helpers import clframe, start
 
 pytestmark = pytest.mark.slow
 

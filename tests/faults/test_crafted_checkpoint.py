@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from process_helpers import clframe
 
 from clframe.checkpoint import list_checkpoints
-from process_helpers import clframe
 
 pytestmark = pytest.mark.slow
 

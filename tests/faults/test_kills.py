@@ -9,9 +9,9 @@ import signal
 import time
 
 import pytest
+from process_helpers import BASE, assert_same_as_uninterrupted, resume_cli, start, wait_for
 
 from clframe.checkpoint import latest_checkpoint, list_checkpoints
-from process_helpers import BASE, assert_same_as_uninterrupted, resume_cli, start, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from process_helpers import BASE, assert_same_as_uninterrupted, clframe
 
 from clframe.checkpoint import latest_checkpoint
-from process_helpers import BASE, assert_same_as_uninterrupted, clframe
 
 pytestmark = pytest.mark.slow
 
