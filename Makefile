@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # pip (not uv/poetry): the pinned torch/torchvision wheels are found on local disk
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]" --config-settings editable_mode=compat
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

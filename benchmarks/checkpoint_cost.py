@@ -16,7 +16,7 @@ import tempfile
 import torch
 
 from clframe.config import compose
-from clframe.runner import run
+from clframe.run.runner import run
 
 
 def main() -> None:

@@ -38,10 +38,10 @@ import torch
 from throughput import N_EXP, _Backbone, _Head, experiences, load_data, mlp
 from torch import nn
 
-from clframe.evaluation.continual import ContinualEvaluator
-from clframe.module import CLModule
-from clframe.runner import quiet
-from clframe.stream import Experience, Stream, TensorData
+from clframe.core.module import CLModule
+from clframe.data.stream import Experience, Stream, TensorData
+from clframe.monitors.continual import ContinualEvaluator
+from clframe.run.runner import quiet
 
 EVAL_PER_EXP, EVAL_BATCH = 1000, 1000
 CHUNK = 10  # evaluations of one kind timed back to back before switching to the next kind

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clframe.backbones.mlp import MLP
-from clframe.heads.linear import LinearHead
-from clframe.hypernets.base import Hypernet
-from clframe.hypernets.target import Model
-from clframe.registry import HYPERNETS
+from clframe.config.registry import HYPERNETS
+from clframe.models.backbones.mlp import MLP
+from clframe.models.heads.linear import LinearHead
+from clframe.models.hypernets.base import Hypernet
+from clframe.models.hypernets.target import Model
 
 HYPERNET_NAMES = ("hnet_mlp", "hnet_rnn")
 KS = (0, 1, 5, 20)

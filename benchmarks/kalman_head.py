@@ -5,7 +5,7 @@
 
 Both heads read the same precomputed features (a frozen backbone), so the timing is the head's
 whole training step: for the SGD head the linear forward, cross-entropy, backward and an SGD step;
-for the Kalman head (``clframe.heads.kalman``) the predictive log-likelihood (Monte Carlo class
+for the Kalman head (``clframe.models.heads.kalman``) the predictive log-likelihood (Monte Carlo class
 probabilities and the closed-form gradients of gamma, the noise and the temperature included; no
 backward, since a frozen backbone's features carry no gradient), the drift and the rank-1
 Joseph-form update of the mean and the shared covariance, and the online SGD step on gamma, the
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clframe.heads.kalman import KalmanHead
+from clframe.models.heads.kalman import KalmanHead
 
 
 def sgd_step_fn(m: int, k: int, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:

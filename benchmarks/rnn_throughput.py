@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from throughput import train  # benchmarks/ is on the path when a script here runs
 from torch import nn
 
-from clframe.backbones.rnn import GRU
-from clframe.data import StreamIterator
-from clframe.heads.linear import LinearHead
-from clframe.module import CLModule
-from clframe.registry import SCENARIOS
-from clframe.runner import quiet
-from clframe.stream import Scenario
+from clframe.config.registry import SCENARIOS
+from clframe.core.module import CLModule
+from clframe.data.iterator import StreamIterator
+from clframe.data.stream import Scenario
+from clframe.models.backbones.rnn import GRU
+from clframe.models.heads.linear import LinearHead
+from clframe.run.runner import quiet
 
 BATCH, HIDDEN, LR = 32, 128, 1e-3
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clframe.config import compose
-from clframe.runner import build, fit, quiet
+from clframe.run.runner import build, fit, quiet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from upgd_step import LoopUPGD  # noqa: E402

@@ -20,17 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clframe.data import StreamIterator
-from clframe.module import CLModule
-from clframe.runner import Built, fit, fit_fabric, quiet
-from clframe.stream import Experience, Scenario, Stream, TensorData
+from clframe.core.module import CLModule
+from clframe.data.iterator import StreamIterator
+from clframe.data.stream import Experience, Scenario, Stream, TensorData
+from clframe.run.runner import Built, fit, fit_fabric, quiet
 
 BATCH, LR, N_EXP = 64, 0.01, 5
 
 
 def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
     try:
-        from clframe.datasets import load_dataset
+        from clframe.data.datasets import load_dataset
 
         d = load_dataset("mnist_t10k")
         return torch.cat([d.x_train, d.x_test]).flatten(1), torch.cat([d.y_train, d.y_test]), "MNIST t10k"

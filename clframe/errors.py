@@ -86,7 +86,7 @@ def warn(message: str) -> None:
     """Print ``warning: <message>`` to stderr, from the main rank only."""
     import sys
 
-    from clframe.distributed import is_main_rank
+    from clframe.run.distributed import is_main_rank
 
     if is_main_rank():
         print(f"warning: {message}", file=sys.stderr)

@@ -1,1 +1,1 @@
-"""Built-in scenarios: one stream builder per file, registered in ``clframe.registry.SCENARIOS``."""
+"""Built-in scenarios: one stream builder per file, registered in ``clframe.config.registry.SCENARIOS``."""

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from clframe.config.registry import SCENARIOS, check_params, import_dotted
+from clframe.data.offline import downloads_allowed, no_network
+from clframe.data.stream import Experience, Scenario, Stream, TensorData
 from clframe.errors import ConfigError
-from clframe.offline import downloads_allowed, no_network
-from clframe.registry import SCENARIOS, check_params, import_dotted
-from clframe.stream import Experience, Scenario, Stream, TensorData
 
 
 def _materialise(dataset: Any, max_samples: int | None, batch_size: int, what: str = "an experience") -> TensorData:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from annotated_types import Ge, Interval
+from clframe.scenarios._memory_tasks import memory_scenario
 
-from clframe.memory_tasks import memory_scenario
-from clframe.registry import SCENARIOS
-from clframe.stream import Scenario
+from clframe.config.registry import SCENARIOS
+from clframe.data.stream import Scenario
 
 
 @SCENARIOS.register("dms")

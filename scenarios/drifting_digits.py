@@ -7,12 +7,12 @@ from typing import Annotated
 
 import torch
 from annotated_types import Ge, Gt
+from clframe.scenarios._common import symmetric_inputs, tensor_data
 from torch import Tensor
 
-from clframe.datasets import load_dataset
-from clframe.registry import SCENARIOS, ParamError
-from clframe.scenario_utils import symmetric_inputs, tensor_data
-from clframe.stream import Experience, Scenario, Stream
+from clframe.config.registry import SCENARIOS, ParamError
+from clframe.data.datasets import load_dataset
+from clframe.data.stream import Experience, Scenario, Stream
 
 
 def event_times(n_samples: int, n_events: int, min_gap: int, g: torch.Generator) -> Tensor:

@@ -16,11 +16,11 @@ from typing import Annotated, Literal
 
 import torch
 from annotated_types import Ge
+from clframe.scenarios.fewshot_sequences import check_stream, episode_stream
 from torch import Tensor
 
-from clframe.registry import SCENARIOS, ParamError
-from clframe.stream import Scenario
-from scenarios.fewshot_sequences import check_stream, episode_stream
+from clframe.config.registry import SCENARIOS, ParamError
+from clframe.data.stream import Scenario
 
 DRIFTS = ("swap", "redraw")
 

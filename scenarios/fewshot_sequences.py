@@ -12,7 +12,7 @@ The stream is class-incremental over episodes: experience ``i`` builds its episo
 disjoint group of the dataset's classes (training episodes from the dataset's train images,
 eval episodes from its test images). ``heldout_classes`` classes are kept out of every
 experience; episodes over them (test images) measure in-context learning of classes never
-trained on. The framework needs training samples in every experience (``clframe.checks``), so
+trained on. The framework needs training samples in every experience (``clframe.run.checks``), so
 they are not an experience of their own: they are ``experience.info["heldout_eval"]``, the same
 ``TensorData`` on every experience, for the user's own evaluation (the runner's accuracy matrix
 does not include them; ``Scenario.to`` does not move them, they stay on the CPU).
@@ -29,15 +29,15 @@ from typing import Annotated, Literal
 
 import torch
 from annotated_types import Ge
+from clframe.scenarios._common import tensor_data
 from torch import Tensor
 
-from clframe.datasets import load_dataset
-from clframe.evaluation.shots import shot_index
-from clframe.objectives import IGNORE
-from clframe.registry import SCENARIOS, ParamError
-from clframe.scenario_utils import tensor_data
-from clframe.sequences import with_lengths
-from clframe.stream import Experience, Scenario, Stream, TensorData
+from clframe.config.registry import SCENARIOS, ParamError
+from clframe.core.objectives import IGNORE
+from clframe.data.datasets import load_dataset
+from clframe.data.sequences import with_lengths
+from clframe.data.stream import Experience, Scenario, Stream, TensorData
+from clframe.monitors.fewshot import shot_index
 
 DATASETS = ("digits", "mnist1d")
 
@@ -191,7 +191,7 @@ def episode_stream(
         train=episodes(ds.x_train, ds.y_train, group, n_train_episodes),
         eval=episodes(ds.x_test, ds.y_test, group, n_eval_episodes),
         classes_in_this_experience=list(range(n_way)),  # the head's outputs: the episode labels
-        # in_context: the runner reports accuracy against shots (clframe.evaluation.shots)
+        # in_context: the runner reports accuracy against shots (clframe.monitors.fewshot)
         info={"dataset_classes": group, "in_context": True},
     ) for i, group in enumerate(groups)]
     if heldout:

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import torch
 from annotated_types import Ge, Gt
+from clframe.scenarios._common import tensor_data
 from torch import Tensor
 
-from clframe.registry import SCENARIOS, ParamError
-from clframe.scenario_utils import tensor_data
-from clframe.stream import Experience, Scenario, Stream
+from clframe.config.registry import SCENARIOS, ParamError
+from clframe.data.stream import Experience, Scenario, Stream
 
 CHUNK = 128
 """Steps solved at once by ``drift_weights``: one [CHUNK, CHUNK] matmul per chunk, a Python loop over chunks only."""

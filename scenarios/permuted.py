@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
+from clframe.scenarios._common import domain_incremental
 
-from clframe.datasets import load_dataset
+from clframe.config.registry import SCENARIOS
+from clframe.data.datasets import load_dataset
+from clframe.data.stream import Scenario
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS
-from clframe.scenario_utils import domain_incremental
-from clframe.stream import Scenario
 
 
 @SCENARIOS.register("permuted")

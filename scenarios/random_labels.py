@@ -6,11 +6,11 @@ from typing import Annotated
 
 import torch
 from annotated_types import Ge
+from clframe.scenarios._common import check_streaming, symmetric_inputs, tensor_data
 
-from clframe.datasets import load_dataset
-from clframe.registry import SCENARIOS
-from clframe.scenario_utils import check_streaming, symmetric_inputs, tensor_data
-from clframe.stream import Experience, Scenario, Stream
+from clframe.config.registry import SCENARIOS
+from clframe.data.datasets import load_dataset
+from clframe.data.stream import Experience, Scenario, Stream
 
 
 @SCENARIOS.register("random_labels")

@@ -8,12 +8,12 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 from annotated_types import Ge, MinLen
+from clframe.scenarios._common import domain_incremental, make_cumulative
 
-from clframe.datasets import load_dataset
+from clframe.config.registry import SCENARIOS
+from clframe.data.datasets import load_dataset
+from clframe.data.stream import Scenario
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS
-from clframe.scenario_utils import domain_incremental, make_cumulative
-from clframe.stream import Scenario
 
 
 def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from annotated_types import Ge
+from clframe.scenarios.split import split_dataset
 
-from clframe.datasets import Dataset, load_dataset
-from clframe.registry import SCENARIOS
-from clframe.sequences import rows_as_steps
-from clframe.stream import Scenario
-from scenarios.split import split_dataset
+from clframe.config.registry import SCENARIOS
+from clframe.data.datasets import Dataset, load_dataset
+from clframe.data.sequences import rows_as_steps
+from clframe.data.stream import Scenario
 
 
 def as_sequences(ds: Dataset, steps: int) -> Dataset:
     """``ds`` with every sample read as ``steps`` equal chunks plus the valid-step channel
-    (``clframe.sequences``): inputs [N, steps, F + 1]."""
+    (``clframe.data.sequences``): inputs [N, steps, F + 1]."""
     return Dataset(rows_as_steps(ds.x_train, steps), ds.y_train, rows_as_steps(ds.x_test, steps), ds.y_test,
                    ds.n_classes, ds.name)
 

@@ -6,12 +6,12 @@ from typing import Annotated, Literal
 
 import torch
 from annotated_types import Ge
+from clframe.scenarios._common import check_streaming, tensor_data
 from torch import Tensor
 
+from clframe.config.registry import SCENARIOS
+from clframe.data.stream import Experience, Scenario, Stream
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS
-from clframe.scenario_utils import check_streaming, tensor_data
-from clframe.stream import Experience, Scenario, Stream
 
 
 class LTUTarget:

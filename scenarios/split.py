@@ -6,12 +6,12 @@ from typing import Annotated
 
 import torch
 from annotated_types import Ge
+from clframe.scenarios._common import make_cumulative, tensor_data
 
-from clframe.datasets import Dataset, load_dataset
+from clframe.config.registry import SCENARIOS
+from clframe.data.datasets import Dataset, load_dataset
+from clframe.data.stream import Experience, Scenario, Stream
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS
-from clframe.scenario_utils import make_cumulative, tensor_data
-from clframe.stream import Experience, Scenario, Stream
 
 
 @SCENARIOS.register("split")

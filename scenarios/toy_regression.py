@@ -8,11 +8,11 @@ from typing import Annotated
 
 import torch
 from annotated_types import Ge
+from clframe.scenarios._common import tensor_data
 from torch import Tensor
 
-from clframe.registry import SCENARIOS, ParamError
-from clframe.scenario_utils import tensor_data
-from clframe.stream import Experience, Scenario, Stream
+from clframe.config.registry import SCENARIOS, ParamError
+from clframe.data.stream import Experience, Scenario, Stream
 
 
 def _line(x: Tensor) -> Tensor:

@@ -1,1 +1,1 @@
-"""Built-in strategies: one plugin per file, registered in ``clframe.registry.STRATEGIES``."""
+"""Built-in strategies: one plugin per file, registered in ``clframe.config.registry.STRATEGIES``."""

@@ -8,14 +8,14 @@ from typing import Annotated, Any, Literal
 
 import torch
 from annotated_types import Ge, Interval
+from clframe.strategies._cbp_units import Unit, find_units
 from torch import Tensor, nn
 
-from clframe.cbp_units import Unit, find_units
-from clframe.distributed import all_reduce_sum, world_size
+from clframe.config.registry import STRATEGIES, ParamError
+from clframe.core.strategy import StepContext, Strategy
 from clframe.errors import ConfigError
-from clframe.init import activation_gain
-from clframe.plugin import StepContext, Strategy
-from clframe.registry import STRATEGIES, ParamError
+from clframe.models.init import activation_gain
+from clframe.run.distributed import all_reduce_sum, world_size
 
 
 @STRATEGIES.register("continual_backprop")
@@ -26,7 +26,7 @@ class ContinualBackprop(Strategy):
     column of the next Linear; or an output channel of a Conv2d followed by an activation, its
     outgoing weights the input-channel slice ``weight[:, c]`` of the next Conv2d or, after a
     Flatten, the ``in_features / C`` columns of channel c of the next Linear (see
-    ``clframe.cbp_units.find_units``). Per unit, with ``h`` the activations of the step's last
+    ``clframe.strategies._cbp_units.find_units``). Per unit, with ``h`` the activations of the step's last
     training-mode forward (for a channel: at the activation, before any pooling), and the means
     over the batch (and the spatial positions) and over the weights of the unit:
     ``f = eta f + (1-eta) mean(h)``, ``u = eta u + (1-eta) new_u`` with, using the

@@ -6,12 +6,12 @@ from typing import Annotated, Any, Literal
 
 import torch
 from annotated_types import Ge, Interval
+from clframe.strategies._fisher import diagonal_fisher
 from torch import Tensor
 
-from clframe.fisher import diagonal_fisher
-from clframe.objectives import CLASSIFICATION
-from clframe.plugin import StepContext, Strategy
-from clframe.registry import STRATEGIES
+from clframe.config.registry import STRATEGIES
+from clframe.core.objectives import CLASSIFICATION
+from clframe.core.strategy import StepContext, Strategy
 
 
 @STRATEGIES.register("ewc")

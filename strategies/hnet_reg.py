@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 import torch
 from annotated_types import Ge
+from clframe.strategies._lookahead import optimizer_step
 from torch import Tensor
 
+from clframe.config.registry import STRATEGIES, ParamError
+from clframe.core.strategy import StepContext, Strategy
 from clframe.errors import ConfigError
-from clframe.hypernets.lookahead import optimizer_step
-from clframe.plugin import StepContext, Strategy
-from clframe.registry import STRATEGIES, ParamError
 
 
 @STRATEGIES.register("hnet_reg")

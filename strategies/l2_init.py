@@ -8,8 +8,8 @@ import torch
 from annotated_types import Ge
 from torch import Tensor, nn
 
-from clframe.plugin import StepContext, Strategy
-from clframe.registry import STRATEGIES
+from clframe.config.registry import STRATEGIES
+from clframe.core.strategy import StepContext, Strategy
 
 
 @STRATEGIES.register("l2_init")

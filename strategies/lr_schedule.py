@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Interval
 
-from clframe.plugin import Strategy
-from clframe.registry import STRATEGIES, ParamError
+from clframe.config.registry import STRATEGIES, ParamError
+from clframe.core.strategy import Strategy
 
 
 def cosine(x: float, start: float, end: float) -> float:

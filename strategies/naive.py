@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clframe.plugin import Strategy
-from clframe.registry import STRATEGIES
+from clframe.config.registry import STRATEGIES
+from clframe.core.strategy import Strategy
 
 
 @STRATEGIES.register("naive")

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 import torch
 from annotated_types import Ge, Interval
 
-from clframe.buffers import ClassBalancedBuffer, ReservoirBuffer
-from clframe.distributed import gather_rows, rank, share, world_size
-from clframe.plugin import Batch, StepContext, Strategy
-from clframe.registry import STRATEGIES, ParamError
+from clframe.config.registry import STRATEGIES, ParamError
+from clframe.core.strategy import Batch, StepContext, Strategy
+from clframe.data.buffers import ClassBalancedBuffer, ReservoirBuffer
+from clframe.run.distributed import gather_rows, rank, share, world_size
 
 
 @STRATEGIES.register("replay")

@@ -8,8 +8,8 @@ import torch
 from annotated_types import Ge, Interval
 from torch import Tensor, nn
 
-from clframe.plugin import StepContext, Strategy
-from clframe.registry import STRATEGIES, ParamError
+from clframe.config.registry import STRATEGIES, ParamError
+from clframe.core.strategy import StepContext, Strategy
 
 
 @STRATEGIES.register("shrink_perturb")

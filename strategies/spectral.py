@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from annotated_types import Ge
 from torch import Tensor, nn
 
-from clframe.plugin import StepContext, Strategy
-from clframe.registry import STRATEGIES, ParamError
+from clframe.config.registry import STRATEGIES, ParamError
+from clframe.core.strategy import StepContext, Strategy
 
 # power-iteration steps when a layer's u, v are first drawn (as torch's spectral_norm does)
 WARMUP_ITERATIONS = 15

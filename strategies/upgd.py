@@ -8,9 +8,9 @@ import torch
 from annotated_types import Ge
 from torch import nn
 
+from clframe.config.registry import STRATEGIES, ParamError
+from clframe.core.strategy import Strategy
 from clframe.optim import UPGD
-from clframe.plugin import Strategy
-from clframe.registry import STRATEGIES, ParamError
 
 
 @STRATEGIES.register("upgd")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from clframe.checkpoint import latest_checkpoint
+from clframe.checkpoint.files import latest_checkpoint
 from clframe.config import compose
-from clframe.runner import run
+from clframe.run.runner import run
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")
 TIMING = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s", "checkpoint_mb",

@@ -7,15 +7,15 @@ import copy
 import pytest
 import torch
 
-from clframe.ablation import ablate, choose_units
-from clframe.backbones.mlp import MLP
-from clframe.backbones.rnn import GRU
-from clframe.backbones.tau_rnn import TauRNN
+from clframe.data.sequences import with_lengths
+from clframe.data.stream import TensorData
 from clframe.errors import ConfigError
+from clframe.evaluation.ablation import ablate, choose_units
 from clframe.evaluation.evaluate import evaluate_many
-from clframe.heads.linear import LinearHead
-from clframe.sequences import with_lengths
-from clframe.stream import TensorData
+from clframe.models.backbones.mlp import MLP
+from clframe.models.backbones.rnn import GRU
+from clframe.models.backbones.tau_rnn import TauRNN
+from clframe.models.heads.linear import LinearHead
 
 BACKBONES = {"tau_rnn": lambda: TauRNN((5, 3), hidden=6, num_layers=2), "gru": lambda: GRU((5, 3), hidden=6)}
 

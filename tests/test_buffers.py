@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from clframe.buffers import ClassBalancedBuffer, ReservoirBuffer
+from clframe.data.buffers import ClassBalancedBuffer, ReservoirBuffer
 
 
 def stream(ids: torch.Tensor, n_classes: int = 10):

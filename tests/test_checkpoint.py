@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from clframe.checkpoint import (
+from clframe.checkpoint.checkpointer import Checkpointer
+from clframe.checkpoint.files import (
     FORMAT,
     KEYS,
     atomic_save,
@@ -27,11 +28,10 @@ from clframe.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from clframe.checkpointer import Checkpointer
 from clframe.config import compose
+from clframe.core.strategy import Strategy
 from clframe.errors import CheckpointError, StorageError
-from clframe.plugin import Strategy
-from clframe.runner import build
+from clframe.run.runner import build
 
 
 def fake_state(step: int = 1, **changes) -> dict:

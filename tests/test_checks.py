@@ -9,16 +9,16 @@ from typing import Literal
 
 import pytest
 import torch
+from clframe.scenarios.split import split
 from torch import Tensor, nn
 
-from clframe.checks import check_head, check_scenario
 from clframe.config import compose
+from clframe.config.registry import HEADS, SCENARIOS, Registry
+from clframe.data.stream import Scenario
 from clframe.errors import ConfigError
-from clframe.heads.linear import LinearHead
-from clframe.registry import HEADS, SCENARIOS, Registry
-from clframe.runner import build, fit
-from clframe.stream import Scenario
-from scenarios.split import split
+from clframe.models.heads.linear import LinearHead
+from clframe.run.checks import check_head, check_scenario
+from clframe.run.runner import build, fit
 
 BASE = ["backbone.hidden=[32]", "logger.progress=false"]
 
@@ -179,7 +179,7 @@ def test_a_regression_head_must_output_the_target_size(register):
 def test_a_scenario_that_returns_something_else_is_named_with_the_contract(register):
     name = register(SCENARIOS, lambda: (torch.zeros(4, 2), torch.zeros(4)))
     with pytest.raises(ConfigError, match=rf"^scenario '{name}' under 'scenario' returned tuple, not a Scenario\. "
-                                          r"A scenario builder returns clframe\.stream\.Scenario\(stream=Stream"):
+                                          r"A scenario builder returns clframe\.data\.stream\.Scenario\(stream=Stream"):
         build(compose(["scenario=custom", f"scenario.name={name}", *BASE]))
 
     def listed() -> Scenario:
@@ -205,7 +205,7 @@ class NoInputShape(nn.Module):
 
 
 def test_a_backbone_without_out_features_or_input_shape_is_a_config_error(register):
-    from clframe.registry import BACKBONES
+    from clframe.config.registry import BACKBONES
 
     name = register(BACKBONES, NoOutFeatures)
     with pytest.raises(ConfigError, match=rf"^backbone '{name}' must set self\.out_features"):

@@ -14,7 +14,7 @@ import yaml
 from cli_helpers import run_main
 
 from clframe.compare import differing_keys, group_runs, load_runs, resolve_metrics
-from clframe.compare_plot import read_curve
+from clframe.compare.curves import read_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # (step, experience, eval_experience, acc, kind)
@@ -208,7 +208,7 @@ def test_plot_averages_curves_over_seeds(tmp_path, capsys):
     write_run(tmp_path, "a", seed=0, curve=[(0, -1, 0, 0.2, "continual"), (10, 0, 0, 0.4, "continual")])
     write_run(tmp_path, "b", seed=1, curve=[(0, -1, 0, 0.4, "continual"), (10, 0, 0, 0.8, "continual")])
     write_run(tmp_path, "c", seed=0, strategies={"replay": {}}, kind=False)
-    from clframe.compare_plot import group_curve
+    from clframe.compare.curves import group_curve
 
     cmp = group_runs(load_runs([tmp_path]))
     steps, mean, std, sources = group_curve(cmp.groups[0])

@@ -15,7 +15,7 @@ import pytest
 from test_compare import PNG_MAGIC, read_csv, write_run
 
 from clframe.compare import ONLINE_PNG, compare, group_runs, load_runs
-from clframe.compare_online import group_online, moving_average, plot_online_comparison
+from clframe.monitors.online.compare import group_online, moving_average, plot_online_comparison
 
 STEPS = [10, 20, 30, 40]
 EXPERIENCES = [0, 0, 1, 1]

@@ -13,7 +13,7 @@ from cli_helpers import run_main
 from test_compare import PNG_MAGIC, write_run
 
 from clframe.compare import group_runs, load_runs
-from clframe.compare_plasticity import group_series, plot_plasticity_comparison
+from clframe.monitors.plasticity.compare import group_series, plot_plasticity_comparison
 
 PNG = "plasticity_comparison.png"
 
@@ -112,7 +112,7 @@ def test_groups_and_runs_of_differing_lengths(tmp_path):
 
 
 def test_the_plasticity_metric_option_switches_the_first_panel(tmp_path, capsys, monkeypatch):
-    import clframe.compare_plasticity as cp
+    import clframe.monitors.plasticity.compare as cp
 
     write_plasticity_runs(tmp_path)
     seen = []

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clframe.config import CONFIG_DIR, compose, group_options, validate
 from clframe.errors import ConfigError
-from clframe.runner import build
+from clframe.run.runner import build
 
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "reset_optimizer",
               "num_threads")

@@ -15,8 +15,8 @@ import annotated_types as at
 import pytest
 
 from clframe.config import compose, validate
+from clframe.config.registry import REGISTRIES, check_params, signature_params
 from clframe.errors import ConfigError
-from clframe.registry import REGISTRIES, check_params, signature_params
 
 # bound class -> its attribute and the side of the bound a value falls outside on
 _BOUNDS = {at.Ge: ("ge", -1), at.Gt: ("gt", 0), at.Le: ("le", 1), at.Lt: ("lt", 0)}

@@ -7,14 +7,14 @@ import shutil
 
 import pytest
 import torch
+from clframe.scenarios._memory_tasks import MemoryCurriculum
 
-from clframe.checkpoint import list_checkpoints
+from clframe.checkpoint.files import list_checkpoints
 from clframe.config import compose
-from clframe.curriculum import Curriculum, CurriculumIterator
+from clframe.config.registry import SCENARIOS
+from clframe.data.curriculum import Curriculum, CurriculumIterator
 from clframe.errors import ConfigError
-from clframe.memory_tasks import MemoryCurriculum
-from clframe.registry import SCENARIOS
-from clframe.runner import build, run
+from clframe.run.runner import build, run
 
 # a 2-level parity curriculum (N = 2, 3) a 64-unit tau_rnn solves in a few hundred steps (about 4 s)
 PARITY = ["experiment=parity_curriculum", "scenario.n_min=2", "scenario.n_max=3", "backbone.hidden=64",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clframe.data import StreamIterator
-from clframe.stream import Experience, Stream, TensorData
+from clframe.data.iterator import StreamIterator
+from clframe.data.stream import Experience, Stream, TensorData
 
 SIZES = [10, 7, 12]  # training samples per experience
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from clframe.datasets import load_dataset, seeded_split
-from clframe.datasets.mnist import T10K_DEFAULT, read_idx
+from clframe.config.registry import DATASETS
+from clframe.data.datasets import load_dataset, seeded_split
+from clframe.data.datasets.mnist import T10K_DEFAULT, read_idx
+from clframe.data.offline import offline
 from clframe.errors import ConfigError, DatasetNotFoundError
-from clframe.offline import offline
-from clframe.registry import DATASETS
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
@@ -141,7 +141,7 @@ def test_mnist_reads_idx_files(tmp_path, sub, gz):
 
 
 def test_split_scenario_on_local_mnist(tmp_path):
-    from scenarios.split import split
+    from clframe.scenarios.split import split
 
     fake_mnist(tmp_path, n_train=20, n_test=10)
     s = split(dataset="mnist", data_root=str(tmp_path), n_experiences=5)

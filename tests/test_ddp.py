@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clframe.checkpoint import latest_checkpoint
+from clframe.checkpoint.files import latest_checkpoint
 from clframe.config import compose
-from clframe.runner import build, run
+from clframe.run.runner import build, run
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")
 TINY_DDP = ["scenario.n_experiences=2", "backbone.hidden=[32]", "logger.progress=false", "train.num_threads=1",

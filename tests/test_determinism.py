@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from clframe.config import compose
-from clframe.runner import run
+from clframe.run.runner import run
 
 METRICS = ("acc_matrix", "final_avg_acc", "avg_forgetting", "bwt", "final_accs", "final_losses", "steps", "samples")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from clframe.checkpoint import checkpoint_dir, checkpoint_name, list_checkpoints, load_checkpoint
+from clframe.checkpoint.files import checkpoint_dir, checkpoint_name, list_checkpoints, load_checkpoint
 from clframe.config import compose
+from clframe.config.registry import STRATEGIES
+from clframe.core.strategy import Strategy
 from clframe.errors import DivergenceError
-from clframe.plugin import Strategy
-from clframe.registry import STRATEGIES
-from clframe.runner import run
+from clframe.run.runner import run
 
 # the conftest's ``tiny`` overrides: 2 experiences of 22 steps each (steps 1-22 and 23-44)
 TINY = ["scenario.n_experiences=2", "backbone.hidden=[32]", "train.epochs=1", "logger.progress=false"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from clframe.strategies._fisher import diagonal_fisher
 from torch import nn
 
-from clframe.backbones.rnn import GRU, LSTM
-from clframe.backbones.tau_rnn import TauRNN
-from clframe.fisher import diagonal_fisher
-from clframe.heads.linear import LinearHead
-from clframe.sequences import with_lengths
-from clframe.stream import TensorData
+from clframe.data.sequences import with_lengths
+from clframe.data.stream import TensorData
+from clframe.models.backbones.rnn import GRU, LSTM
+from clframe.models.backbones.tau_rnn import TauRNN
+from clframe.models.heads.linear import LinearHead
 
 BACKBONES = {
     "gru": lambda: GRU((5, 3), hidden=4),

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from clframe.backbones.mlp import MLP
-from clframe.heads.linear import LinearHead
-from clframe.init import init_linear
+from clframe.models.backbones.mlp import MLP
+from clframe.models.heads.linear import LinearHead
+from clframe.models.init import init_linear
 
 
 def test_kaiming_draws_up_to_the_gain_bound_with_zero_bias():

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from clframe.config import compose
-from clframe.module import CLModule, task_loss
-from clframe.plugin import Strategy
-from clframe.runner import Built, build, fit, run
+from clframe.core.module import CLModule, task_loss
+from clframe.core.strategy import Strategy
+from clframe.run.runner import Built, build, fit, run
 
 STEP_HOOKS = ("before_forward", "loss_terms", "before_optimizer_step", "lr_factor", "after_optimizer_step")
 
@@ -162,7 +162,7 @@ def test_strategies_are_dispatched_in_config_order(tiny):
 
 
 def test_registered_strategy_is_built_from_config(tiny):
-    from clframe.registry import STRATEGIES
+    from clframe.config.registry import STRATEGIES
 
     class Registered(Recorder):
         instances: list = []
@@ -479,7 +479,7 @@ def test_acc_matrix_row_i_is_recorded_after_experience_i(tiny):
 
 
 def test_empty_last_experience_still_gets_a_row(tiny):
-    from clframe.data import StreamIterator
+    from clframe.data.iterator import StreamIterator
 
     built = build(compose(tiny + ["scenario.n_experiences=3"]))
     stream = built.scenario.stream

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clframe.core.objectives import IGNORE, get_objective
+from clframe.data.stream import TensorData
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
-from clframe.objectives import IGNORE, get_objective
-from clframe.stream import TensorData
 
 
 def test_classification_is_cross_entropy_and_accuracy():

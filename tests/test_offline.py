@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
+from clframe.data.offline import downloads_allowed, no_network, offline, offline_hint
 from clframe.errors import DatasetNotFoundError
-from clframe.offline import downloads_allowed, no_network, offline, offline_hint
 
 HINT = "put it under data/x (scenario.data_root) or allow the download with scenario.download=true"
 

@@ -8,7 +8,7 @@ import signal
 import pytest
 from process_helpers import BASE, assert_same_as_uninterrupted, resume_cli, start, wait_for
 
-from clframe.checkpoint import latest_checkpoint
+from clframe.checkpoint.files import latest_checkpoint
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

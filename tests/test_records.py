@@ -15,8 +15,8 @@ import yaml
 import clframe
 from clframe.config import compose
 from clframe.errors import StorageError
-from clframe.records import METRIC_FIELDS, atomic_write
-from clframe.runner import build, fit, run
+from clframe.run.records import METRIC_FIELDS, atomic_write
+from clframe.run.runner import build, fit, run
 
 # the conftest's ``tiny`` overrides (a function-scoped fixture; this run is shared by the module)
 TINY = ["scenario.n_experiences=2", "backbone.hidden=[32]", "train.epochs=1", "logger.progress=false"]

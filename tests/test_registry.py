@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 import pytest
 from annotated_types import Ge
 
+from clframe.config.registry import BACKBONES, HEADS, STRATEGIES, ParamError, Registry, import_dotted
+from clframe.config.typecheck import matches, type_name
 from clframe.errors import ConfigError
-from clframe.registry import BACKBONES, HEADS, STRATEGIES, ParamError, Registry, import_dotted
-from clframe.typecheck import matches, type_name
 
 
 def make_widget(input_shape: tuple, depth: int, width: int = 4, act: Literal["relu", "tanh"] = "relu",
@@ -26,7 +26,7 @@ def make_widget(input_shape: tuple, depth: int, width: int = 4, act: Literal["re
 
 @pytest.fixture
 def reg() -> Registry:
-    r = Registry("thing", "clframe.heads", provided=("input_shape",))
+    r = Registry("thing", "clframe.models.heads", provided=("input_shape",))
     r.register("widget")(make_widget)
     return r
 
@@ -41,7 +41,7 @@ def test_register_and_get_a_function(reg):
 
 
 def test_register_a_class_in_the_real_strategies_registry():
-    from clframe.plugin import Strategy
+    from clframe.core.strategy import Strategy
 
     name = f"test_strategy_{uuid.uuid4().hex[:8]}"
 
@@ -72,8 +72,8 @@ def test_builtins_are_discovered_from_their_package():
 def test_every_module_of_the_package_is_imported_on_first_lookup(tmp_path, monkeypatch):
     pkg = f"thing_pkg_{uuid.uuid4().hex[:8]}"
     (tmp_path / pkg).mkdir()
-    (tmp_path / pkg / "__init__.py").write_text(f"from clframe.registry import Registry\nREG = Registry('thing', "
-                                                f"'{pkg}')\n")
+    (tmp_path / pkg / "__init__.py").write_text("from clframe.config.registry import Registry\n"
+                                                f"REG = Registry('thing', '{pkg}')\n")
     (tmp_path / pkg / "alpha.py").write_text(f"from {pkg} import REG\n\n@REG.register('alpha')\ndef alpha(n: int = 1):"
                                              f"\n    return n\n")
     (tmp_path / pkg / "_private.py").write_text(f"from {pkg} import REG\nREG.register('hidden')(print)\n")
@@ -104,7 +104,7 @@ def test_unknown_name_without_a_close_match(reg):
 def test_dotted_paths_resolve_with_colon_or_dot(reg):
     assert reg.get("collections:OrderedDict") is collections.OrderedDict
     assert reg.get("collections.OrderedDict") is collections.OrderedDict
-    assert reg.get("clframe.registry:import_dotted") is import_dotted
+    assert reg.get("clframe.config.registry:import_dotted") is import_dotted
 
 
 # -- params -----------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_params_of_a_class_and_of_a_real_backbone():
 
 
 def test_varargs_are_not_configurable():
-    r = Registry("thing", "clframe.heads")
+    r = Registry("thing", "clframe.models.heads")
     r.register("f")(lambda a=1, *args, **kwargs: a)
     assert list(r.params("f")) == ["a"]
 
@@ -175,7 +175,7 @@ def test_build_names_a_missing_required_param(reg):
 
 
 def test_missing_unannotated_param_message_has_no_internal_names():
-    r = Registry("thing", "clframe.heads")
+    r = Registry("thing", "clframe.models.heads")
     r.register("f")(lambda n: n)
     with pytest.raises(ConfigError, match="needs 'thing.n'") as e:
         r.build("f", {})

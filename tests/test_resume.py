@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import torch
 
-from clframe.checkpoint import atomic_save, checkpoint_dir, checkpoint_name, list_checkpoints, load_checkpoint
+from clframe.checkpoint.files import atomic_save, checkpoint_dir, checkpoint_name, list_checkpoints, load_checkpoint
 from clframe.config import compose
+from clframe.config.registry import STRATEGIES
+from clframe.core.strategy import Strategy
 from clframe.errors import CheckpointError, RunInterrupted
-from clframe.plugin import Strategy
-from clframe.registry import STRATEGIES
-from clframe.runner import build, run
+from clframe.run.runner import build, run
 
 # the conftest's ``tiny`` overrides: 2 experiences of 22 steps each
 TINY = ["scenario.n_experiences=2", "backbone.hidden=[32]", "train.epochs=1", "logger.progress=false"]
@@ -457,7 +457,7 @@ def test_resume_auto_stops_when_a_run_s_config_cannot_be_read_at_all(reference, 
 
 
 def test_a_config_saved_before_split_across_ranks_keeps_its_old_meaning():
-    from clframe.resume import upgrade
+    from clframe.checkpoint.resume import upgrade
 
     old = {"trainer": {"accelerator": "cpu", "devices": 2, "num_nodes": 1}}
     assert upgrade(old)["trainer"]["split_across_ranks"] is False  # each rank took train.batch_size

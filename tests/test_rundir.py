@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import run_main
 
 from clframe.errors import ConfigError, StorageError
-from clframe.rundir import claim, holds_run, launched_child, remove_if_unused, short_hash
+from clframe.run.rundir import claim, holds_run, launched_child, remove_if_unused, short_hash
 
 
 def test_racing_claims_of_one_name_get_a_directory_each(tmp_path):
@@ -101,7 +101,7 @@ def test_runs_of_one_experiment_keep_their_own_directories(tiny, tmp_path, monke
 
 
 def test_a_run_refused_before_training_leaves_no_directory(tmp_path, monkeypatch, capsys):
-    from clframe.registry import SCENARIOS
+    from clframe.config.registry import SCENARIOS
 
     monkeypatch.chdir(tmp_path)
     SCENARIOS.register("test_rundir_not_a_scenario")(lambda: (1, 2))  # refused in the build, after the claim

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clframe.sequences import last_step, rows_as_steps, split_lengths, with_lengths
+from clframe.data.sequences import last_step, rows_as_steps, split_lengths, with_lengths
 
 
 def test_with_lengths_round_trips_the_lengths_and_zeroes_the_padding():

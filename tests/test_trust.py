@@ -14,11 +14,11 @@ import torch
 import yaml
 from cli_helpers import run_main
 
-from clframe.checkpoint import list_checkpoints
+from clframe.checkpoint.files import list_checkpoints
 from clframe.config import compose
+from clframe.config.trust import UntrustedConfigError, check_import, from_file, strings
 from clframe.errors import ConfigError
-from clframe.runner import run
-from clframe.trust import UntrustedConfigError, check_import, from_file, strings
+from clframe.run.runner import run
 
 BASE = ["scenario.n_experiences=2", "train.epochs=1", "logger.progress=false", "eval.every=null",
         "checkpoint.every=10", "checkpoint.keep=100"]
@@ -129,7 +129,7 @@ def test_validate_reports_the_refusal_alone(tmp_path):
 
 
 def test_ablate_refuses_a_run_directory_that_names_a_dotted_path(tmp_path):
-    from clframe.ablation import ablate_run
+    from clframe.evaluation.ablation import ablate_run
 
     run(compose(TINY), tmp_path / "r")
     marker = tmp_path / "PWNED"

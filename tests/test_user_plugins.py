@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from clframe.config import compose
+from clframe.config.registry import BACKBONES, STRATEGIES, Registry
 from clframe.errors import ConfigError
-from clframe.registry import BACKBONES, STRATEGIES, Registry
-from clframe.runner import build, run
+from clframe.run.runner import build, run
 
 NETS = '''
 from torch import nn
@@ -41,7 +41,7 @@ class TinyNet(nn.Module):
 '''
 
 STRATS = '''
-from clframe.plugin import Strategy
+from clframe.core.strategy import Strategy
 
 CALLS = []
 
@@ -180,7 +180,7 @@ def test_dotted_path_strategy_is_called(my_pkg):
 # -- entry points ------------------------------------------------------------------------------
 
 def test_backbone_entry_point_of_an_installed_package(installed):
-    reg = Registry("backbone", "clframe.backbones", provided=("input_shape",))
+    reg = Registry("backbone", "clframe.models.backbones", provided=("input_shape",))
     assert "tiny" in reg.names()
     tiny = reg.get("tiny")
     assert tiny is importlib.import_module("my_pkg.nets").TinyNet
@@ -189,7 +189,7 @@ def test_backbone_entry_point_of_an_installed_package(installed):
 
 
 def test_broken_entry_point_names_itself(installed):
-    reg = Registry("backbone", "clframe.backbones", provided=("input_shape",))
+    reg = Registry("backbone", "clframe.models.backbones", provided=("input_shape",))
     with pytest.raises(ConfigError) as e:
         reg.get("broken")
     assert "Entry point 'broken' (my_pkg.nets:DoesNotExist) for backbones failed to load" in str(e.value)

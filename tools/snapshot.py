@@ -44,7 +44,7 @@ UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "
 def record_run(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Run ``overrides`` into ``run_dir`` in this process; what it produced, minus timings and paths."""
     from clframe.config import compose
-    from clframe.runner import run
+    from clframe.run.runner import run
 
     summary = run(compose([*overrides, *QUICK]), run_dir)
     return {

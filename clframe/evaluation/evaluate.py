@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from clframe.objectives import CLASSIFICATION, Objective
-from clframe.stream import TensorData
+from clframe.core.objectives import CLASSIFICATION, Objective
+from clframe.data.stream import TensorData
 
 
 @contextmanager

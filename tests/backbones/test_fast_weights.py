@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from clframe.backbones.fast_weights import DeltaLayer, feature_map
 from clframe.config import compose
 from clframe.kernels.delta_rule import delta_rule_naive
-from clframe.runner import run
+from clframe.models.backbones.fast_weights import DeltaLayer, feature_map
+from clframe.run.runner import run
 
 
 def test_feature_maps_are_positive_and_sum_to_one_or_unit_norm():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clframe.config.registry import BACKBONES
+from clframe.data.sequences import with_lengths
 from clframe.errors import ConfigError
-from clframe.registry import BACKBONES
-from clframe.sequences import with_lengths
 
 NAMES = ["srwm", "fast_weights"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clframe.backbones.rnn import GRU, LSTM
-from clframe.registry import BACKBONES, ParamError
-from clframe.sequences import with_lengths
+from clframe.config.registry import BACKBONES, ParamError
+from clframe.data.sequences import with_lengths
+from clframe.models.backbones.rnn import GRU, LSTM
 
 CLASSES = {"gru": GRU, "lstm": LSTM}
 

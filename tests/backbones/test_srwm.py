@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from clframe.config import compose
-from clframe.registry import BACKBONES
-from clframe.runner import run
-from clframe.sequences import with_lengths
+from clframe.config.registry import BACKBONES
+from clframe.data.sequences import with_lengths
+from clframe.run.runner import run
 
 
 def build(**params):

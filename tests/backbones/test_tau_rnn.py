@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clframe.backbones.tau_rnn import TauRNN, tau_scan
-from clframe.sequences import with_lengths
+from clframe.data.sequences import with_lengths
+from clframe.models.backbones.tau_rnn import TauRNN, tau_scan
 
 
 def sequences(n: int = 3, steps: int = 6, features: int = 2, dtype: torch.dtype = torch.float) -> torch.Tensor:

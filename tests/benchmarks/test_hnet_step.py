@@ -8,8 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
-from strategies.hnet_reg import HnetReg
+from clframe.strategies.hnet_reg import HnetReg
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hnet_step.py"
 

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     from avalanche.training import Naive
     from avalanche.training.plugins import EvaluationPlugin
 
-from scenarios.avalanche import from_avalanche
+from clframe.scenarios.avalanche import from_avalanche
 
 
 def test_accuracy_matrix_and_forgetting_match_avalanche():

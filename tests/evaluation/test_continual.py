@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from clframe.config import compose
-from clframe.runner import build, fit
+from clframe.run.runner import build, fit
 
 TINY = ["scenario.n_experiences=3", "backbone.hidden=[16]", "train.epochs=1", "logger.progress=false"]
 
@@ -95,7 +95,7 @@ def test_results_stay_on_device_until_a_flush():
 def test_metrics_csv_has_continual_and_boundary_rows(tmp_path):
     import csv
 
-    from clframe.runner import run
+    from clframe.run.runner import run
 
     run(compose([*TINY, "eval.every=4"]), tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clframe.data.stream import TensorData
 from clframe.evaluation.evaluate import evaluate_many
-from clframe.stream import TensorData
 
 
 class Oracle:

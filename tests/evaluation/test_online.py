@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from clframe.config import compose
-from clframe.evaluation.online import OnlineMonitor, ece_from_bins
-from clframe.objectives import OBJECTIVES
-from clframe.plugin import Batch, StepContext
-from clframe.runner import run
+from clframe.core.objectives import OBJECTIVES
+from clframe.core.strategy import Batch, StepContext
+from clframe.monitors.online import OnlineMonitor, ece_from_bins
+from clframe.run.runner import run
 
 
 class FakeHead:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from clframe.config import compose
-from clframe.evaluation.plasticity import effective_rank, layer_stats
-from clframe.evaluation.plasticity_report import plasticity_summary, task_windows
-from clframe.runner import build, fit, run
+from clframe.monitors.plasticity import effective_rank, layer_stats
+from clframe.monitors.plasticity.report import plasticity_summary, task_windows
+from clframe.run.runner import build, fit, run
 
 RUN = ["scenario=random_labels", "scenario.n_tasks=3", "scenario.subset=64", "train.epochs=4", "train.lr=0.1",
        "backbone.hidden=[32,32]", "logger.progress=false", "eval.every=null", "eval.plasticity=true"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from clframe.config import compose
-from clframe.evaluation.shots import accuracy_by_shot, shot_index
-from clframe.objectives import IGNORE
-from clframe.runner import run
-from clframe.stream import TensorData
+from clframe.core.objectives import IGNORE
+from clframe.data.stream import TensorData
+from clframe.monitors.fewshot import accuracy_by_shot, shot_index
+from clframe.run.runner import run
 
 
 def test_shot_index_counts_earlier_steps_with_the_same_label():

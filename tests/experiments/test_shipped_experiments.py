@@ -6,7 +6,7 @@ Thresholds are the issue's; the runs are the shipped configs with seed 0, unchan
 from __future__ import annotations
 
 from clframe.config import compose
-from clframe.runner import run
+from clframe.run.runner import run
 
 
 def _run(tmp_path, *overrides: str) -> dict:

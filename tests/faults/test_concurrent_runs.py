@@ -10,7 +10,7 @@ import pytest
 import yaml
 from process_helpers import clframe, start
 
-from clframe.checkpoint import latest_checkpoint
+from clframe.checkpoint.files import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from process_helpers import clframe
 
-from clframe.checkpoint import list_checkpoints
+from clframe.checkpoint.files import list_checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from process_helpers import BASE, assert_same_as_uninterrupted, resume_cli, start, wait_for
 
-from clframe.checkpoint import latest_checkpoint, list_checkpoints
+from clframe.checkpoint.files import latest_checkpoint, list_checkpoints
 
 pytestmark = pytest.mark.slow
 

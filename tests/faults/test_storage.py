@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from process_helpers import BASE, assert_same_as_uninterrupted, clframe
 
-from clframe.checkpoint import latest_checkpoint
+from clframe.checkpoint.files import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 

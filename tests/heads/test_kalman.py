@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from clframe.scenarios.linear_gaussian_drift import linear_gaussian_drift
 
-from clframe.checkpoint import list_checkpoints, load_checkpoint
+from clframe.checkpoint.files import list_checkpoints, load_checkpoint
 from clframe.config import compose
 from clframe.errors import ConfigError
-from clframe.heads.kalman import KalmanHead
-from clframe.runner import build, run
-from scenarios.linear_gaussian_drift import linear_gaussian_drift
+from clframe.models.heads.kalman import KalmanHead
+from clframe.run.runner import build, run
 
 
 def textbook_step(m, A, phi, y, gamma, noise, prior_var):

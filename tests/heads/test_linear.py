@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from clframe.config import compose
-from clframe.heads.linear import LinearHead, MultiHead
-from clframe.runner import build
+from clframe.models.heads.linear import LinearHead, MultiHead
+from clframe.run.runner import build
 
 
 def test_multihead_picks_the_head_of_each_sample_and_masks_other_classes():

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from clframe.backbones.mlp import MLP
+from clframe.config.registry import HYPERNETS
 from clframe.errors import ConfigError
-from clframe.heads.linear import LinearHead
-from clframe.hypernets.base import mip_encode
-from clframe.hypernets.target import Model
-from clframe.registry import HYPERNETS
+from clframe.models.backbones.mlp import MLP
+from clframe.models.heads.linear import LinearHead
+from clframe.models.hypernets.base import mip_encode
+from clframe.models.hypernets.target import Model
 
 
 def build(name="hnet_mlp", n_tasks=3, **params):

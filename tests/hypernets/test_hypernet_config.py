@@ -6,7 +6,7 @@ import pytest
 
 from clframe.config import compose, validate
 from clframe.errors import ConfigError
-from clframe.runner import build
+from clframe.run.runner import build
 
 
 def test_no_hypernetwork_by_default_and_none_turns_an_experiments_off():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from clframe.config import compose
-from clframe.runner import run
+from clframe.run.runner import run
 
 SPLIT = ["scenario.n_experiences=3", "scenario.task_incremental=true", "backbone.hidden=[32]", "hypernet=hnet_mlp",
          "hypernet.chunk_size=500", "strategy=hnet_reg", "train.optimizer=adam", "train.lr=0.002", "train.epochs=2",

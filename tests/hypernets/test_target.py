@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from clframe.backbones.mlp import MLP
-from clframe.heads.linear import LinearHead, MultiHead
-from clframe.hypernets.chunks import chunk_layout
-from clframe.hypernets.target import Model, TargetNet
+from clframe.models.backbones.mlp import MLP
+from clframe.models.heads.linear import LinearHead, MultiHead
+from clframe.models.hypernets.chunks import chunk_layout
+from clframe.models.hypernets.target import Model, TargetNet
 
 
 def test_functional_target_matches_the_model_with_its_own_weights():
@@ -40,7 +40,7 @@ def test_a_recurrent_backbone_is_a_target():
 
 
 def _gru() -> nn.Module:
-    from clframe.registry import BACKBONES
+    from clframe.config.registry import BACKBONES
 
     return BACKBONES.build("gru", {"hidden": 8}, input_shape=(5, 3))
 
@@ -72,7 +72,7 @@ def test_no_chunking_is_one_chunk():
 
 def test_a_gru_target_learns_sequences_under_an_rnn_hypernetwork(tmp_path):
     from clframe.config import compose
-    from clframe.runner import run
+    from clframe.run.runner import run
 
     s = run(compose(["scenario=sequential_digits", "scenario.n_experiences=2", "scenario.task_incremental=true",
                      "backbone=gru", "backbone.hidden=16", "hypernet=hnet_rnn", "hypernet.chunk_size=200",

@@ -10,13 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from clframe.scenarios.avalanche import avalanche, from_avalanche
 
 from clframe.config import compose
+from clframe.config.registry import SCENARIOS
+from clframe.data.offline import offline
 from clframe.errors import ConfigError, DatasetNotFoundError
-from clframe.offline import offline
-from clframe.registry import SCENARIOS
-from clframe.runner import build, run
-from scenarios.avalanche import avalanche, from_avalanche
+from clframe.run.runner import build, run
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # avalanche warns about optional dependencies at import

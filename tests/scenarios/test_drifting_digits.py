@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios._common import symmetric_inputs
+from clframe.scenarios.drifting_digits import drifting_digits, event_times
 from omegaconf import OmegaConf
 
-from clframe.checks import check_scenario
 from clframe.config import CONFIG_DIR, compose, validate
-from clframe.datasets import load_dataset
+from clframe.config.registry import SCENARIOS, ParamError
+from clframe.data.datasets import load_dataset
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS, ParamError
-from clframe.scenario_utils import symmetric_inputs
-from scenarios.drifting_digits import drifting_digits, event_times
+from clframe.run.checks import check_scenario
 
 
 @pytest.fixture(scope="module")

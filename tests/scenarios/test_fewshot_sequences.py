@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios.fewshot_sequences import ClassPool, build_episodes, fewshot_sequences, fewshot_steps
 
-from clframe.datasets import load_dataset
+from clframe.config.registry import SCENARIOS, ParamError
+from clframe.core.objectives import IGNORE
+from clframe.data.datasets import load_dataset
 from clframe.errors import ConfigError
-from clframe.evaluation.shots import shot_index
-from clframe.objectives import IGNORE
-from clframe.registry import SCENARIOS, ParamError
-from scenarios.fewshot_sequences import ClassPool, build_episodes, fewshot_sequences, fewshot_steps
+from clframe.monitors.fewshot import shot_index
 
 F = 64  # digits features per step
 SMALL = {"n_train_episodes": 40, "n_eval_episodes": 20}
@@ -183,9 +183,9 @@ OVERRIDES = ["scenario=fewshot_sequences", "scenario.n_train_episodes=32", "scen
 
 
 def test_runs_end_to_end_with_a_per_step_readout(tmp_path):
-    import clframe.runner
+    import clframe.run.runner
     from clframe.config import compose
 
-    summary = clframe.runner.run(compose(OVERRIDES), tmp_path)
+    summary = clframe.run.runner.run(compose(OVERRIDES), tmp_path)
     acc = torch.tensor(summary["acc_matrix"])
     assert acc.shape == (2, 2) and ((acc >= 0) & (acc <= 1)).all()

@@ -6,13 +6,13 @@ import inspect
 
 import pytest
 import torch
+from clframe.scenarios.linear_gaussian_drift import CHUNK, drift_weights, linear_gaussian_drift
 from omegaconf import OmegaConf
 
-from clframe.checks import check_scenario
 from clframe.config import CONFIG_DIR, compose, validate
+from clframe.config.registry import SCENARIOS, ParamError
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS, ParamError
-from scenarios.linear_gaussian_drift import CHUNK, drift_weights, linear_gaussian_drift
+from clframe.run.checks import check_scenario
 
 SMALL = {"n_segments": 3, "samples_per_segment": 700, "eval_samples": 50}
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios._memory_tasks import dms_labels, parity_labels, sample_sequences
 
+from clframe.config.registry import SCENARIOS
+from clframe.core.objectives import IGNORE
+from clframe.data.sequences import split_lengths
 from clframe.errors import ConfigError
-from clframe.memory_tasks import dms_labels, parity_labels, sample_sequences
-from clframe.objectives import IGNORE
-from clframe.registry import SCENARIOS
-from clframe.sequences import split_lengths
 
 
 def sequences(task: str, n: int = 400, n_max: int = 5, steps: int = 21, seed: int = 0):
@@ -82,8 +82,8 @@ def test_a_multi_head_batch_scores_each_sequence_with_every_trained_head():
 
 
 def test_the_multi_head_loss_is_the_sum_of_the_trained_heads_mean_losses():
-    from clframe.heads.linear import MultiHead
-    from clframe.module import task_loss
+    from clframe.core.module import task_loss
+    from clframe.models.heads.linear import MultiHead
 
     s = SCENARIOS.build("parity", {"n_min": 2, "n_max": 5, "curriculum": "multi"})
     b = s.curriculum.sample(2, 16, torch.Generator().manual_seed(0), torch.device("cpu"))

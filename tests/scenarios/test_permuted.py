@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 import torch
+from clframe.scenarios.permuted import permuted
 
-from clframe.datasets import Dataset, load_dataset
+from clframe.config.registry import DATASETS
+from clframe.data.datasets import Dataset, load_dataset
 from clframe.errors import ConfigError
-from clframe.registry import DATASETS
-from scenarios.permuted import permuted
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios.rotated import rotate, rotated
 
-from clframe.datasets import load_dataset
+from clframe.data.datasets import load_dataset
 from clframe.errors import ConfigError
-from scenarios.rotated import rotate, rotated
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_non_image_dataset_is_a_config_error():
 
 
 def test_cumulative_trains_each_rotation_on_everything_seen_so_far():
-    from scenarios.rotated import rotated
+    from clframe.scenarios.rotated import rotated
 
     plain = rotated(angles=[0.0, 80.0, 160.0])
     joint = rotated(angles=[0.0, 80.0, 160.0], cumulative=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from clframe.datasets import load_dataset
-from clframe.registry import SCENARIOS
-from clframe.sequences import split_lengths
+from clframe.config.registry import SCENARIOS
+from clframe.data.datasets import load_dataset
+from clframe.data.sequences import split_lengths
 
 
 def test_sequential_digits_reads_one_image_row_per_step():

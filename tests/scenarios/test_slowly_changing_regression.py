@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios.slowly_changing_regression import LTUTarget, slow_bits, slowly_changing_regression
 
 from clframe.config import compose
 from clframe.errors import ConfigError
-from clframe.runner import build, fit
-from scenarios.slowly_changing_regression import LTUTarget, slow_bits, slowly_changing_regression
+from clframe.run.runner import build, fit
 
 
 def test_slow_bits_stay_fixed_within_a_task_and_the_other_bits_are_fresh():
@@ -73,7 +73,7 @@ def test_a_regression_run_learns_and_reports_online_error():
 
 
 def test_regression_targets_of_the_wrong_shape_are_named():
-    from clframe.checks import check_scenario
+    from clframe.run.checks import check_scenario
 
     s = slowly_changing_regression(n_tasks=1, steps_per_task=10, eval_samples=5)
     s.stream[0].train.y = s.stream[0].train.y.long()

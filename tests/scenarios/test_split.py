@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios.split import split
 
-from clframe.datasets import load_dataset
+from clframe.config.registry import SCENARIOS
+from clframe.data.datasets import load_dataset
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS
-from scenarios.split import split
 
 
 @pytest.fixture(scope="module")

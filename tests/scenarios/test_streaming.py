@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios.input_permuted import input_permuted
+from clframe.scenarios.label_permuted import label_permuted
+from clframe.scenarios.random_labels import random_labels
 
 from clframe.config import compose
-from clframe.datasets import load_dataset
+from clframe.data.datasets import load_dataset
 from clframe.errors import ConfigError
-from clframe.runner import build, fit
-from scenarios.input_permuted import input_permuted
-from scenarios.label_permuted import label_permuted
-from scenarios.random_labels import random_labels
+from clframe.run.runner import build, fit
 
 BUILDERS = [input_permuted, label_permuted, random_labels]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.scenarios.toy_regression import toy_functions, toy_regression
 
 from clframe.config import compose
+from clframe.config.registry import SCENARIOS
 from clframe.errors import ConfigError
-from clframe.registry import SCENARIOS
-from clframe.runner import build
-from scenarios.toy_regression import toy_functions, toy_regression
+from clframe.run.runner import build
 
 DOMAINS = [(-4.0, -2.0), (-1.0, 1.0), (2.0, 4.0)]
 

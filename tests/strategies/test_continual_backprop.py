@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from clframe.strategies.continual_backprop import ContinualBackprop, find_units
 from torch import nn
 
-from clframe.backbones.mlp import MLP
 from clframe.config import compose
-from clframe.heads.linear import LinearHead, MultiHead
-from clframe.runner import build, fit
-from strategies.continual_backprop import ContinualBackprop, find_units
+from clframe.models.backbones.mlp import MLP
+from clframe.models.heads.linear import LinearHead, MultiHead
+from clframe.run.runner import build, fit
 
 
 class Net(nn.Module):

@@ -7,13 +7,13 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
+from clframe.strategies._fisher import diagonal_fisher
+from clframe.strategies.ewc import EWC
 from torch import nn
 
 from clframe.config import compose
-from clframe.fisher import diagonal_fisher
-from clframe.runner import build, fit
-from clframe.stream import Experience, TensorData
-from strategies.ewc import EWC
+from clframe.data.stream import Experience, TensorData
+from clframe.run.runner import build, fit
 
 
 class Net(nn.Module):

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from clframe.strategies.l2_init import L2Init
+from clframe.strategies.shrink_perturb import ShrinkPerturb
+from clframe.strategies.wasserstein_init import WassersteinInit
 from torch import nn
 
 from clframe.config import compose
 from clframe.errors import ConfigError
-from clframe.runner import build, fit
-from strategies.l2_init import L2Init
-from strategies.shrink_perturb import ShrinkPerturb
-from strategies.wasserstein_init import WassersteinInit
+from clframe.run.runner import build, fit
 
 
 class Hand(nn.Module):

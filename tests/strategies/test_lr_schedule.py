@@ -7,13 +7,13 @@ import math
 from functools import partial
 
 import pytest
+from clframe.strategies.lr_schedule import LRSchedule, cosine, infinite_factor, inv_sqrt, rewarm_factor
 
 from clframe.config import compose
+from clframe.config.registry import STRATEGIES
+from clframe.core.strategy import Strategy
 from clframe.errors import ConfigError
-from clframe.plugin import Strategy
-from clframe.registry import STRATEGIES
-from clframe.runner import build, fit
-from strategies.lr_schedule import LRSchedule, cosine, infinite_factor, inv_sqrt, rewarm_factor
+from clframe.run.runner import build, fit
 
 approx = pytest.approx
 

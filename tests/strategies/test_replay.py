@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from clframe.strategies.replay import Replay
 
-from clframe.buffers import ClassBalancedBuffer, ReservoirBuffer
 from clframe.config import compose
+from clframe.core.module import CLModule, task_loss
+from clframe.core.strategy import Batch, StepContext, Strategy
+from clframe.data.buffers import ClassBalancedBuffer, ReservoirBuffer
 from clframe.errors import ConfigError
-from clframe.module import CLModule, task_loss
-from clframe.plugin import Batch, StepContext, Strategy
-from clframe.runner import Built, build, fit
-from strategies.replay import Replay
+from clframe.run.runner import Built, build, fit
 
 
 def batch_of(ids: list[int], exp: int = 0) -> Batch:
@@ -49,7 +49,7 @@ def test_settings_that_cannot_work_are_config_errors(kwargs, match):
 
 
 def test_ranges_in_the_signature_are_checked_when_built_from_a_config():
-    from clframe.registry import STRATEGIES
+    from clframe.config.registry import STRATEGIES
 
     with pytest.raises(ConfigError, match=r"^'strategies\.replay\.batch_size_mem' must be >= 0, got -1\.$"):
         STRATEGIES.build("replay", {"batch_size_mem": -1})

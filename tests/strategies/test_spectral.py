@@ -6,12 +6,12 @@ import io
 
 import pytest
 import torch
+from clframe.strategies.spectral import Spectral, as_matrix, power_iteration
 from torch import nn
 
 from clframe.config import compose
 from clframe.errors import ConfigError
-from clframe.runner import build, fit
-from strategies.spectral import Spectral, as_matrix, power_iteration
+from clframe.run.runner import build, fit
 
 
 class Net(nn.Module):

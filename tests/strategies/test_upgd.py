@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clframe.strategies.upgd import UPGDStrategy
 from torch import nn
 
-from clframe.checkpoint import check_plain
+from clframe.checkpoint.files import check_plain
 from clframe.config import compose
 from clframe.errors import ConfigError
 from clframe.optim import UPGD
-from clframe.runner import build, fit
-from strategies.upgd import UPGDStrategy
+from clframe.run.runner import build, fit
 
 
 def test_configure_optimizer_returns_upgd_with_the_strategy_settings():

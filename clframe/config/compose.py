@@ -1,0 +1,109 @@
+"""Composing a run's config with Hydra outside a Hydra app, and checking command-line overrides
+before Hydra sees them (unknown group options and keys name the valid ones)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from clframe.config.compat import renamed_message
+from clframe.config.schema import COMPONENT_KEYS
+from clframe.errors import ConfigError, did_you_mean, unknown
+
+
+def _names(node: Any) -> str:
+    """``${clf_names:${strategies}}``: the strategy keys joined by '+', for run directory names."""
+    keys = list(node.keys()) if isinstance(node, DictConfig | dict) else []
+    return "+".join(map(str, keys)) or "none"
+
+
+OmegaConf.register_new_resolver("clf_names", _names, replace=True)
+
+def _config_dir() -> Path:
+    """``$CLFRAME_CONFIG_DIR``, else the configs an installed wheel carries (``clframe/configs``), else the
+    repository's ``configs/`` (an editable install)."""
+    if os.environ.get("CLFRAME_CONFIG_DIR"):
+        return Path(os.environ["CLFRAME_CONFIG_DIR"])
+    package = Path(__file__).resolve().parents[1]
+    return package / "configs" if (package / "configs").is_dir() else package.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
+GROUPS = ("scenario", "backbone", "head", "hypernet", "strategy", "experiment")
+
+
+def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The YAML files of a config group, without extension."""
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Catch unknown group options and unknown keys in command-line overrides before Hydra does,
+    with messages that name the valid choices and the closest match."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        raise ConfigError(f"Cannot parse overrides {overrides}: {e}") from e
+    group_choice: list[str] = []
+    # options in extra config directories are Hydra's to find; only ours are checked here
+    extra_dirs = any(o.key_or_group.startswith("hydra.searchpath") for o in parsed)
+    for o in parsed:
+        key = o.key_or_group
+        if key in GROUPS and not o.is_delete():
+            values = [o.value()] if not o.is_sweep_override() else list(o.sweep_iterator())
+            for v in values:
+                for choice in v if isinstance(v, list) else [v]:
+                    if choice is None:
+                        raise ConfigError(f"'{key}=null' is not a choice; options: {', '.join(group_options(key))}"
+                                          + (" (or strategy=[] for none)." if key == "strategy" else "."))
+                    if not extra_dirs and str(choice) not in group_options(key, config_dir):
+                        raise unknown(f"{key} option", str(choice), group_options(key, config_dir))
+            group_choice.append(f"{key}={_fmt(values[0])}")
+    if extra_dirs:
+        group_choice += [o.input_line for o in parsed if o.key_or_group.startswith("hydra.searchpath")]
+    base = OmegaConf.to_container(compose(group_choice, config_dir, check=False), resolve=False)
+    for o in parsed:
+        key = o.key_or_group
+        if key in GROUPS or key.startswith("hydra") or o.is_add() or o.is_force_add() or o.is_delete():
+            continue
+        node: Any = base
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                if (msg := renamed_message(key, o.value())) is not None:
+                    raise ConfigError(msg)
+                where = ".".join(parts[:depth]) or "the top level"
+                valid = list(node) if isinstance(node, dict) else []
+                # components may take keys their YAML does not list; run settings may not
+                addable = isinstance(node, dict) and parts[0] in COMPONENT_KEYS
+                hint = f" To add a key the YAML does not list, write '+{key}=...'." if addable else ""
+                raise ConfigError(
+                    f"Unknown key '{key}' ('{part}' is not in {where}).{did_you_mean(part, valid)} "
+                    f"Valid keys there: {', '.join(map(str, valid)) or '(none)'}.{hint}"
+                )
+            node = node[part]
+
+
+def _fmt(v: Any) -> str:
+    return "[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
+
+
+def compose(overrides: list[str] | None = None, config_dir: Path = CONFIG_DIR, check: bool = True) -> DictConfig:
+    """Compose ``config.yaml`` with ``overrides`` (Hydra syntax) outside a Hydra app."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = list(overrides or [])
+    if check:
+        check_overrides(overrides, config_dir)
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides)
+    except HydraException as e:
+        raise ConfigError(str(e)) from e

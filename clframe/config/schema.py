@@ -1,0 +1,261 @@
+"""Config schema, composition and validation.
+
+Components (scenario, backbone, head, strategies) are checked against their
+constructor signatures; the run settings (``train``, ``eval``, ``logger``) against
+the dataclasses below. Every error names the bad key, the valid keys and the closest
+match, and is raised before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from clframe.config.compat import renamed_message
+from clframe.config.registry import REGISTRIES, check_params
+from clframe.config.trust import UntrustedConfigError
+from clframe.config.typecheck import matches, type_name, violations
+from clframe.errors import ConfigError, did_you_mean
+
+
+@dataclass
+class TrainConfig:
+    """``train:`` settings.
+
+    Args:
+        epochs: passes over each experience (default 1).
+        batch_size: samples per step, before replay adds any (default 32).
+        optimizer: ``sgd``, ``adam`` or ``adamw`` (default ``sgd``).
+        lr: learning rate (default 0.05).
+        momentum: SGD momentum (default 0.0).
+        nesterov: Nesterov momentum for SGD (needs momentum > 0) (default False).
+        weight_decay: weight decay (default 0.0).
+        clip_norm: clip the gradients' total norm to this before each step; null: no clipping
+            (default null).
+        reset_optimizer: clear optimizer state at each experience (default False).
+        freeze_backbone: keep the backbone's weights fixed; only the head (and the strategies'
+            own parameters) learn (default False).
+        num_threads: torch CPU threads (default: torch's choice).
+    """
+
+    epochs: Annotated[int, Ge(1)] = 1
+    batch_size: Annotated[int, Ge(1)] = 32
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: Annotated[float, Ge(0)] = 0.05
+    momentum: Annotated[float, Ge(0)] = 0.0
+    nesterov: bool = False
+    weight_decay: Annotated[float, Ge(0)] = 0.0
+    clip_norm: Annotated[float, Gt(0)] | None = None
+    reset_optimizer: bool = False
+    freeze_backbone: bool = False
+    num_threads: Annotated[int, Ge(1)] | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer:`` settings: where and how the steps run (Lightning's own engines).
+
+    Args:
+        accelerator: Lightning accelerator, ``cpu``, ``gpu``/``cuda`` or ``auto`` (default ``cpu``).
+        devices: devices per node (default 1); more than one needs a distributed ``strategy``.
+        strategy: Lightning strategy, e.g. ``auto``, ``ddp``, ``ddp_spawn`` (default ``auto``).
+        num_nodes: machines (default 1).
+        engine: ``trainer`` (Lightning Trainer.fit) or ``fabric`` (Lightning Fabric driving
+            the same module; less per-step overhead, single device) (default ``trainer``).
+        split_across_ranks: with several processes, ``train.batch_size`` and the strategies'
+            sizes (replay's ``mem_size`` and ``batch_size_mem``) are global and split across the
+            ranks, so the experiment is the one a single process runs, only faster; false: every
+            rank takes ``train.batch_size`` samples per step and keeps a whole buffer, so the global
+            batch and the memory grow with the ranks (default True).
+    """
+
+    accelerator: str = "cpu"
+    devices: Annotated[int, Ge(1)] | str = 1
+    strategy: str = "auto"
+    num_nodes: Annotated[int, Ge(1)] = 1
+    engine: Literal["trainer", "fabric"] = "trainer"
+    split_across_ranks: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    """``checkpoint:`` settings. Checkpoints go to ``<run_dir>/checkpoints/``; a run resumes
+    from the latest with ``resume=<run_dir>`` or ``resume=auto``.
+
+    Args:
+        enabled: write checkpoints at all (default True).
+        every: also every this many optimizer steps; null: only at experience ends (default 500).
+        at_experience_end: after each experience (default True).
+        keep: most recent checkpoints kept on disk (default 2).
+    """
+
+    enabled: bool = True
+    every: Annotated[int, Ge(1)] | None = 500
+    at_experience_end: bool = True
+    keep: Annotated[int, Ge(1)] = 2
+
+
+@dataclass
+class EvalConfig:
+    """``eval:`` settings. The accuracy matrix always comes from the full eval data of every
+    experience at each experience end; the continual evaluator adds the curve in between.
+
+    Args:
+        every: continual evaluation every this many steps; null turns it off (default 10).
+        subset: fixed, seeded eval samples per experience for continual evaluation (default 1000).
+        on: evaluate the ``seen`` experiences or ``all`` of them (default ``seen``).
+        batch_size: samples per forward pass in evaluation (default 1000).
+        gap_window: evaluations after a switch in which the stability-gap depth is sought (default 100).
+        lca_beta: number of evaluations (beta) of the learning-curve area LCA (default 10).
+        plasticity: record the loss-of-plasticity diagnostics per task (default False).
+        plasticity_every: steps between plasticity measurements (an extra forward pass); null: none
+            (default 1).
+        plasticity_probe: eval samples per task for dead units, effective rank and norms (default 256).
+        online: record prequential (online) accuracy or error, predictive log-likelihood, calibration
+            and the head's diagnostics per window of steps, in online.csv (default False).
+        online_window: steps per window of the online metrics (default 100).
+        ece_bins: equal-width confidence bins of the online expected calibration error (default 15).
+    """
+
+    every: Annotated[int, Ge(1)] | None = 10
+    subset: Annotated[int, Ge(1)] = 1000
+    on: Literal["seen", "all"] = "seen"
+    batch_size: Annotated[int, Ge(1)] = 1000
+    gap_window: Annotated[int, Ge(1)] = 100
+    lca_beta: Annotated[int, Ge(1)] = 10
+    plasticity: bool = False
+    plasticity_every: Annotated[int, Ge(1)] | None = 1
+    plasticity_probe: Annotated[int, Ge(1)] = 256
+    online: bool = False
+    online_window: Annotated[int, Ge(1)] = 100
+    ece_bins: Annotated[int, Ge(1)] = 15
+
+
+@dataclass
+class LoggerConfig:
+    """``logger:`` settings.
+
+    Args:
+        wandb: also log to Weights & Biases (offline unless ``WANDB_MODE`` says otherwise) (default False).
+        project: wandb project (default ``clframe``).
+        entity: wandb entity (default: the user's).
+        progress: show a progress bar (default True).
+        log_every: steps between host syncs that log the loss terms (default 50).
+    """
+
+    wandb: bool = False
+    project: str = "clframe"
+    entity: str | None = None
+    progress: bool = True
+    log_every: Annotated[int, Ge(1)] = 50
+
+
+SECTIONS = {"train": TrainConfig, "trainer": TrainerConfig, "eval": EvalConfig, "logger": LoggerConfig,
+            "checkpoint": CheckpointConfig}
+COMPONENT_KEYS = ("scenario", "backbone", "head", "hypernet", "strategies")
+TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "resume_trust": bool, "scenario": dict,
+            "backbone": dict, "head": dict, "hypernet": dict, "strategies": dict, **{k: dict for k in SECTIONS}}
+# how to switch off what a bound forbids, appended to its message
+OFF_HINT = {"eval.every": " To turn continual evaluation off, set eval.every=null.",
+            "checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null.",
+            "train.clip_norm": " For no clipping, set train.clip_norm=null."}
+
+
+def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None:
+    if not isinstance(values, dict):
+        errors.append(f"'{name}' must be a mapping, got {values!r}.")
+        return
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps the Annotated bounds
+    for k, v in values.items():
+        if k not in fields:
+            errors.append(renamed_message(f"{name}.{k}", v) or
+                          f"Unknown key '{name}.{k}'.{did_you_mean(k, fields)} Valid keys: {', '.join(fields)}.")
+        elif not matches(v, hints[k]):
+            errors.append(f"'{name}.{k}' must be {type_name(hints[k])}, got {v!r} ({type(v).__name__}).")
+        else:
+            errors += [e + OFF_HINT.get(f"{name}.{k}", "") for e in violations(v, hints[k], f"{name}.{k}")]
+
+
+def _check_train(train: Any, errors: list[str]) -> None:
+    """Settings of ``train`` that depend on each other."""
+    if not isinstance(train, dict):
+        return
+    momentum = train.get("momentum", 0.0)
+    if train.get("nesterov") is True and isinstance(momentum, int | float) and momentum <= 0:
+        errors.append(f"'train.nesterov' needs train.momentum > 0, got momentum={momentum!r}. Set train.momentum "
+                      "(e.g. 0.1) or train.nesterov=false.")
+
+
+def _check_component(kind: str, node: Any, errors: list[str], key: str | None = None) -> None:
+    label = key or kind
+    if not isinstance(node, dict):
+        errors.append(f"'{label}' must be a mapping with a 'name', got {node!r}.")
+        return
+    params = dict(node)
+    name = params.pop("name", key)
+    if name is None:
+        errors.append(f"'{label}.name' is missing: which {kind}? Valid: {', '.join(REGISTRIES[kind].names())}.")
+        return
+    try:
+        fn = REGISTRIES[kind].get(name)
+        check_params(kind if key is None else f"strategies.{key}", name, fn, params, REGISTRIES[kind].provided)
+    except UntrustedConfigError:
+        raise  # a refusal to run code is the one thing to say
+    except ConfigError as e:
+        errors.append(str(e))
+
+
+def validate(cfg: DictConfig | dict) -> dict[str, Any]:
+    """Check a composed config; return it as a resolved plain dict, or raise ``ConfigError``."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) if isinstance(cfg, DictConfig) \
+            else dict(cfg)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"'{e.full_key}' is missing (???): set it, e.g. {e.full_key}=<value>.") from e
+    except Exception as e:  # e.g. a broken ${interpolation}
+        raise ConfigError(f"Config cannot be resolved: {e}") from e
+    plain.pop("hydra", None)
+    errors: list[str] = []
+    for k, v in plain.items():
+        if k not in TOP_KEYS:
+            errors.append(renamed_message(k, v) or
+                          f"Unknown key '{k}'.{did_you_mean(k, TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}.")
+        elif k == "seed" and not matches(v, int):
+            errors.append(f"'seed' must be int, got {v!r}.")
+        elif k == "resume" and not matches(v, str | None):
+            errors.append(f"'resume' must be a run directory, a checkpoint file or 'auto', got {v!r}.")
+        elif k == "resume_trust" and not matches(v, bool):
+            errors.append(f"'resume_trust' must be true or false, got {v!r}.")
+    for k, cls in SECTIONS.items():
+        _check_section(k, cls, plain.get(k, {}), errors)
+    _check_train(plain.get("train"), errors)
+    for kind in ("scenario", "backbone", "head"):
+        _check_component(kind, plain.get(kind), errors)
+    if isinstance(plain.get("hypernet"), dict) and plain["hypernet"].get("name") == "none":
+        plain["hypernet"] = None  # hypernet=none: its other settings (e.g. an experiment's) go unused
+    if plain.get("hypernet") is not None:
+        _check_component("hypernet", plain["hypernet"], errors)
+    strategies = plain.get("strategies") or {}
+    if not isinstance(strategies, dict):
+        errors.append(f"'strategies' must be a mapping of name -> settings, got {strategies!r}.")
+    else:
+        for key, node in strategies.items():
+            _check_component("strategy", node if node is not None else {}, errors, key=key)
+    if errors:
+        # one problem fits on one line; several get a line each
+        raise ConfigError("Invalid config: " + errors[0] if len(errors) == 1 else
+                          "Invalid config:\n  - " + "\n  - ".join(errors))
+    for k, cls in SECTIONS.items():
+        plain[k] = dataclasses.asdict(cls(**plain.get(k, {})))
+    plain["strategies"] = {k: v or {} for k, v in strategies.items()}
+    plain.setdefault("resume", None)
+    plain.setdefault("resume_trust", False)
+    plain.setdefault("hypernet", None)
+    return plain

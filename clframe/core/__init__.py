@@ -1,0 +1,2 @@
+"""The learner: ``CLModule`` (the training step and the event dispatch), the ``Strategy`` and
+``Monitor`` bases, the model protocols and the objectives."""

@@ -1,0 +1,1 @@
+"""Models: backbones, heads and hypernetworks (each a registry package), and their initialisation."""
