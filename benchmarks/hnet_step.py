@@ -32,7 +32,7 @@ from clframe.config.registry import HYPERNETS
 from clframe.models.backbones.mlp import MLP
 from clframe.models.heads.linear import LinearHead
 from clframe.models.hypernets.base import Hypernet
-from clframe.models.hypernets.target import Model
+from clframe.models.model import Model
 
 HYPERNET_NAMES = ("hnet_mlp", "hnet_rnn")
 KS = (0, 1, 5, 20)

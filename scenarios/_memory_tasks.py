@@ -15,7 +15,7 @@ from torch import Tensor
 
 from clframe.config.registry import ParamError
 from clframe.core.objectives import IGNORE
-from clframe.core.strategy import Batch
+from clframe.data.batch import Batch
 from clframe.data.curriculum import Curriculum
 from clframe.data.sequences import with_lengths
 from clframe.data.stream import Experience, Scenario, Stream, TensorData

@@ -104,7 +104,7 @@ class ContinualBackprop(Strategy):
             self._acts[i] = out.detach()
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        opt = getattr(ctx.module, "_optimizer", None)
+        opt = ctx.module.optimizer
         for i, unit in enumerate(self.layers):
             h, self._acts[i] = self._acts[i], None
             if h is not None:

@@ -12,6 +12,7 @@ from torch import Tensor
 from clframe.config.registry import STRATEGIES, ParamError
 from clframe.core.strategy import StepContext, Strategy
 from clframe.errors import ConfigError
+from clframe.models.protocols import GeneratesWeights, Grows
 
 
 @STRATEGIES.register("hnet_reg")
@@ -53,16 +54,16 @@ class HnetReg(Strategy):
         self.gen: torch.Generator | None = None
 
     def setup(self, module: Any) -> None:
-        if getattr(module, "hypernet", None) is None:
+        if not isinstance(module.model, GeneratesWeights):
             raise ConfigError("strategy 'hnet_reg' regularises a hypernetwork's outputs, and this run has none. "
                               "Add hypernet=hnet_mlp or hypernet=hnet_rnn.")
-        if self.grow_units and not hasattr(module.hypernet.core.generator, "grow"):
+        if self.grow_units and not isinstance(module.model.core.generator, Grows):
             raise ConfigError("'strategies.hnet_reg.grow_units' needs a hypernetwork that can grow (hypernet="
                               "hnet_rnn); set it to 0 for this one.")
         self.gen = torch.Generator(device=module.device).manual_seed(self.seed)
 
     def on_experience_start(self, exp: Any, module: Any) -> None:
-        hn, current = module.hypernet, exp.task_label
+        hn, current = module.model, exp.task_label
         earlier = sorted({e.task_label for e in module.stream.experiences[: exp.index]} - {current})
         if not earlier:
             self.past = self.targets = None
@@ -74,7 +75,7 @@ class HnetReg(Strategy):
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
         if self.past is None or self.beta == 0:
             return {}
-        hn = ctx.module.hypernet
+        hn = ctx.module.model
         past, targets = self.past, self.targets
         if self.reg_tasks is not None and self.reg_tasks < len(past):
             pick = torch.randperm(len(past), generator=self.gen, device=past.device)[: self.reg_tasks]
@@ -84,7 +85,7 @@ class HnetReg(Strategy):
         return {"hnet_reg": self.beta * (w - targets).pow(2).sum(1).mean()}
 
     def _lookahead(self, ctx: StepContext) -> dict[str, Tensor]:
-        params = {n: p for n, p in ctx.module.hypernet.theta() if p.requires_grad}
+        params = {n: p for n, p in ctx.module.model.theta() if p.requires_grad}
         grads = torch.autograd.grad(ctx.loss, list(params.values()), retain_graph=True, allow_unused=True)
         grads = {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(params.items(), grads)}
         return optimizer_step(ctx.module.optimizer, params, grads, sgd=self.lookahead_sgd)
@@ -92,7 +93,7 @@ class HnetReg(Strategy):
     def on_experience_end(self, exp: Any, module: Any) -> None:
         if not self.grow_units or self.past is None:
             return
-        hn = module.hypernet
+        hn = module.model
         with torch.no_grad():
             change = float((hn.generate(self.past) - self.targets).pow(2).mean())
         if change <= self.grow_tolerance:

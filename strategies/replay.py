@@ -8,7 +8,8 @@ import torch
 from annotated_types import Ge, Interval
 
 from clframe.config.registry import STRATEGIES, ParamError
-from clframe.core.strategy import Batch, StepContext, Strategy
+from clframe.core.strategy import StepContext, Strategy
+from clframe.data.batch import Batch
 from clframe.data.buffers import ClassBalancedBuffer, ReservoirBuffer
 from clframe.run.distributed import gather_rows, rank, share, world_size
 

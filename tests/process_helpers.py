@@ -21,7 +21,7 @@ TIMING = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "chec
           "resumed_from"}
 # a replay run of 2 experiences that dropout makes depend on the global RNG
 BASE = ["scenario.n_experiences=2", "backbone.hidden=[32]", "logger.progress=false", "train.num_threads=1",
-        "eval.every=5", "strategy=replay", "backbone.dropout=0.1"]
+        "monitors.continual.every=5", "strategy=replay", "backbone.dropout=0.1"]
 ENV = {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 
 

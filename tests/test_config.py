@@ -330,6 +330,6 @@ def test_a_key_renamed_since_an_older_version_names_its_new_name(old, new):
 
 @pytest.mark.parametrize("value", [0, -5])
 def test_eval_every_must_be_positive_and_null_turns_it_off(value):
-    msg = config_error([f"eval.every={value}"])
-    assert f"'eval.every' must be >= 1, got {value}" in msg and "eval.every=null" in msg
-    assert validate(compose(["eval.every=null"]))["eval"]["every"] is None
+    msg = config_error([f"monitors.continual.every={value}"])
+    assert f"'eval.every' must be >= 1, got {value}" in msg and "monitors.continual.enabled=false" in msg
+    assert validate(compose(["monitors.continual.enabled=false"]))["eval"]["every"] is None

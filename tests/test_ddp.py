@@ -18,7 +18,7 @@ from clframe.run.runner import build, run
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")
 TINY_DDP = ["scenario.n_experiences=2", "backbone.hidden=[32]", "logger.progress=false", "train.num_threads=1",
-            "eval.every=5", "train.epochs=5", "train.lr=0.2", "trainer.strategy=ddp", "trainer.devices=2",
+            "monitors.continual.every=5", "train.epochs=5", "train.lr=0.2", "trainer.strategy=ddp", "trainer.devices=2",
             "trainer.accelerator=cpu"]
 
 
@@ -143,7 +143,7 @@ def test_two_ranks_run_the_single_process_experiment(tmp_path, seed):
     the steps and the one replay buffer are the single process's, so the final accuracy is too (within 3 points;
     measured equal to the last digit)."""
     base = ["experiment=split_digits", "strategy=replay", f"seed={seed}", "train.num_threads=1",
-            "logger.progress=false", "eval.every=null"]
+            "logger.progress=false", "monitors.continual.enabled=false"]
     one = run(compose(base), tmp_path / "one")
     two = json.loads((ddp_run(tmp_path, *base, "trainer.strategy=ddp", "trainer.devices=2",
                               "trainer.accelerator=cpu", base_overrides=[]) / "summary.json").read_text())

@@ -49,8 +49,8 @@ CASES = {
     "stop": ["+strategies.stop_at={}", "backbone.dropout=0.2", "train.momentum=0.9", "checkpoint.every=7"],
     "replay_fabric": ["strategy=replay", "backbone.dropout=0.2", "trainer.engine=fabric", "checkpoint.every=7"],
     # the Kalman head's posterior and learned gamma/noise/temperature, and the online metrics' windows
-    "kalman": ["head=kalman", "eval.online=true", "eval.online_window=5", "checkpoint.every=7"],
-    "kalman_frozen_fabric": ["head=kalman", "train.freeze_backbone=true", "trainer.engine=fabric", "eval.online=true",
+    "kalman": ["head=kalman", "monitors.online.enabled=true", "monitors.online.window=5", "checkpoint.every=7"],
+    "kalman_frozen_fabric": ["head=kalman", "train.freeze_backbone=true", "trainer.engine=fabric", "monitors.online.enabled=true",
                              "checkpoint.every=7"],
 }
 

@@ -88,7 +88,7 @@ def test_processes_of_other_ranks_do_not_claim(monkeypatch, env, child):
 def test_runs_of_one_experiment_keep_their_own_directories(tiny, tmp_path, monkeypatch,
                                                                                    capsys):
     monkeypatch.chdir(tmp_path)
-    base = [*tiny, "experiment_name=twice", "eval.every=null"]
+    base = [*tiny, "experiment_name=twice", "monitors.continual.enabled=false"]
     for lr in ("0.05", "0.01", "0.05"):  # the third has the first's config: it gets the next free name
         code, _, err = run_main(["run", *base, f"train.lr={lr}"], capsys)
         assert code == 0, err
@@ -116,9 +116,9 @@ def test_a_run_refused_before_training_leaves_no_directory(tmp_path, monkeypatch
 
 def test_an_explicit_directory_that_holds_a_run_is_refused_before_training(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(["run", *tiny, "eval.every=null", "hydra.run.dir=mine"], capsys)
+    code, _, err = run_main(["run", *tiny, "monitors.continual.enabled=false", "hydra.run.dir=mine"], capsys)
     assert code == 0, err
     before = (tmp_path / "mine" / "summary.json").read_bytes()
-    code, _, err = run_main(["run", *tiny, "eval.every=null", "train.lr=0.01", "hydra.run.dir=mine"], capsys)
+    code, _, err = run_main(["run", *tiny, "monitors.continual.enabled=false", "train.lr=0.01", "hydra.run.dir=mine"], capsys)
     assert code == 2 and "already holds a run" in err and "resume=" in err
     assert (tmp_path / "mine" / "summary.json").read_bytes() == before

@@ -16,7 +16,7 @@ import pytest
 CLFRAME = Path(sys.executable).with_name("clframe")
 SWEEP = ["hydra/launcher=submitit_local", "experiment=split_digits", "strategy=naive,replay", "seed=0",
          "scenario.n_experiences=2", "backbone.hidden=[16]", "train.epochs=1", "logger.progress=false",
-         "eval.every=5", "train.num_threads=1"]
+         "monitors.continual.every=5", "train.num_threads=1"]
 
 
 def clframe(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

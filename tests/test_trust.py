@@ -20,7 +20,7 @@ from clframe.config.trust import UntrustedConfigError, check_import, from_file, 
 from clframe.errors import ConfigError
 from clframe.run.runner import run
 
-BASE = ["scenario.n_experiences=2", "train.epochs=1", "logger.progress=false", "eval.every=null",
+BASE = ["scenario.n_experiences=2", "train.epochs=1", "logger.progress=false", "monitors.continual.enabled=false",
         "checkpoint.every=10", "checkpoint.keep=100"]
 TINY = [*BASE, "backbone.hidden=[16]"]
 NET = '''

@@ -1,4 +1,4 @@
-"""The checkpointing callback and the signal handler that turns SIGTERM/SIGINT into a clean stop."""
+"""The checkpointing plugin and the signal handler that turns SIGTERM/SIGINT into a clean stop."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
 import clframe
 from clframe.checkpoint.files import FORMAT, atomic_save, check_plain, checkpoint_dir, checkpoint_name, prune, rng_state
+from clframe.core.hooks import Plugin
 from clframe.errors import CheckpointError, RunInterrupted
 from clframe.run.distributed import all_reduce_max, rank, world_size
 
@@ -56,12 +56,14 @@ class StopRequest:
         self._previous = {}
 
 
-class Checkpointer(Callback):
-    """Write checkpoints every ``every`` steps, at experience ends, and on a stop request.
+class Checkpointer(Plugin):
+    """Write checkpoints every ``every`` steps, at experience ends, and on a stop request: the last
+    of a run's plugins, so a checkpoint holds what every other plugin did at that step.
 
-    Saving flushes the continual evaluator (so the recorded curve is complete) but not the
-    pending loss terms, so a checkpoint changes nothing that the run logs. A checkpoint is
-    written only after the pending loss terms and the parameters are checked to be finite.
+    Saving flushes the monitors (so a recorded curve is complete) but not the pending loss terms,
+    so a checkpoint changes nothing that the run logs. A checkpoint is written only after the
+    pending loss terms and the parameters are checked to be finite. On a resume, ``setup`` puts the
+    module, the strategies and the RNGs back at the checkpoint (``resume_state``).
 
     Args:
         run_dir: the run directory; files go to ``<run_dir>/checkpoints/``.
@@ -69,12 +71,10 @@ class Checkpointer(Callback):
         every: also save every this many optimizer steps (None: only at experience ends).
         at_experience_end: save after each experience (default True).
         keep: newest checkpoints kept on disk (default 2).
-        evaluator: the continual evaluator whose curve goes into the checkpoint (default None).
         recorder: the run recorder whose rows go into the checkpoint (default None).
         stop: the signal-driven stop request to honour (default None).
         enabled: save periodically and at experience ends (default True); a stop request is
             honoured with a checkpoint regardless.
-        extra: more stateful parts (``state_dict``/``load_state_dict``) by name, e.g. monitors (default None).
     """
 
     def __init__(
@@ -84,16 +84,13 @@ class Checkpointer(Callback):
         every: int | None = None,
         at_experience_end: bool = True,
         keep: int = 2,
-        evaluator: Any = None,
         recorder: Any = None,
         stop: StopRequest | None = None,
         enabled: bool = True,
-        extra: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir, self.config = Path(run_dir), config
         self.every, self.at_experience_end, self.keep = every, at_experience_end, keep
-        self.evaluator, self.recorder, self.stop, self.enabled = evaluator, recorder, stop, enabled
-        self.extra = extra or {}
+        self.recorder, self.stop, self.enabled = recorder, stop, enabled
         self.resume_state: dict[str, Any] | None = None
         self.last_path: Path | None = None
         self.save_times: list[float] = []
@@ -104,23 +101,23 @@ class Checkpointer(Callback):
         """The checkpoint of ``module``'s run as it stands."""
         module.check_finite()  # never keep a diverged state
         training = module.training_state()
-        for key, s in training["strategies"].items():
+        # the monitors first: a flush sends their pending rows to the recorder, whose state follows
+        monitors = {k: m.state_dict() for k, m in module.monitors.items()}
+        parts = [*(("strategy", k, s) for k, s in training["strategies"].items()),
+                 *(("monitor", k, s) for k, s in monitors.items())]
+        for kind, key, s in parts:
             try:
-                check_plain(s, f"strategy '{key}' state_dict()")
+                check_plain(s, f"{kind} '{key}' state_dict()")
             except TypeError as e:
                 raise TypeError(f"{e}: a checkpoint holds only tensors and plain containers (dict, list, tuple, "
                                 "str, int, float, bool, None) so that it loads with torch.load(weights_only=True); "
                                 "store plain state instead (e.g. generator.get_state()).") from None
-        if self.evaluator is not None:
-            self.evaluator.flush()
         return {
             "format": FORMAT, "clframe": clframe.__version__, "step": module.cl_step,
             "experience": module.current_exp, "finished": module.finished, "world_size": world_size(),
             "rank": rank(),
-            "config": self.config, "module": training, "rng": rng_state(),
-            "evaluator": None if self.evaluator is None else self.evaluator.state_dict(),
+            "config": self.config, "module": training, "rng": rng_state(), "monitors": monitors,
             "recorder": None if self.recorder is None else self.recorder.state_dict(),
-            "extra": {k: v.state_dict() for k, v in self.extra.items()},
         }
 
     def save(self, module: Any) -> Path:
@@ -136,14 +133,8 @@ class Checkpointer(Callback):
         self._saved_key, self.last_path = key, path
         return path
 
-    # -- hooks -----------------------------------------------------------------------------------
-    def _on_module_event(self, module: Any, event: str, payload: dict[str, Any]) -> None:
-        if event == "boundary_eval" and self.enabled and self.at_experience_end:
-            self.save(module)
-
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        # registered after the evaluator's listener, so a boundary checkpoint holds the boundary evaluation
-        pl_module.listeners.append(self._on_module_event)
+    # -- events ----------------------------------------------------------------------------------
+    def setup(self, module: Any) -> None:
         if self.stop is not None:
             self.stop.install()
         if self.resume_state is not None:
@@ -152,28 +143,26 @@ class Checkpointer(Callback):
             if self.resume_state.get("rank", 0) != rank():
                 raise CheckpointError(f"rank {rank()} was given the checkpoint of rank {self.resume_state['rank']}; "
                                       "resume with the same launcher and process layout.")
-            pl_module.load_training_state(self.resume_state["module"])
-            self._saved_key = (pl_module.cl_step, pl_module.current_exp, pl_module.exp_ended)
+            module.load_training_state(self.resume_state["module"])
+            self._saved_key = (module.cl_step, module.current_exp, module.exp_ended)
             set_rng_state(self.resume_state["rng"])  # last: nothing may draw from the RNGs after this
             self.resume_state = None
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.enabled and self.every and pl_module.cl_step % self.every == 0:
-            self.save(pl_module)
+    def on_boundary_eval(self, module: Any, experience: int, rows: list[dict[str, Any]]) -> None:
+        if self.enabled and self.at_experience_end:
+            self.save(module)
+
+    def on_step_end(self, ctx: Any) -> None:
+        module = ctx.module
+        if self.enabled and self.every and module.cl_step % self.every == 0:
+            self.save(module)
         if self.stop is None:
             return
         signum = self.stop.signum
         if world_size() > 1:
             # every rank stops at the same step: agree on the largest signal number any rank got
             # (one tiny all-reduce per step; Lightning's DDP already syncs once per step itself)
-            flag = torch.tensor([signum or 0], device=pl_module.device)
+            flag = torch.tensor([signum or 0], device=module.device)
             signum = int(all_reduce_max(flag)) or None
         if signum is not None:
-            raise RunInterrupted(signum, str(self.save(pl_module)), str(self.run_dir))
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        # Lightning raises this between two steps (at the end of the stream), when the state is consistent
-        if isinstance(exception, SIGTERMException):
-            self.save(pl_module)
+            raise RunInterrupted(signum, str(self.save(module)), str(self.run_dir))

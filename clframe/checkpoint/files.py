@@ -24,8 +24,8 @@ from torch import Tensor
 
 from clframe.errors import CheckpointError, writing
 
-FORMAT = 1
-KEYS = ("format", "clframe", "step", "experience", "finished", "config", "module", "rng", "evaluator", "recorder")
+FORMAT = 2  # 2 (clframe 0.3): the monitors' states under "monitors"; 1 is read too (see ``upgrade``)
+KEYS = ("format", "clframe", "step", "experience", "finished", "config", "module", "rng", "monitors", "recorder")
 NAME = re.compile(r"step-(\d+)(?:-rank(\d+))?\.ckpt$")
 PLAIN = (str, int, float, bool, type(None), torch.dtype, torch.Size)
 
@@ -152,6 +152,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({reason}).") from e
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a clframe checkpoint (it has no 'format' entry).")
+    state = upgrade(state)
     if state["format"] != FORMAT:
         raise CheckpointError(
             f"Checkpoint {path} has format {state['format']} (written by clframe {state.get('clframe', '?')}); "
@@ -160,6 +161,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in KEYS if k not in state]
     if missing:
         raise CheckpointError(f"Checkpoint {path} is incomplete: it lacks {', '.join(missing)}.")
+    return state
+
+
+def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of an older format in the current one: format 1 (clframe 0.2) kept the continual
+    evaluator's state under ``evaluator`` and the other monitors' under ``extra``; both are monitors
+    now, under ``monitors`` by name."""
+    if state.get("format") == 1:
+        monitors = dict(state.pop("extra", None) or {})
+        evaluator = state.pop("evaluator", None)
+        if evaluator is not None:
+            monitors["continual"] = evaluator
+        state = {**state, "format": 2, "monitors": monitors}
     return state
 
 

@@ -88,6 +88,18 @@ def upgrade(saved: dict[str, Any]) -> dict[str, Any]:
         devices = str(trainer.get("devices", 1))
         world = int(devices) * int(trainer.get("num_nodes", 1)) if devices.isdigit() else 1
         trainer["split_across_ranks"] = world == 1
+    if "monitors" not in saved:
+        # before 0.3 the evaluation monitors were switched and set under eval
+        ev = saved.setdefault("eval", {})
+        every = ev.pop("every", 10)
+        saved["monitors"] = {
+            "continual": {"enabled": every is not None, "every": every or 10, "subset": ev.pop("subset", 1000),
+                          "on": ev.pop("on", "seen"), "seed": saved.get("seed", 0)},
+            "online": {"enabled": ev.pop("online", False), "window": ev.pop("online_window", 100),
+                       "ece_bins": ev.pop("ece_bins", 15)},
+            "plasticity": {"enabled": ev.pop("plasticity", False), "every": ev.pop("plasticity_every", 1),
+                           "probe": ev.pop("plasticity_probe", 256)},
+        }
     return saved
 
 
@@ -206,13 +218,36 @@ def for_rank(resume: Resume, rank: int, world_size: int) -> Resume:
 
 
 def fit_to_checkpoint(module: Any, resume: Resume) -> None:
-    """Let every submodule with a ``fit_to_state(state, prefix)`` method resize itself to the
-    checkpoint's weights first (e.g. a hypernetwork that grew during the run)."""
+    """Let every submodule that ``ResizesToCheckpoint`` resize itself to the checkpoint's weights
+    first (e.g. a hypernetwork that grew during the run)."""
+    from clframe.models.protocols import ResizesToCheckpoint
+
     saved = resume.state["module"]["model"]
     for name, m in module.named_modules():
-        fit = getattr(m, "fit_to_state", None)
-        if callable(fit):
-            fit(saved, f"{name}." if name else "")
+        if isinstance(m, ResizesToCheckpoint):
+            m.fit_to_state(saved, f"{name}." if name else "")
+
+
+def restore(module: Any, loader: Any, resume: Resume, recorder: Any, checkpointer: Any) -> None:
+    """Put a freshly built run at the checkpoint's position: the stream, the monitors and the
+    recorder's rows now; the module, strategies and RNGs when training starts (the optimizer exists
+    only then: ``checkpointer.setup``). A finished run is restored at once; only its summary is
+    written again."""
+    state = resume.state
+    fit_to_checkpoint(module, resume)
+    check_model(resume, module.state_dict())
+    for key, monitor in module.monitors.items():
+        if key in state["monitors"]:
+            monitor.load_state_dict(state["monitors"][key])
+    if recorder is not None and state["recorder"] is not None:
+        recorder.load_state_dict(state["recorder"])
+    if state["finished"]:
+        print(f"{resume.run_dir} had already finished; writing its summary again.")
+        module.load_training_state(state["module"])
+        return
+    loader.seek(state["step"])
+    module.resuming = True
+    checkpointer.resume_state = state
 
 
 def check_model(resume: Resume, model_state: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from clframe.compare import Comparison, Group
+    from clframe.compare.runs import Comparison, Group
 
 def read_curve(path: Path, column: str = "acc") -> tuple[list[int], list[float], str] | None:
     """Per evaluation step, ``column`` averaged over the experiences evaluated at that step.

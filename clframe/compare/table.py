@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clframe.compare import Comparison, Group, metric_value
+from clframe.compare.runs import Comparison, Group, metric_value
 
 
 @dataclass
@@ -73,11 +73,16 @@ def comparison_table(cmp: Comparison, metrics: Sequence[str], fit_width: int | N
     return table
 
 
-def _console(stderr: bool = False) -> Any:
+def make_console(stderr: bool = False) -> Any:
     """A rich Console on stdout (or stderr), resolved now (so that redirected streams are honoured)."""
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
+
+
+def warning(msg: str) -> None:
+    """``warning: <msg>`` on stderr, in yellow in a terminal."""
+    make_console(stderr=True).print(f"warning: {msg}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _natural_width(console: Any, renderable: Any) -> int:
@@ -87,7 +92,7 @@ def _natural_width(console: Any, renderable: Any) -> int:
 def print_table(cmp: Comparison, metrics: Sequence[str], console: Any = None) -> None:
     """Print the comparison table: in a terminal, fitted to its width (labels stacked if need be);
     otherwise (a pipe, a file) as wide as the content, one line per group."""
-    console = console or _console()
+    console = console or make_console()
     table = comparison_table(cmp, metrics)
     if not console.is_terminal:
         console.width = max(80, _natural_width(console, table))

@@ -6,6 +6,7 @@ describes if the meaning changed too. The message names the new key and how to w
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # old dotted key -> (new dotted key, clframe version that renamed it)
@@ -13,7 +14,29 @@ RENAMED: dict[str, tuple[str, str]] = {
     "train.accelerator": ("trainer.accelerator", "0.2"),
     "train.devices": ("trainer.devices", "0.2"),
     "train.engine": ("trainer.engine", "0.2"),
+    # 0.3: what observes a run is a monitor, configured under monitors.<name>
+    "eval.every": ("monitors.continual.every", "0.3"),
+    "eval.subset": ("monitors.continual.subset", "0.3"),
+    "eval.on": ("monitors.continual.on", "0.3"),
+    "eval.plasticity": ("monitors.plasticity.enabled", "0.3"),
+    "eval.plasticity_every": ("monitors.plasticity.every", "0.3"),
+    "eval.plasticity_probe": ("monitors.plasticity.probe", "0.3"),
+    "eval.online": ("monitors.online.enabled", "0.3"),
+    "eval.online_window": ("monitors.online.window", "0.3"),
+    "eval.ece_bins": ("monitors.online.ece_bins", "0.3"),
 }
+# an old value that now means another key: (old key, old value) -> (new key, new value)
+SWITCHED_OFF = {("eval.every", None): ("monitors.continual.enabled", False)}
+
+
+def _yaml(key: str, value: Any) -> str:
+    """``a.b.c`` and ``v`` as a nested YAML flow mapping: ``a: {b: {c: v}}``."""
+    text = json.dumps(value) if value is not None else "null"
+    *parents, leaf = key.split(".")
+    out = f"{leaf}: {text}"
+    for p in reversed(parents[1:]):
+        out = f"{p}: {{{out}}}"
+    return f"{parents[0]}: {{{out}}}" if parents else out
 
 
 def renamed_message(key: str, value: Any = None) -> str | None:
@@ -26,7 +49,10 @@ def renamed_message(key: str, value: Any = None) -> str | None:
     if key not in RENAMED:
         return None
     new, version = RENAMED[key]
-    shown = "..." if value is None else value
-    section, _, leaf = new.partition(".")
-    return (f"'{key}' was renamed to '{new}' in clframe {version}. On the command line write {new}={shown}; "
-            f"in a YAML file move '{leaf}' under '{section}:'.")
+    what = f"'{key}' was renamed to '{new}'"
+    if (key, value) in SWITCHED_OFF:
+        new, value = SWITCHED_OFF[(key, value)]
+        what = f"'{key}: null' became '{new}: {json.dumps(value)}'"
+    shown = "..." if value is None else json.dumps(value) if isinstance(value, bool) else value
+    in_yaml = _yaml(new, "..." if value is None else value)
+    return f"{what} in clframe {version}. On the command line write {new}={shown}; in a YAML file write {in_yaml}."

@@ -249,4 +249,5 @@ STRATEGIES = Registry("strategy", "clframe.strategies", plural="strategies", key
 SCENARIOS = Registry("scenario", "clframe.scenarios")
 DATASETS = Registry("dataset", "clframe.data.datasets")
 HYPERNETS = Registry("hypernet", "clframe.models.hypernets", provided=("target", "n_tasks", "n_classes"))
-REGISTRIES = {r.kind: r for r in (BACKBONES, HEADS, STRATEGIES, SCENARIOS, DATASETS, HYPERNETS)}
+MONITORS = Registry("monitor", "clframe.monitors", key="monitors.{name}")
+REGISTRIES = {r.kind: r for r in (BACKBONES, HEADS, STRATEGIES, SCENARIOS, DATASETS, HYPERNETS, MONITORS)}

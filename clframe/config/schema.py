@@ -103,38 +103,19 @@ class CheckpointConfig:
 
 @dataclass
 class EvalConfig:
-    """``eval:`` settings. The accuracy matrix always comes from the full eval data of every
-    experience at each experience end; the continual evaluator adds the curve in between.
+    """``eval:`` settings of the core evaluation. The accuracy matrix always comes from the full eval
+    data of every experience at each experience end; the monitors (``monitors:``, e.g. the continual
+    evaluator ``monitors.continual``) measure in between.
 
     Args:
-        every: continual evaluation every this many steps; null turns it off (default 10).
-        subset: fixed, seeded eval samples per experience for continual evaluation (default 1000).
-        on: evaluate the ``seen`` experiences or ``all`` of them (default ``seen``).
         batch_size: samples per forward pass in evaluation (default 1000).
         gap_window: evaluations after a switch in which the stability-gap depth is sought (default 100).
         lca_beta: number of evaluations (beta) of the learning-curve area LCA (default 10).
-        plasticity: record the loss-of-plasticity diagnostics per task (default False).
-        plasticity_every: steps between plasticity measurements (an extra forward pass); null: none
-            (default 1).
-        plasticity_probe: eval samples per task for dead units, effective rank and norms (default 256).
-        online: record prequential (online) accuracy or error, predictive log-likelihood, calibration
-            and the head's diagnostics per window of steps, in online.csv (default False).
-        online_window: steps per window of the online metrics (default 100).
-        ece_bins: equal-width confidence bins of the online expected calibration error (default 15).
     """
 
-    every: Annotated[int, Ge(1)] | None = 10
-    subset: Annotated[int, Ge(1)] = 1000
-    on: Literal["seen", "all"] = "seen"
     batch_size: Annotated[int, Ge(1)] = 1000
     gap_window: Annotated[int, Ge(1)] = 100
     lca_beta: Annotated[int, Ge(1)] = 10
-    plasticity: bool = False
-    plasticity_every: Annotated[int, Ge(1)] | None = 1
-    plasticity_probe: Annotated[int, Ge(1)] = 256
-    online: bool = False
-    online_window: Annotated[int, Ge(1)] = 100
-    ece_bins: Annotated[int, Ge(1)] = 15
 
 
 @dataclass
@@ -158,12 +139,12 @@ class LoggerConfig:
 
 SECTIONS = {"train": TrainConfig, "trainer": TrainerConfig, "eval": EvalConfig, "logger": LoggerConfig,
             "checkpoint": CheckpointConfig}
-COMPONENT_KEYS = ("scenario", "backbone", "head", "hypernet", "strategies")
+COMPONENT_KEYS = ("scenario", "backbone", "head", "hypernet", "strategies", "monitors")
 TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "resume_trust": bool, "scenario": dict,
-            "backbone": dict, "head": dict, "hypernet": dict, "strategies": dict, **{k: dict for k in SECTIONS}}
+            "backbone": dict, "head": dict, "hypernet": dict, "strategies": dict, "monitors": dict,
+            **{k: dict for k in SECTIONS}}
 # how to switch off what a bound forbids, appended to its message
-OFF_HINT = {"eval.every": " To turn continual evaluation off, set eval.every=null.",
-            "checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null.",
+OFF_HINT = {"checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null.",
             "train.clip_norm": " For no clipping, set train.clip_norm=null."}
 
 
@@ -194,18 +175,23 @@ def _check_train(train: Any, errors: list[str]) -> None:
 
 
 def _check_component(kind: str, node: Any, errors: list[str], key: str | None = None) -> None:
-    label = key or kind
+    """Check one component's settings against its signature. ``key``: its name under ``strategies``
+    or ``monitors`` (a monitor's node also takes ``enabled``)."""
+    section = REGISTRIES[kind].key.split(".")[0]
+    label = f"{section}.{key}" if key is not None else kind
     if not isinstance(node, dict):
         errors.append(f"'{label}' must be a mapping with a 'name', got {node!r}.")
         return
     params = dict(node)
     name = params.pop("name", key)
+    if kind == "monitor" and not isinstance(params.pop("enabled", True), bool):
+        errors.append(f"'{label}.enabled' must be true or false, got {node['enabled']!r}.")
     if name is None:
         errors.append(f"'{label}.name' is missing: which {kind}? Valid: {', '.join(REGISTRIES[kind].names())}.")
         return
     try:
         fn = REGISTRIES[kind].get(name)
-        check_params(kind if key is None else f"strategies.{key}", name, fn, params, REGISTRIES[kind].provided)
+        check_params(label, name, fn, params, REGISTRIES[kind].provided)
     except UntrustedConfigError:
         raise  # a refusal to run code is the one thing to say
     except ConfigError as e:
@@ -248,6 +234,12 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
     else:
         for key, node in strategies.items():
             _check_component("strategy", node if node is not None else {}, errors, key=key)
+    monitors = plain.get("monitors") or {}
+    if not isinstance(monitors, dict):
+        errors.append(f"'monitors' must be a mapping of name -> settings, got {monitors!r}.")
+    else:
+        for key, node in monitors.items():
+            _check_component("monitor", node if node is not None else {}, errors, key=key)
     if errors:
         # one problem fits on one line; several get a line each
         raise ConfigError("Invalid config: " + errors[0] if len(errors) == 1 else
@@ -255,6 +247,7 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
     for k, cls in SECTIONS.items():
         plain[k] = dataclasses.asdict(cls(**plain.get(k, {})))
     plain["strategies"] = {k: v or {} for k, v in strategies.items()}
+    plain["monitors"] = {k: v or {} for k, v in monitors.items()}
     plain.setdefault("resume", None)
     plain.setdefault("resume_trust", False)
     plain.setdefault("hypernet", None)

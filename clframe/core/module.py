@@ -1,32 +1,32 @@
-"""CLModule: backbone + head + strategy dispatch, trained over a whole stream in one fit."""
+"""CLModule: the model, the strategies and the monitors, trained over a whole stream in one fit."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
-from clframe.core.objectives import CLASSIFICATION, Objective, get_objective
-from clframe.core.strategy import Batch, StepContext, Strategy, overrides
+from clframe.core.hooks import EVENTS, Plugin, overrides
+from clframe.core.objectives import Objective, get_objective
+from clframe.core.strategy import StepContext, Strategy
+from clframe.data.batch import Batch
 from clframe.data.stream import Stream
-from clframe.errors import ConfigError, DivergenceError
+from clframe.errors import DivergenceError
 from clframe.evaluation.evaluate import evaluate_many, evaluation_mode
+from clframe.models.model import Trainable
+from clframe.models.protocols import GeneratesWeights, KnowsObjective, MasksTaskClasses, TaskConditioned
 from clframe.run.distributed import all_reduce_sum, is_main_rank, max_diff_across_ranks, world_size
 
 # Plain (non-tensor, non-module) attributes written every step. nn.Module.__setattr__ runs
 # isinstance checks on each write; Lightning alone writes _current_fx_name ~28 times a step.
-FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps", "last_ctx", "_param_names"})
-
-HOOKS = (
-    "before_forward",
-    "before_optimizer_step",
-    "after_optimizer_step",
-    "lr_factor",
-)
+FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps", "_param_names"})
+# the hooks that feed the training step, called on the strategies only
+STRATEGY_HOOKS = ("before_forward", "loss_terms", "lr_factor")
 
 
 def build_optimizer(
@@ -44,18 +44,21 @@ def build_optimizer(
 
 
 class CLModule(L.LightningModule):
-    """A continual learner: ``head(backbone(x), t)`` plus strategies hooked into the step.
+    """A continual learner: a model, strategies hooked into its training step, and monitors.
 
     The whole stream is one ``fit``: batches carry their experience index and the
-    module calls the experience hooks when it changes. One batch is one optimizer step
+    module sends the experience events when it changes. One batch is one optimizer step
     (manual optimization), the optimizer state persists across experiences unless
-    ``reset_optimizer``, and ``cl_step`` (the global step) never restarts.
+    ``reset_optimizer``, and ``cl_step`` (the global step) never restarts. Strategies, monitors
+    and the run's recorder and checkpointer receive the same events (``clframe.core.hooks``)
+    through ``emit``; the model's optional capabilities (``clframe.models.protocols``) are found
+    on its modules.
 
     Args:
-        backbone: maps inputs to features; exposes ``out_features``.
-        head: maps ``(features, task labels)`` to logits.
+        model: what trains, ``clframe.models.model.Model`` (backbone + head) or a hypernetwork that
+            generates one; its ``backbone`` and ``head`` are registered here under those names.
         strategies: name -> strategy, dispatched in this order.
-        stream: the experiences (for experience hooks and boundary evaluation).
+        stream: the experiences (for experience events and boundary evaluation).
         steps_per_experience: optimizer steps of each experience (for ``lr_factor``).
         optimizer: ``sgd``, ``adam`` or ``adamw`` (default ``sgd``).
         lr: learning rate (default 0.05).
@@ -70,9 +73,7 @@ class CLModule(L.LightningModule):
             parameters, for NaN/inf (default 50).
         objective: the scenario's objective, ``classification`` or ``regression`` (default
             ``classification``).
-        hypernet: a hypernetwork whose target network is ``backbone`` and ``head``: the model is
-            then ``hypernet(x, t)``, only the current experience's task embedding trains, and the
-            backbone's and head's own weights do not (default None).
+        monitors: name -> monitor, dispatched after the strategies (default none).
         split_across_ranks: under multi-process training, the batch (``Batch.shares``) and the
             strategies' sizes (replay's buffer and replay batch) are global, so the ranks together
             run the single-process experiment; strategies read this flag (default True).
@@ -80,8 +81,7 @@ class CLModule(L.LightningModule):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        head: nn.Module,
+        model: Trainable,
         strategies: dict[str, Strategy],
         stream: Stream,
         steps_per_experience: list[int],
@@ -95,37 +95,31 @@ class CLModule(L.LightningModule):
         eval_batch_size: int = 1000,
         log_every: int = 50,
         objective: str = "classification",
-        hypernet: nn.Module | None = None,
+        monitors: dict[str, Plugin] | None = None,
         split_across_ranks: bool = True,
     ) -> None:
         super().__init__()
-        self.split_across_ranks = split_across_ranks
         self.automatic_optimization = False
         self.objective: Objective = get_objective(objective)
-        self.backbone, self.head = backbone, head
-        self.hypernet = hypernet
+        # registered under their own names: parameter names, checkpoint keys and diagnostics stay put
+        self.backbone, self.head = model.backbone, model.head
+        if isinstance(model, GeneratesWeights):
+            self.hypernet = model
+        object.__setattr__(self, "model", model)  # a view of the modules above, not registered twice
         self.strategies = strategies
+        self.monitors = dict(monitors or {})
         self.stream = stream
         self.steps_per_experience = steps_per_experience
         self.opt_cfg = {"name": optimizer, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                         "nesterov": nesterov}
         self.clip_norm = clip_norm
         self.reset_optimizer, self.eval_batch_size, self.log_every = reset_optimizer, eval_batch_size, log_every
-        # a head that learns by itself (e.g. ``kalman``): it scores the batch, then updates its state
-        self._online_head = hasattr(head, "online_step")
-        if self._online_head and hypernet is not None:
-            raise ConfigError(f"head '{type(head).__name__}' updates its own state and cannot be generated by a "
-                              "hypernetwork; use hypernet=none or a linear head.")
-        if hasattr(head, "set_objective"):
-            head.set_objective(self.objective.name)
-        self._hooks = {h: [s for s in strategies.values() if overrides(s, h)] for h in HOOKS}
-        self._loss_providers = [(k, s) for k, s in strategies.items() if overrides(s, "loss_terms")]
+        self.split_across_ranks = split_across_ranks
         self.cl_step = 0
         self.current_exp = -1
         self.exp_ended = False
         self.resuming = False
         self.rank_weight_diff: float | None = None
-        self.last_ctx: StepContext | None = None  # the latest step's batch, logits and loss, for monitors
         self.samples_all_ranks: int | None = None
         self.exp_start_step = 0
         self.samples_seen = 0
@@ -133,20 +127,45 @@ class CLModule(L.LightningModule):
         self.initial_accs: list[float] = []
         self.boundaries: list[int] = []
         self.loss_log: list[dict[str, float]] = []
-        self.listeners: list[Callable[[CLModule, str, dict[str, Any]], None]] = []
         # (step, experience, detached terms) of the steps since the last flush; read in one transfer
         self._loss_steps: list[tuple[int, int, dict[str, Tensor]]] = []
         self._optimizer: torch.optim.Optimizer | None = None
         self._param_names: dict[int, str] = {}
+        self.log_sink: Callable[[dict[str, float], int], None] | None = None  # the run's logger (wandb)
+        self.set_plugins([])
+        self._configure_model(model)
+
+    def _configure_model(self, model: nn.Module) -> None:
+        """Tell the model's components what they may depend on: the objective, each task's classes."""
         # a task label shared by several experiences covers all of their classes
         task_classes: dict[int, set[int]] = {}
-        for e in stream:
+        for e in self.stream:
             task_classes.setdefault(e.task_label, set()).update(e.classes_in_this_experience)
-        maskers = [head] + ([hypernet] if hypernet is not None and not self.objective.regression else [])
-        for m in maskers:
-            if hasattr(m, "set_task_classes"):
+        for m in model.modules():
+            if isinstance(m, KnowsObjective):
+                m.set_objective(self.objective.name)
+        for m in model.modules():
+            if isinstance(m, MasksTaskClasses):
                 for task, classes in task_classes.items():
                     m.set_task_classes(task, sorted(classes))
+
+    def set_plugins(self, run_plugins: Sequence[Plugin]) -> None:
+        """The run's own plugins (recorder, checkpointer), dispatched after the strategies and the
+        monitors; rebuilds the dispatch tables."""
+        self.plugins: list[Plugin] = [*self.strategies.values(), *self.monitors.values(), *run_plugins]
+        self._strategy_hooks = {h: [s for s in self.strategies.values() if overrides(s, h)] for h in STRATEGY_HOOKS}
+        self._loss_providers = [(k, s) for k, s in self.strategies.items() if overrides(s, "loss_terms")]
+        self._listeners = {e: [p for p in self.plugins if overrides(p, e)] for e in EVENTS}
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Send ``event`` (one of ``clframe.core.hooks.EVENTS``) to every plugin that overrides it, in order."""
+        for p in self._listeners[event]:
+            getattr(p, event)(*args)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log scalars at ``step`` to the run's logger (wandb), if there is one."""
+        if self.log_sink is not None:
+            self.log_sink(metrics, step)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in FAST_ATTRS:
@@ -155,9 +174,7 @@ class CLModule(L.LightningModule):
             super().__setattr__(name, value)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        if self.hypernet is not None:
-            return self.hypernet(x, t)
-        return self.head(self.backbone(x), t)
+        return self.model(x, t)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -200,8 +217,19 @@ class CLModule(L.LightningModule):
         if not self.resuming and is_main_rank():
             # the untrained model's accuracy on every experience: the baseline of forward transfer
             self.initial_accs = self._evaluate_all()[0]
+        for p in self.plugins[len(self.strategies):]:  # the monitors, then the run's plugins (which restore a resume)
+            p.setup(self)
+
+    def on_train_end(self) -> None:
+        self.emit("on_train_end", self)
 
     # -- experiences ---------------------------------------------------------
+    def _set_active_task(self) -> None:
+        task = self.stream[self.current_exp].task_label
+        for m in self.model.modules():
+            if isinstance(m, TaskConditioned):
+                m.set_active_task(task)
+
     def _enter_experience(self, exp: int) -> None:
         while self.current_exp < exp:
             if self.current_exp >= 0 and not self.exp_ended:
@@ -211,19 +239,16 @@ class CLModule(L.LightningModule):
             self.exp_start_step = self.cl_step
             if self.reset_optimizer and self._optimizer is not None:
                 self._optimizer.state.clear()
-            if self.hypernet is not None:
-                self.hypernet.set_active_task(self.stream[self.current_exp].task_label)
+            self._set_active_task()
             if not self.stream.boundary_free:
                 with torch.enable_grad():
-                    for s in self.strategies.values():
-                        s.on_experience_start(self.stream[self.current_exp], self)
+                    self.emit("on_experience_start", self.stream[self.current_exp], self)
 
     def _end_experience(self, exp: int) -> None:
         self.flush_losses()
         if not self.stream.boundary_free:
             with torch.enable_grad():
-                for s in self.strategies.values():
-                    s.on_experience_end(self.stream[exp], self)
+                self.emit("on_experience_end", self.stream[exp], self)
         self.boundaries.append(self.cl_step)
         self.exp_ended = True
         self.evaluate_boundary(exp)
@@ -272,22 +297,16 @@ class CLModule(L.LightningModule):
                  "kind": "boundary"}
                 for j, (a, lo) in enumerate(zip(accs, losses))
             ]
-        for listener in self.listeners:
-            listener(self, "boundary_eval", {"experience": exp, "rows": rows})
+        self.emit("on_boundary_eval", self, exp, rows)
         return accs
 
     # -- the training step ---------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         self._enter_experience(batch.exp)
         self.samples_seen += len(batch)
-        for s in self._hooks["before_forward"]:
+        for s in self._strategy_hooks["before_forward"]:
             batch = s.before_forward(batch, self)
-        loglik = None
-        if self._online_head:
-            logits, loss, loglik = self.head.online_step(self.backbone(batch.x), batch.y, batch.t, batch.weight)
-        else:
-            logits = self(batch.x, batch.t)
-            loss = task_loss(logits, batch.y, batch.weight, self.objective)
+        logits, loss, loglik = self.model.step(batch.x, batch.y, batch.t, batch.weight, self.objective)
         ctx = StepContext(self, batch, logits, loss, self.cl_step, self.current_exp, loglik)
         terms = {"task": loss}
         for key, s in self._loss_providers:
@@ -300,28 +319,25 @@ class CLModule(L.LightningModule):
             opt.zero_grad(set_to_none=True)
         if total.requires_grad:  # not with a frozen backbone under a head that learns by itself
             self.manual_backward(total)
-        for s in self._hooks["before_optimizer_step"]:
-            s.before_optimizer_step(ctx)
+        self.emit("before_optimizer_step", ctx)
         if opt is not None:
             if self.clip_norm is not None:
                 # on the device: no host sync
                 nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_norm)
-            if self._hooks["lr_factor"]:
+            if self._strategy_hooks["lr_factor"]:
                 self._apply_lr_factor()
             opt.step()
-        if self._online_head:
-            self.head.observe()
+        self.model.after_update()
         self.cl_step += 1
-        for s in self._hooks["after_optimizer_step"]:
-            s.after_optimizer_step(ctx)
+        self.emit("after_optimizer_step", ctx)
         self._accumulate(terms)
-        self.last_ctx = ctx
+        self.emit("on_step_end", ctx)
 
     def _apply_lr_factor(self) -> None:
         factor = 1.0
         args = (self.cl_step, self.current_exp, self.cl_step - self.exp_start_step,
                 self.steps_per_experience[self.current_exp])
-        for s in self._hooks["lr_factor"]:
+        for s in self._strategy_hooks["lr_factor"]:
             f = s.lr_factor(*args)
             factor *= 1.0 if f is None else f
         for g in self._optimizer.param_groups:
@@ -374,8 +390,7 @@ class CLModule(L.LightningModule):
         out = {f"loss/{k}": sum(v) / len(v) for k, v in sums.items()}
         self._loss_steps = []
         self.loss_log.append({"step": self.cl_step, "experience": self.current_exp, **out})
-        for listener in self.listeners:
-            listener(self, "losses", out)
+        self.emit("on_losses", self, out)
         return out
 
     # -- checkpoints ---------------------------------------------------------
@@ -405,9 +420,9 @@ class CLModule(L.LightningModule):
             s.load_state_dict(to_device(state["strategies"][k], self.device))
         for k, v in state["counters"].items():
             setattr(self, k, v)
-        if self.hypernet is not None and self.current_exp >= 0:
-            # which task embedding trains is not a weight: set it again for the experience resumed in
-            self.hypernet.set_active_task(self.stream[self.current_exp].task_label)
+        if self.current_exp >= 0:
+            # which task's parameters train is not a weight: set it again for the experience resumed in
+            self._set_active_task()
         for k, v in state["records"].items():
             setattr(self, k, v)
         self._loss_steps = [(s, e, to_device(t, self.device)) for s, e, t in state["pending_losses"]]
@@ -415,16 +430,7 @@ class CLModule(L.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # scenario data already lives on the device; skip Lightning's generic collection walk
         if isinstance(batch, Batch):
-            return batch if batch.x.device == device else Batch(
-                batch.x.to(device), batch.y.to(device), batch.t.to(device), batch.exp
-            )
+            return batch if batch.x.device == device else dataclasses.replace(
+                batch, x=batch.x.to(device), y=batch.y.to(device), t=batch.t.to(device),
+                weight=None if batch.weight is None else batch.weight.to(device))
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-
-def task_loss(logits: Tensor, y: Tensor, weight: Tensor | None = None,
-              objective: Objective = CLASSIFICATION) -> Tensor:
-    """The objective's mean loss (default cross-entropy), or ``sum(weight * loss)`` when per-sample
-    weights are given."""
-    if weight is None:
-        return objective.loss(logits, y)
-    return (objective.loss(logits, y, reduction="none") * weight).sum()

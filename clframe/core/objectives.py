@@ -81,3 +81,12 @@ def get_objective(name: str) -> Objective:
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{name}'; valid objectives: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name]
+
+
+def task_loss(logits: Tensor, y: Tensor, weight: Tensor | None = None,
+              objective: Objective = CLASSIFICATION) -> Tensor:
+    """The objective's mean loss (default cross-entropy), or ``sum(weight * loss)`` when per-sample
+    weights are given."""
+    if weight is None:
+        return objective.loss(logits, y)
+    return (objective.loss(logits, y, reduction="none") * weight).sum()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from clframe.errors import ConfigError
-from clframe.core.strategy import Batch
+from clframe.data.batch import Batch
 
 
 class Curriculum:
@@ -149,14 +149,24 @@ class CurriculumIterator:
         self.position = int(state["position"])
 
 
-def check_curriculum_run(world_size: int, eval_every: int | None, n_tasks: int, head: object) -> None:
-    """``ConfigError`` for run settings a curriculum cannot work with."""
-    if n_tasks > 1 and not hasattr(head, "set_task_classes"):
+def check_curriculum_run(world_size: int, evaluates: bool, n_tasks: int, head: object) -> None:
+    """``ConfigError`` for run settings a curriculum cannot work with.
+
+    Args:
+        world_size: number of processes.
+        evaluates: whether the continual evaluator (``monitors.continual``) is on.
+        n_tasks: the scenario's task labels.
+        head: the model's head.
+    """
+    from clframe.models.protocols import MasksTaskClasses
+
+    if n_tasks > 1 and not isinstance(head, MasksTaskClasses):
         raise ConfigError(f"This curriculum trains a head per level ({n_tasks} task labels), but the head ignores task "
                           "labels. Set head=multihead, or scenario.curriculum=single for one shared head.")
-    if eval_every is None:
+    if not evaluates:
         raise ConfigError("This scenario is a curriculum: it advances when the continual evaluator's scores pass its "
-                          "threshold, so eval.every cannot be null. Set eval.every (e.g. 100) to how often to check.")
+                          "threshold, so the continual evaluator must be on. Set monitors.continual.enabled=true and "
+                          "monitors.continual.every (e.g. 100) to how often to check.")
     if world_size > 1:
         raise ConfigError("Curriculum scenarios run in one process (the evaluator that drives them runs on rank 0 "
                           "only); set trainer.devices=1 trainer.num_nodes=1.")

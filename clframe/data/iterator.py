@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from clframe.run.distributed import share
-from clframe.core.strategy import Batch
+from clframe.data.batch import Batch
 from clframe.data.stream import Stream
 
 

@@ -112,7 +112,7 @@ def ablate_run(run_dir: str | Path, fractions: Sequence[float], order: str = "ra
 
     from clframe.checkpoint.files import latest_checkpoint
     from clframe.config.trust import from_file
-    from clframe.run.runner import build, quiet
+    from clframe.run.build import build, quiet
 
     quiet()
     run_dir = Path(run_dir)

@@ -36,7 +36,7 @@ def plot_curves(curve: Curve, path: Path, title: str = "", score: str = "accurac
         ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="lower left", fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_acc_matrix(R: Sequence[Sequence[float]], path: Path, title: str = "", score: str = "accuracy") -> Path:
@@ -60,10 +60,10 @@ def plot_acc_matrix(R: Sequence[Sequence[float]], path: Path, title: str = "", s
     ax.set(xlabel="evaluated on experience", ylabel="after training experience", title=title,
            xticks=range(a.shape[1]), yticks=range(a.shape[0]))
     fig.colorbar(im, ax=ax, fraction=0.046, label=score)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from annotated_types import Ge
 from torch import Tensor
 
+from clframe.config.registry import MONITORS
+from clframe.core.monitor import Monitor
 from clframe.data.stream import TensorData
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.evaluate import concat_segments, evaluation_mode, segment_scores
+from clframe.run.distributed import is_main_rank
 
 if TYPE_CHECKING:
     from clframe.core.module import CLModule
+    from clframe.core.strategy import StepContext
 
 
-class ContinualEvaluator(Callback):
+@MONITORS.register("continual")
+class ContinualEvaluator(Monitor):
     """Evaluate every ``every`` steps, at every experience end, and once before training.
 
     Each experience's subset is drawn once from its eval data with a fixed seed and
@@ -30,27 +34,32 @@ class ContinualEvaluator(Callback):
     put in eval mode (dropout off, BatchNorm statistics untouched) and the RNG state is
     restored afterwards, so training proceeds exactly as without the evaluator.
 
+    After every evaluation it sends the event ``on_evaluation(module, step, experience, scores)``
+    (the score on each experience [T], a device tensor; a curriculum reads its learner's progress
+    this way), and ``on_records`` with the rows for metrics.csv when they reach the host. Its
+    ``curve`` is the one the run's curve metrics (min-ACC, WC-ACC, the stability gap) and
+    ``plots/accuracy_curves.png`` come from; without this monitor, the boundary evaluations' are.
+
     Args:
         every: evaluate every this many optimizer steps (default 10).
         subset: samples per experience (default 1000; all of them if fewer).
-        on: ``seen`` (experiences trained so far, including the current one) or ``all``.
-        batch_size: samples per forward pass (default 1000).
-        seed: seed of the subset draw (default 0).
+        on: ``seen`` (experiences trained so far, including the current one) or ``all`` (default
+            ``seen``).
+        seed: seed of the subset draw (default 0; the config sets the run's seed).
         flush_every: evaluations kept on the device before one host transfer (default 100).
-
-    ``observers`` are called after every evaluation with ``(step, experience, scores)``: the
-    optimizer step, the experience being trained and the score on each experience [T] (a device
-    tensor, NaN where not evaluated). A curriculum scenario reads its learner's progress this way.
+        batch_size: samples per forward pass; None: ``eval.batch_size`` (default None).
     """
+
+    enabled_by_default = True
 
     def __init__(
         self,
-        every: int = 10,
-        subset: int = 1000,
+        every: Annotated[int, Ge(1)] = 10,
+        subset: Annotated[int, Ge(1)] = 1000,
         on: Literal["seen", "all"] = "seen",
-        batch_size: int = 1000,
         seed: int = 0,
-        flush_every: int = 100,
+        flush_every: Annotated[int, Ge(1)] = 100,
+        batch_size: Annotated[int, Ge(1)] | None = None,
     ) -> None:
         self.every, self.subset, self.on, self.batch_size = every, subset, on, batch_size
         self.seed, self.flush_every = seed, flush_every
@@ -63,7 +72,6 @@ class ContinualEvaluator(Callback):
         self._module: CLModule | None = None
         self._resumed = False
         self._active = True
-        self.observers: list[Callable[[int, int, Tensor], None]] = []
 
     # -- data --------------------------------------------------------------
     def _subsets(self, module: CLModule) -> None:
@@ -95,13 +103,12 @@ class ContinualEvaluator(Callback):
         # unevaluated experiences are NaN; the row keeps its width so evaluations stack
         out = F.pad(scores, (0, n_total - n_eval), value=float("nan"))
         self._pending.append((module.cl_step, module.current_exp, out))
-        for observe in self.observers:
-            observe(module.cl_step, module.current_exp, out[0])
+        module.emit("on_evaluation", module, module.cl_step, module.current_exp, out[0])
         if len(self._pending) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        """Move pending evaluations to the host (one transfer) and tell the module's listeners."""
+        """Move pending evaluations to the host (one transfer) and send them as ``on_records``."""
         if not self._pending:
             return
         values = torch.stack([p[2] for p in self._pending]).cpu().numpy()  # [P, 2, T]
@@ -115,8 +122,7 @@ class ContinualEvaluator(Callback):
                       "loss": float(v[1, j]), "kind": "continual"} for j in range(v.shape[1]) if not np.isnan(v[0, j])]
         self._pending = []
         if self._module is not None:
-            for listener in self._module.listeners:
-                listener(self._module, "continual_eval", {"rows": rows})
+            self._module.emit("on_records", self._module, rows)
 
     def curve(self, module: CLModule) -> Curve:
         """The recorded curve (flushes first)."""
@@ -124,15 +130,35 @@ class ContinualEvaluator(Callback):
         return Curve(self.steps, self.experiences, np.array(self.acc).reshape(len(self.steps), -1),
                      module.boundaries)
 
-    # -- hooks -------------------------------------------------------------
-    def _on_module_event(self, module: CLModule, event: str, payload: dict[str, Any]) -> None:
-        if event == "boundary_eval":
-            if self._last_step() != module.cl_step:
-                self.evaluate(module)
-            self.flush()
-
     def _last_step(self) -> int:
         return self._pending[-1][0] if self._pending else (self.steps[-1] if self.steps else -1)
+
+    # -- events ------------------------------------------------------------
+    def setup(self, module: CLModule) -> None:
+        # under multi-process training the weights are the same on every rank: rank 0 evaluates alone
+        self._active = is_main_rank()
+        if not self._active:
+            return
+        if self.batch_size is None:
+            self.batch_size = module.eval_batch_size
+        self._module = module
+        self._subsets(module)
+        if not self._resumed:
+            self.evaluate(module)  # step 0, before any training: experience -1
+
+    def on_step_end(self, ctx: StepContext) -> None:
+        if self._active and ctx.module.cl_step % self.every == 0:
+            self.evaluate(ctx.module)
+
+    def on_boundary_eval(self, module: CLModule, experience: int, rows: list[dict[str, Any]]) -> None:
+        if not self._active:
+            return
+        if self._last_step() != module.cl_step:
+            self.evaluate(module)
+        self.flush()
+
+    def on_train_end(self, module: CLModule) -> None:
+        self.flush()
 
     # -- checkpoints ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -145,23 +171,3 @@ class ContinualEvaluator(Callback):
         self.steps, self.experiences = list(state["steps"]), list(state["experiences"])
         self.acc, self.loss = [list(r) for r in state["acc"]], [list(r) for r in state["loss"]]
         self._resumed = True
-
-    def on_train_start(self, trainer: Any, pl_module: CLModule) -> None:
-        from clframe.run.distributed import is_main_rank
-
-        # under multi-process training the weights are the same on every rank: rank 0 evaluates alone
-        self._active = is_main_rank()
-        if not self._active:
-            return
-        self._module = pl_module
-        self._subsets(pl_module)
-        pl_module.listeners.append(self._on_module_event)
-        if not self._resumed:
-            self.evaluate(pl_module)  # step 0, before any training: experience -1
-
-    def on_train_batch_end(self, trainer: Any, pl_module: CLModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._active and pl_module.cl_step % self.every == 0:
-            self.evaluate(pl_module)
-
-    def on_train_end(self, trainer: Any, pl_module: CLModule) -> None:
-        self.flush()

@@ -1,6 +1,7 @@
 """Backbone diagnostics over a run: whatever ``backbone.diagnostics()`` reports (e.g. the tau_rnn's
 timescales per layer), recorded before training, at every loss flush (``logger.log_every``) and at
-every experience end, written to ``diagnostics.csv``, logged to wandb, and summarised."""
+every experience end, written to ``diagnostics.csv`` and ``plots/timescales.png``, logged to wandb,
+and summarised."""
 
 from __future__ import annotations
 
@@ -9,50 +10,60 @@ import io
 from pathlib import Path
 from typing import Any
 
+from clframe.config.registry import MONITORS
+from clframe.core.monitor import Monitor, RunContext
+from clframe.models.protocols import HasTimescales, ReportsDiagnostics
 from clframe.run.records import atomic_write
 
 
-def has_diagnostics(backbone: Any) -> bool:
-    """Whether ``backbone`` reports diagnostics (a ``diagnostics() -> dict[str, float]`` method)."""
-    return callable(getattr(backbone, "diagnostics", None))
-
-
-class BackboneDiagnostics:
-    """A ``CLModule`` listener that records ``module.backbone.diagnostics()``.
+@MONITORS.register("diagnostics")
+class BackboneDiagnostics(Monitor):
+    """Record ``module.backbone.diagnostics()`` when the backbone reports any (``ReportsDiagnostics``).
 
     Reading them is one small host transfer, made only when the module syncs anyway (a loss flush
     or an experience end). Backbones with ``timescales()`` (one tensor per layer) also have their
     full distribution kept at each experience end, for ``summary.json`` and the plot.
-
-    Args:
-        wandb_logger: a Lightning ``WandbLogger`` to log each row to (default None).
     """
 
-    def __init__(self, wandb_logger: Any = None) -> None:
-        self.wandb = wandb_logger
+    enabled_by_default = True
+
+    def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.timescales: dict[int, list[list[float]]] = {}
 
-    def __call__(self, module: Any, event: str, payload: dict[str, Any]) -> None:
-        if event in ("losses", "boundary_eval"):
-            self.record(module, "boundary" if event == "boundary_eval" else "periodic")
+    def attach(self, run: RunContext) -> bool:
+        if not isinstance(run.module.backbone, ReportsDiagnostics):
+            return False
+        self.record(run.module, "initial")  # before anything trains (a resume replaces the rows)
+        return True
+
+    def on_losses(self, module: Any, values: dict[str, float]) -> None:
+        self.record(module, "periodic")
+
+    def on_boundary_eval(self, module: Any, experience: int, rows: list[dict[str, Any]]) -> None:
+        self.record(module, "boundary")
 
     def record(self, module: Any, kind: str) -> None:
         """Record one row now: ``initial`` (before training), ``periodic`` or ``boundary``."""
         backbone = module.backbone
         row = {"step": module.cl_step, "experience": module.current_exp, "kind": kind, **backbone.diagnostics()}
         self.rows.append(row)
-        if kind == "boundary" and callable(getattr(backbone, "timescales", None)):
+        if kind == "boundary" and isinstance(backbone, HasTimescales):
             self.timescales[module.current_exp] = [t.float().cpu().tolist() for t in backbone.timescales()]
-        if self.wandb is not None:
-            self.wandb.log_metrics({f"diag/{k}": v for k, v in row.items() if k not in ("step", "experience", "kind")},
-                                   step=module.cl_step)
+        module.log_metrics({f"diag/{k}": v for k, v in row.items() if k not in ("step", "experience", "kind")},
+                           module.cl_step)
 
     def at_experience_end(self) -> list[dict[str, Any]]:
         """The rows recorded at experience ends, in order."""
         return [r for r in self.rows if r["kind"] == "boundary"]
 
-    def write(self, run_dir: Path) -> None:
+    def write(self, run_dir: Path, module: Any, title: str) -> list[Path]:
+        """``diagnostics.csv`` and ``plots/timescales.png``."""
+        self.write_csv(run_dir)
+        fig = plot_timescales(self, module.boundaries, Path(run_dir) / "plots" / "timescales.png", title)
+        return [fig] if fig is not None else []
+
+    def write_csv(self, run_dir: Path) -> None:
         """``diagnostics.csv``: one row per recording."""
         if not self.rows:
             return
@@ -63,7 +74,7 @@ class BackboneDiagnostics:
         writer.writerows(self.rows)
         atomic_write(Path(run_dir) / "diagnostics.csv", buf.getvalue())
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, module: Any = None) -> dict[str, Any]:
         """``diagnostics``: the rows at experience ends; ``diagnostics_initial``: the row before training;
         ``timescales``: tau per layer at each end."""
         out: dict[str, Any] = {"diagnostics": self.at_experience_end()}

@@ -1,4 +1,5 @@
-"""Accuracy against shots: how well a sequence model classifies a class's k-th example in context."""
+"""Accuracy against shots: how well a sequence model classifies a class's k-th example in context
+(the ``fewshot`` monitor of in-context scenarios)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clframe.config.registry import MONITORS
+from clframe.core.monitor import Monitor, RunContext
 from clframe.core.objectives import IGNORE
 from clframe.data.stream import TensorData
 from clframe.evaluation.evaluate import evaluation_mode
@@ -88,3 +91,17 @@ def fewshot_summary(module: Any, stream: Any, batch_size: int = 1000) -> dict[st
             acc = float((pred == held.y)[scored].float().mean()) if bool(scored.any()) else None
             return {"accuracy_by_shot": out, "heldout_acc": acc}
     return {"accuracy_by_shot": out}
+
+
+@MONITORS.register("fewshot")
+class FewShot(Monitor):
+    """For in-context scenarios (``info["in_context"]``), ``summary.json`` gets the final model's
+    accuracy against shots per experience and on the held-out classes (``fewshot_summary``)."""
+
+    enabled_by_default = True
+
+    def attach(self, run: RunContext) -> bool:
+        return bool(run.scenario.stream[0].info.get("in_context"))
+
+    def summary(self, module: Any) -> dict[str, Any]:
+        return fewshot_summary(module, module.stream, module.eval_batch_size)

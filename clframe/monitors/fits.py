@@ -1,4 +1,5 @@
-"""Fits of a 1-D regression stream: each experience's data, the truth and the model's prediction."""
+"""Fits of a 1-D regression stream: each experience's data, the truth and the model's prediction
+(``plots/fits.png``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import torch
 
+from clframe.config.registry import MONITORS
+from clframe.core.monitor import Monitor, RunContext
 from clframe.evaluation.evaluate import evaluation_mode
-from clframe.evaluation.plots import _save, plt
+from clframe.evaluation.plots import plt, save_figure
 
 
 def is_1d_regression(scenario: Any) -> bool:
@@ -44,4 +47,17 @@ def plot_fits(module: Any, stream: Any, path: Path, title: str = "") -> Path:
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+@MONITORS.register("fits")
+class Fits(Monitor):
+    """For a 1-D regression scenario, ``plots/fits.png``: each experience's data, truth and final fit."""
+
+    enabled_by_default = True
+
+    def attach(self, run: RunContext) -> bool:
+        return is_1d_regression(run.scenario)
+
+    def write(self, run_dir: Path, module: Any, title: str) -> list[Path]:
+        return [plot_fits(module, module.stream, Path(run_dir) / "plots" / "fits.png", title)]

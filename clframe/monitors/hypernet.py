@@ -6,31 +6,38 @@ from typing import Any
 
 import torch
 
+from clframe.config.registry import MONITORS
+from clframe.core.monitor import Monitor, RunContext
 from clframe.evaluation.evaluate import evaluation_mode
+from clframe.models.protocols import GeneratesWeights, Grows
 
 
-class HypernetReport:
-    """A ``CLModule`` listener: at every experience end, with ``task_inference=entropy``, the
-    fraction of each seen experience's eval samples whose inferred task is their own task label.
-
-    Args:
-        batch_size: samples per inference pass (default 1000).
+@MONITORS.register("hypernet")
+class HypernetReport(Monitor):
+    """For a hypernetwork run (a model that ``GeneratesWeights``): its sizes, and, at every
+    experience end with ``task_inference=entropy``, the fraction of each seen experience's eval
+    samples whose inferred task is their own task label. Batches of ``eval.batch_size`` samples.
     """
 
-    def __init__(self, batch_size: int = 1000) -> None:
-        self.batch_size = batch_size
+    enabled_by_default = True
+
+    def __init__(self) -> None:
+        self.batch_size = 1000
         self.rows: list[list[float]] = []
 
-    def __call__(self, module: Any, event: str, payload: dict[str, Any]) -> None:
-        hn = module.hypernet
-        if event == "boundary_eval" and hn.task_inference == "entropy":
-            self.rows.append(self.task_inference_acc(module, payload["experience"]))
+    def attach(self, run: RunContext) -> bool:
+        self.batch_size = run.module.eval_batch_size
+        return isinstance(run.module.model, GeneratesWeights)
+
+    def on_boundary_eval(self, module: Any, experience: int, rows: list[dict[str, Any]]) -> None:
+        if module.model.task_inference == "entropy":
+            self.rows.append(self.task_inference_acc(module, experience))
 
     @torch.no_grad()
     def task_inference_acc(self, module: Any, last: int) -> list[float]:
         """Task-inference accuracy on the eval data of experiences ``0..last``."""
         out = []
-        with evaluation_mode(module.hypernet) as hn:
+        with evaluation_mode(module.model) as hn:
             for e in module.stream.experiences[: last + 1]:
                 data = e.eval
                 hits = torch.zeros((), device=module.device)
@@ -44,7 +51,7 @@ class HypernetReport:
         """``hypernet``: parameter counts (the hypernetwork's own weights and task embeddings, and the
         target weights it generates per task), the RNN's final hidden size, and with entropy
         inference the task-inference accuracy after each experience and at the end."""
-        hn = module.hypernet
+        hn = module.model
         gen = hn.core.generator
         out: dict[str, Any] = {
             "params": sum(p.numel() for p in hn.core.parameters()),
@@ -52,13 +59,13 @@ class HypernetReport:
             "target_params": hn.n_params,
             "task_inference": hn.task_inference,
         }
-        if hasattr(gen, "hidden_size"):
+        if isinstance(gen, Grows):
             out["hidden_size"] = gen.hidden_size
         if self.rows:
             out["task_inference_acc"] = self.rows
             out["task_inference_final"] = self.rows[-1]
             out["task_inference_final_mean"] = sum(self.rows[-1]) / len(self.rows[-1])
-        return out
+        return {"hypernet": out}
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}

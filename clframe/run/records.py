@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from clframe.core.hooks import Plugin
 from clframe.errors import writing
 
 METRIC_FIELDS = ["step", "experience", "eval_experience", "acc", "loss", "kind"]
@@ -39,8 +40,10 @@ def atomic_write(path: Path, text: str) -> None:
             raise
 
 
-class RunRecorder:
-    """Writes what a run produces into ``run_dir`` and, optionally, a Lightning ``WandbLogger``.
+class RunRecorder(Plugin):
+    """Writes what a run produces into ``run_dir`` and, optionally, a Lightning ``WandbLogger``: a
+    plugin of the run that records the evaluation rows (``on_boundary_eval``, ``on_records``) and
+    logs the loss terms (``on_losses``) and what the monitors log (``log``).
 
     Args:
         run_dir: the run directory (created if missing).
@@ -54,25 +57,29 @@ class RunRecorder:
         self.rows: list[dict[str, Any]] = []
         atomic_write(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
 
-    def __call__(self, module: Any, event: str, payload: dict[str, Any]) -> None:
-        """Listener for ``CLModule`` events: ``boundary_eval`` and ``losses``."""
-        if event == "continual_eval":
-            self.rows.extend(payload["rows"])
-            if self.wandb is not None:
-                by_step: dict[int, dict[str, float]] = {}
-                for r in payload["rows"]:
-                    by_step.setdefault(r["step"], {})[f"cont_acc/exp{r['eval_experience']}"] = r["acc"]
-                for step, accs in sorted(by_step.items()):
-                    self.wandb.log_metrics(accs, step=step)
-        elif event == "boundary_eval":
-            self.rows.extend(payload["rows"])
-            self.write_metrics()
-            if self.wandb is not None:
-                accs = {f"acc/exp{r['eval_experience']}": r["acc"] for r in payload["rows"]}
-                seen = [r["acc"] for r in payload["rows"][: payload["experience"] + 1]]
-                self.wandb.log_metrics({**accs, "acc/avg_seen": sum(seen) / len(seen)}, step=module.cl_step)
-        elif event == "losses" and self.wandb is not None:
-            self.wandb.log_metrics(payload, step=module.cl_step)
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Log scalars to wandb, if enabled (``CLModule.log_metrics`` lands here)."""
+        if self.wandb is not None:
+            self.wandb.log_metrics(metrics, step=step)
+
+    def on_records(self, module: Any, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        by_step: dict[int, dict[str, float]] = {}
+        for r in rows:
+            by_step.setdefault(r["step"], {})[f"cont_acc/exp{r['eval_experience']}"] = r["acc"]
+        for step, accs in sorted(by_step.items()):
+            self.log(accs, step)
+
+    def on_boundary_eval(self, module: Any, experience: int, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        self.write_metrics()
+        if rows:
+            seen = [r["acc"] for r in rows[: experience + 1]]
+            self.log({**{f"acc/exp{r['eval_experience']}": r["acc"] for r in rows},
+                      "acc/avg_seen": sum(seen) / len(seen)}, module.cl_step)
+
+    def on_losses(self, module: Any, values: dict[str, float]) -> None:
+        self.log(values, module.cl_step)
 
     def state_dict(self) -> dict[str, Any]:
         """The rows recorded so far and the wandb run id (to continue the same wandb run)."""

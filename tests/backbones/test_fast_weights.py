@@ -32,5 +32,5 @@ def test_fast_weights_learn_split_sequential_digits_with_ewc(tmp_path):
     s = run(compose(["scenario=sequential_digits", "scenario.n_experiences=2", "scenario.task_incremental=true",
                      "head=multihead", "backbone=fast_weights", "backbone.d_model=32", "backbone.n_layers=1",
                      "strategy=ewc", "train.optimizer=adam", "train.lr=0.003", "train.epochs=6",
-                     "eval.every=20", "logger.progress=false", "checkpoint.enabled=false"]), tmp_path)
+                     "monitors.continual.every=20", "logger.progress=false", "checkpoint.enabled=false"]), tmp_path)
     assert len(s["acc_matrix"]) == 2 and min(s["acc_matrix"][0][0], s["acc_matrix"][1][1]) > 0.75

@@ -22,8 +22,8 @@ def _fit(*overrides: str):
 def test_evaluating_every_step_leaves_training_unchanged(engine):
     # dropout consumes the RNG in training; the evaluator must neither consume it nor touch weights
     common = ["backbone.dropout=0.3", f"trainer.engine={engine}", "strategy=replay"]
-    with_eval = _fit(*common, "eval.every=1")
-    without = _fit(*common, "eval.every=null")
+    with_eval = _fit(*common, "monitors.continual.every=1")
+    without = _fit(*common, "monitors.continual.enabled=false")
     assert with_eval.evaluator is not None and without.evaluator is None
     a, b = with_eval.module.state_dict(), without.module.state_dict()
     assert a.keys() == b.keys()
@@ -32,7 +32,7 @@ def test_evaluating_every_step_leaves_training_unchanged(engine):
 
 
 def test_curve_has_an_evaluation_every_k_steps_plus_start_and_boundaries():
-    built = _fit("eval.every=5")
+    built = _fit("monitors.continual.every=5")
     m, curve = built.module, built.evaluator.curve(built.module)
     expected = {0} | set(range(5, m.cl_step + 1, 5)) | set(m.boundaries)
     assert set(curve.steps.tolist()) == expected
@@ -45,21 +45,21 @@ def test_curve_has_an_evaluation_every_k_steps_plus_start_and_boundaries():
 
 
 def test_seen_evaluates_only_experiences_trained_so_far_and_all_evaluates_every_one():
-    seen = _fit("eval.every=3", "eval.on=seen")
+    seen = _fit("monitors.continual.every=3", "monitors.continual.on=seen")
     curve = seen.evaluator.curve(seen.module)
     for exp, row in zip(curve.experience, curve.acc):
         n_seen = max(exp, 0) + 1
         assert not np.isnan(row[:n_seen]).any() and np.isnan(row[n_seen:]).all()
-    every = _fit("eval.every=3", "eval.on=all")
+    every = _fit("monitors.continual.every=3", "monitors.continual.on=all")
     assert not np.isnan(every.evaluator.curve(every.module).acc).any()
 
 
 def test_subsets_are_fixed_seeded_and_capped():
-    built = _fit("eval.every=50", "eval.subset=20")
+    built = _fit("monitors.continual.every=50", "monitors.continual.subset=20")
     ev = built.evaluator
     sizes = [len(y) for y in ev._cache["y"]]
     assert sizes == [min(20, len(e.eval)) for e in built.scenario.stream]
-    again = _fit("eval.every=50", "eval.subset=20")
+    again = _fit("monitors.continual.every=50", "monitors.continual.subset=20")
     assert all(torch.equal(a, b) for a, b in zip(ev._cache["x"], again.evaluator._cache["x"]))
     # accuracy is a multiple of 1/20 on a 20-sample subset
     acc = ev.curve(built.module).acc
@@ -68,7 +68,7 @@ def test_subsets_are_fixed_seeded_and_capped():
 
 def test_boundary_continual_evaluation_agrees_with_the_accuracy_matrix_on_full_subsets():
     # with a subset as large as the eval data, the evaluation at each boundary is the matrix row
-    built = _fit("eval.every=7", "eval.subset=100000", "eval.on=all")
+    built = _fit("monitors.continual.every=7", "monitors.continual.subset=100000", "monitors.continual.on=all")
     curve = built.evaluator.curve(built.module)
     for k, b in enumerate(built.module.boundaries):
         row = curve.acc[curve.steps.tolist().index(b)]
@@ -76,7 +76,7 @@ def test_boundary_continual_evaluation_agrees_with_the_accuracy_matrix_on_full_s
 
 
 def test_results_stay_on_device_until_a_flush():
-    built = build(compose([*TINY, "eval.every=1"]))
+    built = build(compose([*TINY, "monitors.continual.every=1"]))
     built.evaluator.flush_every = 10**9
     seen_pending = []
     orig = built.evaluator.flush
@@ -97,7 +97,7 @@ def test_metrics_csv_has_continual_and_boundary_rows(tmp_path):
 
     from clframe.run.runner import run
 
-    run(compose([*TINY, "eval.every=4"]), tmp_path)
+    run(compose([*TINY, "monitors.continual.every=4"]), tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     kinds = {r["kind"] for r in rows}
     assert kinds == {"continual", "boundary"}

@@ -124,7 +124,7 @@ def test_seen_and_all_agree_on_past_experience_metrics():
 
 def test_lca_and_wp_use_the_pre_training_value_when_it_was_evaluated():
     every = _two_exp_dip(on_all=True)
-    # with eval.on=all, exp 1 is evaluated at exp 0's boundary (0.15): Z_1 = 0.15, 0.3, 0.5
+    # with monitors.continual.on=all, exp 1 is evaluated at exp 0's boundary (0.15): Z_1 = 0.15, 0.3, 0.5
     assert learning_curve_area(every, beta=2) == pytest.approx((0.1 + 0.5 + 0.8 + 0.15 + 0.3 + 0.5) / 6)
     assert windowed_plasticity(every, 10) == pytest.approx((0.8 + 0.8) / 2)
     # the evaluations of exp 1 before exp 0's boundary are not part of its learning series

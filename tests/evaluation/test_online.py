@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from clframe.config import compose
 from clframe.core.objectives import OBJECTIVES
-from clframe.core.strategy import Batch, StepContext
+from clframe.core.strategy import StepContext
+from clframe.data.batch import Batch
 from clframe.monitors.online import OnlineMonitor, ece_from_bins
 from clframe.run.runner import run
 
@@ -192,7 +193,7 @@ def test_a_resumed_monitor_continues_exactly(regression):
 
 
 RUN = ["scenario=label_permuted", "scenario.n_tasks=3", "scenario.samples_per_task=40", "train.batch_size=4",
-       "backbone.hidden=[16]", "eval.every=null", "eval.online=true", "eval.online_window=4", "logger.progress=false"]
+       "backbone.hidden=[16]", "monitors.continual.enabled=false", "monitors.online.enabled=true", "monitors.online.window=4", "logger.progress=false"]
 
 
 def test_a_run_writes_the_online_metrics_and_figure(tmp_path):

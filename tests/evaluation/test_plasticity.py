@@ -15,7 +15,7 @@ from clframe.monitors.plasticity.report import plasticity_summary, task_windows
 from clframe.run.runner import build, fit, run
 
 RUN = ["scenario=random_labels", "scenario.n_tasks=3", "scenario.subset=64", "train.epochs=4", "train.lr=0.1",
-       "backbone.hidden=[32,32]", "logger.progress=false", "eval.every=null", "eval.plasticity=true"]
+       "backbone.hidden=[32,32]", "logger.progress=false", "monitors.continual.enabled=false", "monitors.plasticity.enabled=true"]
 
 
 def test_effective_rank_is_the_dimension_for_isotropic_features_and_one_for_rank_one():

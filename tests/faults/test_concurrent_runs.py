@@ -15,7 +15,7 @@ from clframe.checkpoint.files import latest_checkpoint
 pytestmark = pytest.mark.slow
 
 TINY = ["experiment=split_digits", "scenario.n_experiences=2", "backbone.hidden=[16]", "train.epochs=1",
-        "logger.progress=false", "train.num_threads=1", "eval.every=null"]
+        "logger.progress=false", "train.num_threads=1", "monitors.continual.enabled=false"]
 LRS = ("0.2", "0.05", "0.01", "0.002")
 
 

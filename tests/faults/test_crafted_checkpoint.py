@@ -13,7 +13,7 @@ from clframe.checkpoint.files import list_checkpoints
 
 pytestmark = pytest.mark.slow
 
-TINY = ["scenario.n_experiences=2", "train.epochs=1", "logger.progress=false", "eval.every=null",
+TINY = ["scenario.n_experiences=2", "train.epochs=1", "logger.progress=false", "monitors.continual.enabled=false",
         "checkpoint.every=10", "checkpoint.keep=100"]
 
 

@@ -6,7 +6,7 @@ from clframe.errors import ConfigError
 from clframe.models.backbones.mlp import MLP
 from clframe.models.heads.linear import LinearHead
 from clframe.models.hypernets.base import mip_encode
-from clframe.models.hypernets.target import Model
+from clframe.models.model import Model
 
 
 def build(name="hnet_mlp", n_tasks=3, **params):

@@ -9,7 +9,7 @@ from clframe.run.runner import run
 
 SPLIT = ["scenario.n_experiences=3", "scenario.task_incremental=true", "backbone.hidden=[32]", "hypernet=hnet_mlp",
          "hypernet.chunk_size=500", "strategy=hnet_reg", "train.optimizer=adam", "train.lr=0.002", "train.epochs=2",
-         "eval.every=null", "logger.progress=false", "checkpoint.enabled=false"]
+         "monitors.continual.enabled=false", "logger.progress=false", "checkpoint.enabled=false"]
 
 
 def test_entropy_inference_is_scored_against_the_true_task_after_every_experience(tmp_path):
@@ -28,7 +28,7 @@ def test_entropy_inference_is_scored_against_the_true_task_after_every_experienc
 
 
 def test_toy_regression_run_draws_the_fits(tmp_path):
-    s = run(compose(["experiment=hnet_toy_regression", "train.epochs=5", "eval.every=null", "logger.progress=false",
+    s = run(compose(["experiment=hnet_toy_regression", "train.epochs=5", "monitors.continual.enabled=false", "logger.progress=false",
                      "checkpoint.enabled=false"]), tmp_path)
     assert s["objective"] == "regression" and len(s["acc_matrix"]) == 3
     assert (tmp_path / "plots" / "fits.png").stat().st_size > 10_000

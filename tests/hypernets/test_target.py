@@ -5,7 +5,8 @@ from torch import nn
 from clframe.models.backbones.mlp import MLP
 from clframe.models.heads.linear import LinearHead, MultiHead
 from clframe.models.hypernets.chunks import chunk_layout
-from clframe.models.hypernets.target import Model, TargetNet
+from clframe.models.hypernets.target import TargetNet
+from clframe.models.model import Model
 
 
 def test_functional_target_matches_the_model_with_its_own_weights():
@@ -77,6 +78,6 @@ def test_a_gru_target_learns_sequences_under_an_rnn_hypernetwork(tmp_path):
     s = run(compose(["scenario=sequential_digits", "scenario.n_experiences=2", "scenario.task_incremental=true",
                      "backbone=gru", "backbone.hidden=16", "hypernet=hnet_rnn", "hypernet.chunk_size=200",
                      "strategy=hnet_reg", "train.optimizer=adam", "train.lr=0.003", "train.epochs=3",
-                     "eval.every=null", "logger.progress=false", "checkpoint.enabled=false"]), tmp_path)
+                     "monitors.continual.enabled=false", "logger.progress=false", "checkpoint.enabled=false"]), tmp_path)
     assert s["hypernet"]["target_params"] == 3 * 16 * (8 + 16) + 2 * 3 * 16 + (16 * 10 + 10)
     assert min(s["acc_matrix"][0][0], s["acc_matrix"][1][1]) > 0.8  # two-way tasks: chance is 0.5

@@ -145,7 +145,7 @@ def test_registry_reports_the_config_key():
 OVERRIDES = ["scenario=drifting_labels", "scenario.n_train_episodes=32", "scenario.n_eval_episodes=8",
              "scenario.length=20", "scenario.drift=redraw", "backbone=gru", "backbone.readout=every",
              "backbone.hidden=32", "head=linear", "train.epochs=1", "train.batch_size=16", "logger.progress=false",
-             "checkpoint.enabled=false", "eval.every=null"]
+             "checkpoint.enabled=false", "monitors.continual.enabled=false"]
 
 
 def test_runs_end_to_end_with_a_per_step_readout(tmp_path):

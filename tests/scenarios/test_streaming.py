@@ -80,7 +80,7 @@ def test_empty_streams_are_config_errors(builder, key):
 def test_a_streaming_run_at_batch_size_1_learns_and_sees_no_experience_hooks():
     built = build(compose(["scenario=input_permuted", "scenario.n_tasks=2", "scenario.samples_per_task=300",
                            "train.batch_size=1", "train.lr=0.03", "backbone.hidden=[64]", "logger.progress=false",
-                           "eval.every=null", "checkpoint.enabled=false", "strategy=ewc"]))
+                           "monitors.continual.enabled=false", "checkpoint.enabled=false", "strategy=ewc"]))
     fit(built)
     m = built.module
     assert m.cl_step == 600 and len(m.acc_matrix) == 2 and m.boundaries == [300, 600]

@@ -9,7 +9,8 @@ from clframe.strategies.replay import Replay
 
 from clframe.config import compose
 from clframe.core.module import CLModule, task_loss
-from clframe.core.strategy import Batch, StepContext, Strategy
+from clframe.core.strategy import StepContext, Strategy
+from clframe.data.batch import Batch
 from clframe.data.buffers import ClassBalancedBuffer, ReservoirBuffer
 from clframe.errors import ConfigError
 from clframe.run.runner import Built, build, fit

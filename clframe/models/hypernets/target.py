@@ -9,22 +9,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 
-class Model(nn.Module):
-    """``head(backbone(x), t)``: the model a hypernetwork generates the weights of.
-
-    Args:
-        backbone: maps inputs to features.
-        head: maps ``(features, task labels)`` to outputs.
-    """
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.head(self.backbone(x), t)
-
-
 class TargetNet(nn.Module):
     """Runs ``model`` with weights given as one flat vector per call.
 

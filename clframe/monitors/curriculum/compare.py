@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clframe.monitors.plasticity.compare import Band, _band, _num
+from clframe.compare.bands import Band, band, num
 
 if TYPE_CHECKING:
-    from clframe.compare import Comparison, Group, Run
+    from clframe.compare.runs import Comparison, Group, Run
 
+PNG = "curriculum_comparison.png"
 PANELS = {
     "solved_step": "step at which the level was solved",
     "first_level_score": "score on the first level at each level's end",
@@ -38,7 +39,7 @@ def _tau(run: Run, stat: str) -> list[float]:
     rows = run.summary.get("diagnostics") or []
     out = []
     for r in sorted((r for r in rows if isinstance(r, dict)), key=lambda r: r["experience"]):
-        values = [_num(v) for k, v in r.items() if k.startswith("tau/") and k.endswith(f"/{stat}")]
+        values = [num(v) for k, v in r.items() if k.startswith("tau/") and k.endswith(f"/{stat}")]
         out.append((max(values) if stat == "max" else float(np.mean(values))) if values else math.nan)
     return out
 
@@ -49,13 +50,13 @@ def curriculum_series(group: Group) -> tuple[list[Any], dict[str, Band]] | None:
     if not runs:
         return None
     levels = runs[0].summary["curriculum"]["levels"]
-    solved = [[_num(r.summary["curriculum"]["solved_step"].get(str(n))) for n in levels] for r in runs]
-    first = [[_num(row[0]) for row in r.summary.get("acc_matrix", [])] for r in runs]
-    series = {"solved_step": _band(solved), "first_level_score": _band(first)}
+    solved = [[num(r.summary["curriculum"]["solved_step"].get(str(n))) for n in levels] for r in runs]
+    first = [[num(row[0]) for row in r.summary.get("acc_matrix", [])] for r in runs]
+    series = {"solved_step": band(solved), "first_level_score": band(first)}
     for stat in ("mean", "max"):
         per_run = [_tau(r, stat) for r in runs]
         if any(math.isfinite(v) for values in per_run for v in values):
-            series[f"tau_{stat}"] = _band(per_run)
+            series[f"tau_{stat}"] = band(per_run)
     return levels, series
 
 

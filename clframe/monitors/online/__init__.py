@@ -13,18 +13,23 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from annotated_types import Ge, Interval
 from torch import Tensor
 
+from clframe.config.registry import MONITORS
+from clframe.core.monitor import Monitor
 from clframe.core.objectives import IGNORE
+from clframe.models.protocols import ReportsDiagnostics
 from clframe.run.records import atomic_write
 
 if TYPE_CHECKING:
+    from clframe.compare import Comparison
     from clframe.core.module import CLModule
+    from clframe.core.strategy import StepContext
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -38,12 +43,8 @@ def ece_from_bins(count: list[float], conf: list[float], correct: list[float]) -
     return sum(abs(k - c) for n, c, k in zip(count, conf, correct) if n > 0) / total
 
 
-def has_head_diagnostics(head: Any) -> bool:
-    """Whether ``head`` reports diagnostics (a ``diagnostics() -> dict[str, Tensor]`` method)."""
-    return callable(getattr(head, "diagnostics", None))
-
-
-class OnlineMonitor(Callback):
+@MONITORS.register("online")
+class OnlineMonitor(Monitor):
     """Prequential evaluation of the training stream, one row per window of steps.
 
     Windows are fixed step ranges ``[k * window, (k + 1) * window)`` (experience boundaries do not
@@ -67,11 +68,15 @@ class OnlineMonitor(Callback):
         window: steps per window (default 100).
         ece_bins: equal-width confidence bins of the ECE (default 15).
         ema: decay of the plug-in variance's moving average, regression only (default 0.99).
-        wandb_logger: a Lightning ``WandbLogger`` to log each row to under ``online/`` (default None).
+
+    Writes ``summary.json["online"]``, ``online.csv``, ``plots/online.png``, wandb ``online/`` and, in
+    ``clframe compare``, ``online_comparison.png``.
     """
 
-    def __init__(self, window: int = 100, ece_bins: int = 15, ema: float = 0.99, wandb_logger: Any = None) -> None:
-        self.window, self.ece_bins, self.ema, self.wandb = window, ece_bins, ema, wandb_logger
+    def __init__(self, window: Annotated[int, Ge(1)] = 100, ece_bins: Annotated[int, Ge(1)] = 15,
+                 ema: Annotated[float, Interval(ge=0, lt=1)] = 0.99) -> None:
+        self.window, self.ece_bins, self.ema = window, ece_bins, ema
+        self._module: CLModule | None = None
         self._rows: list[dict[str, Any]] = []
         self._pending: list[tuple[int, int, Tensor]] = []  # closed windows: (step, experience, sums + diagnostics)
         self._window: Tensor | None = None  # sums of the open window (layout: _fields)
@@ -82,9 +87,9 @@ class OnlineMonitor(Callback):
         self.regression: bool | None = None
 
     # -- per step -----------------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer: Any, pl_module: CLModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        ctx = pl_module.last_ctx
-        if ctx is None or ctx.step <= self._last[0]:  # no step ran, or this one was counted already
+    def on_step_end(self, ctx: StepContext) -> None:
+        pl_module = ctx.module
+        if ctx.step <= self._last[0]:  # counted already
             return
         self.regression = pl_module.objective.regression
         n = len(ctx.batch.new_samples())
@@ -140,7 +145,7 @@ class OnlineMonitor(Callback):
             return
         parts = [self._window]
         head = getattr(module, "head", None)
-        if has_head_diagnostics(head):
+        if isinstance(head, ReportsDiagnostics):
             diag = head.diagnostics()
             if self._diag_keys is None:
                 self._diag_keys = list(diag)
@@ -168,10 +173,10 @@ class OnlineMonitor(Callback):
                         **dict(zip(self._diag_keys or [], row[k:]))})
         self._pending = []
         self._rows.extend(new)
-        if self.wandb is not None:
+        if self._module is not None:
             for r in new:
-                self.wandb.log_metrics({f"online/{k}": v for k, v in r.items() if k not in ("step", "experience")},
-                                       step=r["step"])
+                self._module.log_metrics({f"online/{k}": v for k, v in r.items() if k not in ("step", "experience")},
+                                         r["step"])
 
     def _metrics(self, sums: list[float]) -> dict[str, Any]:
         """The metrics of one sums vector (a window's or a total's)."""
@@ -183,17 +188,15 @@ class OnlineMonitor(Callback):
         return {"n": int(n), "online_acc": mean(sums[1]), "online_loglik": mean(sums[2]),
                 "ece": ece_from_bins(sums[3: 3 + B], sums[3 + B: 3 + 2 * B], sums[3 + 2 * B: 3 + 3 * B])}
 
-    # -- module events ------------------------------------------------------------------------------
-    def _on_module_event(self, module: CLModule, event: str, payload: dict[str, Any]) -> None:
-        if event == "boundary_eval":
-            self._flush()
+    # -- events -------------------------------------------------------------------------------------
+    def setup(self, module: CLModule) -> None:
+        self._module = module
 
-    def on_train_start(self, trainer: Any, pl_module: CLModule) -> None:
-        if self._on_module_event not in pl_module.listeners:
-            pl_module.listeners.append(self._on_module_event)
+    def on_boundary_eval(self, module: CLModule, experience: int, rows: list[dict[str, Any]]) -> None:
+        self._flush()
 
-    def on_train_end(self, trainer: Any, pl_module: CLModule) -> None:
-        self._close(pl_module)
+    def on_train_end(self, module: CLModule) -> None:
+        self._close(module)
         self._flush()
 
     # -- results ------------------------------------------------------------------------------------
@@ -210,10 +213,16 @@ class OnlineMonitor(Callback):
         self._close(module)
         self._flush()
 
-    def summary(self) -> dict[str, Any]:
-        """Overall and per-experience online metrics, the window, the mean windowed ECE, and each head
-        diagnostic's final value and trajectory (``<key>_trajectory``: ``{"step": [...], "value": [...]}``)."""
-        self.finish()
+    def summary(self, module: CLModule | None = None) -> dict[str, Any]:
+        """``online``: overall and per-experience online metrics, the window, the mean windowed ECE, and
+        each head diagnostic's final value and trajectory (``<key>_trajectory``: ``{"step": [...],
+        "value": [...]}``). ``module``: where the open window's head diagnostics are read (a finished run
+        loaded from its checkpoint still has its last window open) (default None)."""
+        return {"online": self.results(module)}
+
+    def results(self, module: CLModule | None = None) -> dict[str, Any]:
+        """The ``online`` entry of ``summary``."""
+        self.finish(module)
         exps = sorted(self._totals)
         if not exps:
             return {"window": self.window, "per_experience": []}
@@ -232,7 +241,20 @@ class OnlineMonitor(Callback):
             out[f"{key}_trajectory"] = {"step": [r["step"] for r in rows], "value": [r[key] for r in rows]}
         return out
 
-    def write(self, run_dir: str | Path) -> None:
+    def write(self, run_dir: Path, module: CLModule, title: str) -> list[Path]:
+        """``online.csv`` (one row per window) and ``plots/online.png``."""
+        self.write_csv(run_dir)
+        fig = self.plot(module.boundaries, Path(run_dir) / "plots" / "online.png", title)
+        return [fig] if fig is not None else []
+
+    @classmethod
+    def compare(cls, cmp: Comparison, out_dir: Path, **options: Any) -> list[Path]:
+        from clframe.monitors.online.compare import PNG, plot_online_comparison
+
+        path = plot_online_comparison(cmp, out_dir / PNG)
+        return [path] if path else []
+
+    def write_csv(self, run_dir: str | Path) -> None:
         """``online.csv``: one row per window."""
         rows = self.rows
         if not rows:
@@ -252,7 +274,7 @@ class OnlineMonitor(Callback):
             path: PNG file to write.
             title: figure title (default none).
         """
-        from clframe.evaluation.plots import _save, plt
+        from clframe.evaluation.plots import plt, save_figure
 
         rows = self.rows
         if not rows:
@@ -276,7 +298,7 @@ class OnlineMonitor(Callback):
         axes[0, 0].set_title(f"{title} | online (prequential), window {self.window} steps" if title
                              else f"online (prequential), window {self.window} steps")
         axes[-1, 0].set_xlabel("training step")
-        return _save(fig, Path(path))
+        return save_figure(fig, Path(path))
 
     # -- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

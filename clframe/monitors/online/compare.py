@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clframe.monitors.plasticity.compare import Band, finish_figure
+from clframe.compare.bands import Band, finish_figure
 
 if TYPE_CHECKING:
-    from clframe.compare import Comparison, Group, Run
+    from clframe.compare.runs import Comparison, Group, Run
 
 ONLINE_CSV = "online.csv"
+PNG = "online_comparison.png"
 # metric column -> panel title; the first two share the first panel (classification / regression)
 METRIC_PANELS = {
     "online_acc": "online accuracy",

@@ -7,69 +7,49 @@ each task end, so monitoring adds no host sync per step.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
-from torch import Tensor, nn
+from annotated_types import Ge
+from torch import Tensor
 
+from clframe.config.registry import MONITORS
+from clframe.core.monitor import CompareOption, Monitor
 from clframe.evaluation.evaluate import evaluation_mode
+from clframe.monitors.plasticity.report import plasticity_summary, plot_plasticity
+from clframe.monitors.plasticity.stats import layer_stats
 
 if TYPE_CHECKING:
+    from clframe.compare import Comparison
     from clframe.core.module import CLModule
-
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SiLU)
-
-
-def effective_rank(features: Tensor) -> Tensor:
-    """``exp(H(p))`` with ``p`` the singular values of ``features`` [N, D] normalised to sum 1
-    (Roy & Vetterli, 2007): D for isotropic features, 1 for rank-one features."""
-    s = torch.linalg.svdvals(features.float())
-    p = s / s.sum().clamp_min(1e-12)
-    return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+    from clframe.core.strategy import StepContext
 
 
-def layer_stats(module: nn.Module, x: Tensor, t: Tensor) -> dict[str, Tensor]:
-    """Per layer, on the probe inputs ``x``: the fraction of dead units (never positive; for ReLU-like
-    activations), the effective rank of the features, and per weight matrix its Frobenius norm and
-    largest singular value. Values stay on the device."""
-    acts: dict[str, Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: acts.__setitem__(name, out.flatten(1)))
-             for name, m in module.named_modules() if isinstance(m, ACTIVATIONS)]
-    try:
-        with evaluation_mode(module) as model, torch.no_grad():
-            model(x, t)
-    finally:
-        for h in hooks:
-            h.remove()
-    out: dict[str, Tensor] = {}
-    for name, h in acts.items():
-        out[f"dead_fraction/{name}"] = ((h > 0).sum(0) == 0).float().mean()
-        out[f"effective_rank/{name}"] = effective_rank(h)
-    for name, p in module.named_parameters():
-        if p.ndim >= 2:
-            w = p.detach().flatten(1)
-            out[f"weight_norm/{name}"] = w.norm()
-            out[f"sigma_max/{name}"] = torch.linalg.matrix_norm(w, 2)
-    return out
-
-
-class PlasticityMonitor(Callback):
+@MONITORS.register("plasticity")
+class PlasticityMonitor(Monitor):
     """Collect loss-of-plasticity diagnostics, one row per task (experience).
 
     Per task: online accuracy (``online_acc``; for regression the squared error, ``online_error``)
     and loss (on each batch's stream samples, before the update);
     plasticity ``clamp(1 - L_after / L_before, 0, 1)`` on the same samples (one extra forward pass
-    every ``plasticity_every`` steps); mean gradient norm; and, at the task end on ``probe`` samples
-    of its eval data, the layer statistics of ``layer_stats``.
+    every ``every`` steps); mean gradient norm; and, at the task end on ``probe`` samples of its
+    eval data, the layer statistics of ``layer_stats``. Writes ``summary.json["plasticity"]`` (and
+    means over tasks 2-11 and the last 10), ``plots/plasticity.png`` and, in ``clframe compare``,
+    ``plasticity_comparison.png``.
 
     Args:
-        plasticity_every: steps between plasticity measurements; None: never (default 1).
+        every: steps between plasticity measurements (an extra forward pass); None: never (default 1).
         probe: eval samples of each task for the layer statistics (default 256).
     """
 
-    def __init__(self, plasticity_every: int | None = 1, probe: int = 256) -> None:
-        self.plasticity_every, self.probe = plasticity_every, probe
+    enabled_by_default = False
+    compare_options = {"metric": CompareOption(
+        "first panel of plasticity_comparison.png: end-of-task accuracy (task_end) or the online accuracy/error "
+        "per task (online)", ("task_end", "online"), "task_end")}
+
+    def __init__(self, every: Annotated[int, Ge(1)] | None = 1, probe: Annotated[int, Ge(1)] = 256) -> None:
+        self.plasticity_every, self.probe = every, probe
         self.rows: list[dict[str, float]] = []
         self._reset()
 
@@ -78,8 +58,8 @@ class PlasticityMonitor(Callback):
         self._n = self._steps = self._n_plasticity = 0
 
     # -- per step -----------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer: Any, pl_module: CLModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        ctx = pl_module.last_ctx
+    def on_step_end(self, ctx: StepContext) -> None:
+        pl_module = ctx.module
         new = ctx.batch.new_samples()
         n = len(new)
         logits = ctx.logits[:n].detach()
@@ -99,10 +79,10 @@ class PlasticityMonitor(Callback):
         self._steps += 1
 
     # -- per task -------------------------------------------------------------------------------
-    def _on_module_event(self, module: CLModule, event: str, payload: dict[str, Any]) -> None:
-        if event != "boundary_eval" or self._sums is None:
+    def on_boundary_eval(self, module: CLModule, experience: int, rows: list[dict[str, Any]]) -> None:
+        if self._sums is None:
             return
-        exp = payload["experience"]
+        exp = experience
         data = module.stream[exp].eval
         stats = layer_stats(module.eval_target(), data.x[: self.probe], data.t[: self.probe])
         values = torch.cat([self._sums, torch.stack(list(stats.values()))]).tolist()  # the one transfer
@@ -116,8 +96,20 @@ class PlasticityMonitor(Callback):
         })
         self._reset()
 
-    def on_train_start(self, trainer: Any, pl_module: CLModule) -> None:
-        pl_module.listeners.append(self._on_module_event)
+    # -- results -------------------------------------------------------------------------------
+    def summary(self, module: CLModule) -> dict[str, Any]:
+        return plasticity_summary(self.rows, module.acc_matrix)
+
+    def write(self, run_dir: Path, module: CLModule, title: str) -> list[Path]:
+        task_end = plasticity_summary(self.rows, module.acc_matrix)["task_end_acc"]
+        return [plot_plasticity(self.rows, task_end, run_dir / "plots" / "plasticity.png", title)]
+
+    @classmethod
+    def compare(cls, cmp: Comparison, out_dir: Path, metric: str = "task_end") -> list[Path]:
+        from clframe.monitors.plasticity.compare import PNG, plot_plasticity_comparison
+
+        path = plot_plasticity_comparison(cmp, out_dir / PNG, metric)
+        return [path] if path else []
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

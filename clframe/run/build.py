@@ -1,0 +1,156 @@
+"""Build a run from a validated config: the scenario, the model, the strategies, the monitors, the
+module and the batch iterator. Nothing trains here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from clframe.config import validate
+from clframe.config.registry import BACKBONES, HEADS, HYPERNETS, MONITORS, SCENARIOS, STRATEGIES
+from clframe.core.module import CLModule
+from clframe.core.monitor import Monitor, RunContext
+from clframe.data.curriculum import CurriculumIterator
+from clframe.data.iterator import StreamIterator
+from clframe.data.stream import Scenario
+from clframe.errors import ConfigError
+from clframe.models.model import Model
+from clframe.run.checks import check_head, check_scenario, check_structure
+
+
+def quiet() -> None:
+    """Silence dependency chatter (device banners, advice meant for other setups)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*GPU available but not used.*", ".*LeafSpec.*",
+                    ".*TypedStorage is deprecated.*", ".*no QP solver.*", ".*treespec.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def device_for(accelerator: str) -> torch.device:
+    """The torch device Lightning will use for ``accelerator`` in this process (its local rank's GPU)."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator} but CUDA is not available; "
+                              "use trainer.accelerator=cpu.")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if accelerator in ("cpu", "auto"):
+        return torch.device("cpu")
+    raise ConfigError(f"trainer.accelerator must be cpu, gpu, cuda or auto, got '{accelerator}'.")
+
+
+def processes(trainer: dict[str, Any]) -> tuple[int, int]:
+    """``(rank, world_size)`` this process will have under the ``trainer:`` settings. Read from the
+    environment Lightning's launcher sets, since the process group does not exist yet."""
+    devices = trainer["devices"]
+    if isinstance(devices, str) and not devices.isdigit():
+        raise ConfigError(f"trainer.devices must be a number of devices, got '{devices}'.")
+    world = int(devices) * trainer["num_nodes"]
+    if world > 1 and trainer["engine"] == "fabric":
+        raise ConfigError("trainer.engine=fabric runs one process; use trainer.engine=trainer for "
+                          f"trainer.devices={devices} trainer.num_nodes={trainer['num_nodes']}.")
+    if world > 1 and trainer["strategy"] in ("single_device",):
+        raise ConfigError(f"trainer.strategy={trainer['strategy']} runs one device; use trainer.strategy=ddp.")
+    if world == 1:
+        return 0, 1
+    env = os.environ
+    if "RANK" in env:
+        rank = int(env["RANK"])
+    elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 0)) == world:  # Slurm started the processes
+        rank = int(env["SLURM_PROCID"])
+    else:  # Lightning's launcher: one process per device on each node
+        rank = int(env.get("NODE_RANK", 0)) * int(devices) + int(env.get("LOCAL_RANK", 0))
+    return rank, world
+
+
+def _split_name(node: dict[str, Any], default: str | None = None) -> tuple[str, dict[str, Any]]:
+    params = dict(node)
+    return params.pop("name", default), params
+
+
+@dataclass
+class Built:
+    """Everything a run trains: the resolved config, the scenario, the module (with its model,
+    strategies and monitors) and the batch iterator."""
+
+    config: dict[str, Any]
+    scenario: Scenario
+    module: CLModule
+    loader: StreamIterator | CurriculumIterator
+
+
+def build_model(c: dict[str, Any], scenario: Scenario) -> Model:
+    """The backbone and head of the config, and the hypernetwork that generates them if there is one."""
+    tr = c["train"]
+    backbone = BACKBONES.build(*_split_name(c["backbone"]), input_shape=scenario.input_shape)
+    if not isinstance(getattr(backbone, "out_features", None), int):
+        raise ConfigError(f"backbone '{c['backbone']['name']}' must set self.out_features (an int: the size of the "
+                          "features it returns, which sizes the head); it has "
+                          f"{getattr(backbone, 'out_features', 'none')!r}.")
+    if tr["freeze_backbone"]:
+        backbone.requires_grad_(False)  # a fixed feature map: only the head learns
+    head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
+                       n_classes=scenario.n_classes, n_tasks=scenario.n_tasks)
+    model = Model(backbone, head)
+    if c["hypernet"] is None:
+        return model
+    return HYPERNETS.build(*_split_name(c["hypernet"]), target=model, n_tasks=scenario.n_tasks,
+                           n_classes=scenario.n_classes)
+
+
+def build_monitors(c: dict[str, Any], run: RunContext) -> dict[str, Monitor]:
+    """The enabled monitors of ``monitors:`` that take part in this run, in config order."""
+    out = {}
+    for key, node in c["monitors"].items():
+        params = dict(node)
+        if not params.pop("enabled", True):
+            continue
+        monitor = MONITORS.build(*_split_name(params, key), config_key=f"monitors.{key}")
+        if monitor.attach(run):
+            out[key] = monitor
+    return out
+
+
+def build(cfg: Any) -> Built:
+    """Validate ``cfg`` and build scenario, model, strategies, monitors and module (nothing trains)."""
+    c = validate(cfg)
+    tr = c["train"]
+    rank, world = processes(c["trainer"])
+    L.seed_everything(c["seed"], workers=False, verbose=False)
+    if tr["num_threads"]:
+        torch.set_num_threads(tr["num_threads"])
+    scenario = SCENARIOS.build(*_split_name(c["scenario"]))
+    check_structure(scenario, c["scenario"]["name"])
+    check_scenario(scenario)
+    device = device_for(c["trainer"]["accelerator"])
+    scenario.to(device)
+    model = build_model(c, scenario)
+    strategies = {key: STRATEGIES.build(*_split_name(node, key), config_key=f"strategies.{key}")
+                  for key, node in c["strategies"].items()}
+    if scenario.curriculum is not None:
+        loader = CurriculumIterator(scenario.curriculum, tr["batch_size"], device, seed=c["seed"])
+    else:
+        split = c["trainer"]["split_across_ranks"]
+        if split and tr["batch_size"] < world:
+            raise ConfigError(f"train.batch_size={tr['batch_size']} is the global batch and cannot be shared by "
+                              f"{world} processes; set it to at least {world}, or trainer.split_across_ranks=false "
+                              "for a batch of train.batch_size per process.")
+        loader = StreamIterator(scenario.stream, tr["batch_size"] * (1 if split else world), tr["epochs"],
+                                seed=c["seed"], shuffle=not scenario.stream.ordered, rank=rank, world_size=world)
+    module = CLModule(
+        model, strategies, scenario.stream, loader.steps_per_experience(),
+        optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], nesterov=tr["nesterov"],
+        weight_decay=tr["weight_decay"], clip_norm=tr["clip_norm"], reset_optimizer=tr["reset_optimizer"],
+        eval_batch_size=c["eval"]["batch_size"], log_every=c["logger"]["log_every"], objective=scenario.objective,
+        split_across_ranks=c["trainer"]["split_across_ranks"],
+    )
+    check_head(module, scenario)
+    module.monitors = build_monitors(c, RunContext(c, scenario, module, world))
+    module.set_plugins([])
+    return Built(c, scenario, module, loader)

@@ -1,0 +1,70 @@
+"""The engines that drive ``CLModule.training_step`` over the stream: Lightning's ``Trainer.fit``
+(multi-device, Lightning callbacks) or Lightning Fabric (single device, less per-step overhead).
+Both run the same step; the module sends every event to the strategies and monitors itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from clframe.core.module import CLModule
+from clframe.data.curriculum import CurriculumIterator
+from clframe.data.iterator import StreamIterator
+from clframe.run.build import Built
+from clframe.run.progress import StreamProgressBar, progress_metrics
+
+
+def fit(built: Built, callbacks: list | None = None) -> None:
+    """Train ``built.module`` over the whole stream with the configured engine.
+
+    Args:
+        built: what ``build`` returned.
+        callbacks: extra Lightning callbacks (default None); under Fabric they get ``on_train_start``,
+            ``on_train_batch_end`` and ``on_train_end`` with ``trainer=None``.
+    """
+    tn, progress = built.config["trainer"], built.config["logger"]["progress"]
+    if tn["engine"] == "fabric":
+        fit_fabric(built.module, built.loader, tn["accelerator"], progress, callbacks)
+        return
+    trainer = L.Trainer(
+        accelerator=tn["accelerator"], devices=tn["devices"], strategy=tn["strategy"], num_nodes=tn["num_nodes"],
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=progress, callbacks=list(callbacks or []) + ([StreamProgressBar()] if progress else []),
+        num_sanity_val_steps=0, use_distributed_sampler=False,
+    )
+    trainer.fit(built.module, train_dataloaders=built.loader)
+
+
+def fit_fabric(
+    module: CLModule, loader: StreamIterator | CurriculumIterator, accelerator: str, progress: bool = True,
+    callbacks: list[Any] | None = None
+) -> None:
+    """Lightning Fabric drives the module's own ``training_step``: the same step as under
+    ``Trainer.fit`` without the Trainer's per-step machinery (single device)."""
+    from lightning.fabric import Fabric
+    from tqdm.auto import tqdm
+
+    fabric = Fabric(accelerator=accelerator, devices=1)
+    optimizer = module.configure_optimizers()
+    if optimizer is None:  # nothing trainable (a frozen backbone under a head that learns by itself)
+        fabric.setup(module)
+    else:
+        fabric.setup(module, optimizer)
+    module.on_fit_start()
+    callbacks = callbacks or []
+    for cb in callbacks:
+        cb.on_train_start(None, module)
+    bar = tqdm(total=len(loader), desc="clframe", disable=not progress, mininterval=0.5)
+    for i, batch in enumerate(loader):
+        module.training_step(batch, i)
+        for cb in callbacks:
+            cb.on_train_batch_end(None, module, None, batch, i)
+        if progress and (i + 1) % 10 == 0:
+            bar.update(10)
+            bar.set_postfix(progress_metrics(module), refresh=False)
+    bar.close()
+    module.on_train_epoch_end()
+    for cb in callbacks:
+        cb.on_train_end(None, module)
+    module.on_train_end()
