@@ -40,6 +40,7 @@ from torch import nn
 
 from clframe.core.module import CLModule
 from clframe.data.stream import Experience, Stream, TensorData
+from clframe.models.model import Model
 from clframe.monitors.continual import ContinualEvaluator
 from clframe.run.runner import quiet
 
@@ -60,7 +61,7 @@ def clframe_module(sets: list) -> CLModule:
                    sorted(set(ye.tolist())))
         for i, (xt, yt, xe, ye) in enumerate(sets)
     ]
-    module = CLModule(_Backbone(), _Head(), {}, Stream(exps), [1] * len(exps), log_every=10**9)
+    module = CLModule(Model(_Backbone(), _Head()), {}, Stream(exps), [1] * len(exps), log_every=10**9)
     module.current_exp = len(exps) - 1  # every experience seen
     module.train()  # as during training: the evaluator switches to eval mode and back
     return module

@@ -26,6 +26,7 @@ from clframe.data.iterator import StreamIterator
 from clframe.data.stream import Scenario
 from clframe.models.backbones.rnn import GRU
 from clframe.models.heads.linear import LinearHead
+from clframe.models.model import Model
 from clframe.run.runner import quiet
 
 BATCH, HIDDEN, LR = 32, 128, 1e-3
@@ -56,7 +57,7 @@ def clframe_run(scenario: Scenario, epochs: int, engine: str) -> float:
     """clframe's CLModule with the registered ``gru`` backbone over the same stream."""
     torch.manual_seed(0)
     loader = StreamIterator(scenario.stream, BATCH, epochs, seed=0)
-    module = CLModule(GRU(scenario.input_shape, hidden=HIDDEN), LinearHead(HIDDEN, 10), {}, scenario.stream,
+    module = CLModule(Model(GRU(scenario.input_shape, hidden=HIDDEN), LinearHead(HIDDEN, 10)), {}, scenario.stream,
                       loader.steps_per_experience(), optimizer="adam", lr=LR, log_every=10**9)
     seconds = train(module, loader, scenario, engine)
     return module.cl_step / seconds

@@ -33,7 +33,8 @@ UPGD_SETTINGS = {"lr": 0.06, "sigma": 0.01, "weight_decay": 0.003, "beta_utility
 def overrides(steps: int, engine: str, strategy: str) -> list[str]:
     return ["scenario=input_permuted", "scenario.n_tasks=2", f"scenario.samples_per_task={steps // 2}",
             "backbone.hidden=[64,64,64]", "train.batch_size=1", "train.lr=0.03", f"trainer.engine={engine}",
-            f"strategy={strategy}", "monitors.continual.enabled=false", "checkpoint.enabled=false", "logger.progress=false",
+            f"strategy={strategy}", "monitors.continual.enabled=false", "checkpoint.enabled=false",
+            "logger.progress=false",
             "logger.log_every=1000", *(f"strategies.upgd.{k}={v}" for k, v in UPGD_SETTINGS.items()
                                        if strategy == "upgd")]
 

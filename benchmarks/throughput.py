@@ -23,6 +23,7 @@ from torch import nn
 from clframe.core.module import CLModule
 from clframe.data.iterator import StreamIterator
 from clframe.data.stream import Experience, Scenario, Stream, TensorData
+from clframe.models.model import Model
 from clframe.run.runner import Built, fit, fit_fabric, quiet
 
 BATCH, LR, N_EXP = 64, 0.01, 5
@@ -97,7 +98,7 @@ def clframe_run(x: torch.Tensor, y: torch.Tensor, epochs: int, engine: str) -> f
     ]
     stream = Stream(exps)
     loader = StreamIterator(stream, BATCH, epochs, seed=0)
-    module = CLModule(_Backbone(), _Head(), {}, stream, loader.steps_per_experience(), lr=LR, log_every=10**9)
+    module = CLModule(Model(_Backbone(), _Head()), {}, stream, loader.steps_per_experience(), lr=LR, log_every=10**9)
     seconds = train(module, loader, Scenario(stream, 10, (784,)), engine)
     return module.samples_seen / seconds
 
@@ -111,7 +112,7 @@ def train(module: CLModule, loader: StreamIterator, scenario: Scenario, engine: 
     else:
         config = {"trainer": {"engine": "trainer", "accelerator": "cpu", "devices": 1, "strategy": "auto",
                               "num_nodes": 1}, "logger": {"progress": False}}
-        fit(Built(config, scenario, module, loader, evaluator=None))
+        fit(Built(config, scenario, module, loader))
     return time.perf_counter() - start
 
 

@@ -16,6 +16,7 @@ import pytest
 from cli_helpers import run_main
 
 from clframe import cli
+from clframe.cli import run as cli_run
 
 CLFRAME = Path(sys.executable).with_name("clframe")
 SWEEP = ["experiment=split_digits", "strategy=naive,replay", "seed=0", "scenario.n_experiences=2",
@@ -27,7 +28,7 @@ def hydra_in_process():
     """Undo what running Hydra in-process leaves behind: sys.argv, logging handlers, the sweep list."""
     mp = pytest.MonkeyPatch()
     mp.setattr(sys, "argv", list(sys.argv))
-    mp.setattr(cli, "_SWEEP_DIRS", [])
+    mp.setattr(cli_run, "_SWEEP_DIRS", [])
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:

@@ -1,4 +1,5 @@
-"""``clframe compare`` on runs made with ``monitors.online.enabled=true``: online_comparison.png, the per-group series it
+"""``clframe compare`` on runs made with ``monitors.online.enabled=true``: online_comparison.png, the per-group
+series it
 draws (mean and min–max over seeds, truncated to the shortest run, smoothing, experience ends), and the
 ``online.*`` summary metrics in the table."""
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 from test_compare import PNG_MAGIC, read_csv, write_run
 
-from clframe.compare import ONLINE_PNG, compare, group_runs, load_runs
+from clframe.compare import compare, group_runs, load_runs
+from clframe.monitors.online.compare import PNG as ONLINE_PNG
 from clframe.monitors.online.compare import group_online, moving_average, plot_online_comparison
 
 STEPS = [10, 20, 30, 40]

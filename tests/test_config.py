@@ -279,9 +279,8 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
                             "engine": "trainer", "split_across_ranks": True}
     assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}
     assert c["resume"] is None and c["resume_trust"] is False
-    assert c["eval"] == {"every": 10, "subset": 1000, "on": "seen", "batch_size": 1000, "gap_window": 100,
-                         "lca_beta": 10, "plasticity": False, "plasticity_every": 1, "plasticity_probe": 256,
-                         "online": False, "online_window": 100, "ece_bins": 15}
+    assert c["eval"] == {"batch_size": 1000, "gap_window": 100, "lca_beta": 10}
+    assert c["monitors"] == {}  # a whole config given as a dict names its monitors itself
     assert c["logger"] == {"wandb": False, "project": "clframe", "entity": None, "progress": True, "log_every": 50}
     assert c["strategies"] == {"naive": {}}
     assert cfg["train"] == {"epochs": 4}  # the input is not modified
@@ -295,7 +294,7 @@ def test_validate_of_a_composed_config_is_resolved_and_drops_hydra():
     assert "hydra" not in c
     assert isinstance(c["scenario"]["seed"], int)  # ${seed} resolved
     assert set(c) == {"seed", "experiment_name", "resume", "resume_trust", "scenario", "backbone", "head", "hypernet",
-                      "strategies", "train", "trainer", "eval", "logger", "checkpoint"}
+                      "strategies", "monitors", "train", "trainer", "eval", "logger", "checkpoint"}
 
 
 def test_null_group_choice_says_what_to_do_instead():
@@ -324,12 +323,21 @@ def test_a_key_renamed_since_an_older_version_names_its_new_name(old, new):
     cfg = OmegaConf.to_container(compose([]))  # in an old config file
     section, leaf = old.split(".")
     cfg[section][leaf] = value
-    with pytest.raises(ConfigError, match=f"'{old}' was renamed to '{new}'.*move '{leaf}' under 'trainer:'"):
+    with pytest.raises(ConfigError, match=f"'{old}' was renamed to '{new}'.*write trainer: {{{leaf}: "):
         validate(cfg)
 
 
 @pytest.mark.parametrize("value", [0, -5])
-def test_eval_every_must_be_positive_and_null_turns_it_off(value):
+def test_continual_every_must_be_positive_and_enabled_false_turns_it_off(value):
     msg = config_error([f"monitors.continual.every={value}"])
-    assert f"'eval.every' must be >= 1, got {value}" in msg and "monitors.continual.enabled=false" in msg
-    assert validate(compose(["monitors.continual.enabled=false"]))["eval"]["every"] is None
+    assert f"'monitors.continual.every' must be >= 1, got {value}" in msg
+    assert validate(compose(["monitors.continual.enabled=false"]))["monitors"]["continual"]["enabled"] is False
+
+
+@pytest.mark.parametrize("old, value, new", [
+    ("eval.every", "null", "monitors.continual.enabled=false"), ("eval.every", "5", "monitors.continual.every=5"),
+    ("eval.plasticity", "true", "monitors.plasticity.enabled=true"),
+    ("eval.online_window", "25", "monitors.online.window=25")])
+def test_the_eval_keys_of_clframe_0_2_name_their_monitor(old, value, new):
+    msg = config_error([f"{old}={value}"])
+    assert f"'{old}" in msg and "in clframe 0.3" in msg and f"write {new};" in msg

@@ -18,7 +18,8 @@ from clframe.run.runner import build, run
 
 # a 2-level parity curriculum (N = 2, 3) a 64-unit tau_rnn solves in a few hundred steps (about 4 s)
 PARITY = ["experiment=parity_curriculum", "scenario.n_min=2", "scenario.n_max=3", "backbone.hidden=64",
-          "train.batch_size=128", "monitors.continual.every=20", "monitors.continual.subset=300", "scenario.eval_samples=300",
+          "train.batch_size=128", "monitors.continual.every=20", "monitors.continual.subset=300",
+          "scenario.eval_samples=300",
           "scenario.max_steps_per_level=600", "scenario.threshold=0.9", "logger.progress=false",
           "checkpoint.every=40", "checkpoint.keep=1000"]
 
@@ -87,7 +88,7 @@ def test_iterator_batches_depend_only_on_seed_index_and_level():
 
 
 def test_a_curriculum_needs_the_continual_evaluator_and_task_heads():
-    with pytest.raises(ConfigError, match="eval.every"):
+    with pytest.raises(ConfigError, match="monitors.continual.enabled=true"):
         build(compose(PARITY + ["monitors.continual.enabled=false"]))
     with pytest.raises(ConfigError, match="head=multihead"):
         build(compose(PARITY + ["scenario.curriculum=multi", "head=linear"]))

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from clframe.config import compose
-from clframe.core.module import CLModule, task_loss
+from clframe.core.hooks import Plugin
+from clframe.core.module import CLModule
+from clframe.core.objectives import task_loss
 from clframe.core.strategy import Strategy
 from clframe.run.runner import Built, build, fit, run
 
@@ -23,7 +25,7 @@ def with_strategies(overrides: list[str], strategies: dict[str, Strategy]) -> Bu
     built = build(compose(overrides))
     m, tr = built.module, built.config["train"]
     module = CLModule(
-        m.backbone, m.head, strategies, built.scenario.stream, built.loader.steps_per_experience(),
+        m.model, strategies, built.scenario.stream, built.loader.steps_per_experience(),
         optimizer=tr["optimizer"], lr=tr["lr"], momentum=tr["momentum"], weight_decay=tr["weight_decay"],
         reset_optimizer=tr["reset_optimizer"], eval_batch_size=built.config["eval"]["batch_size"],
         log_every=built.config["logger"]["log_every"],
@@ -456,15 +458,14 @@ def test_acc_matrix_row_i_is_recorded_after_experience_i(tiny):
     module, steps = built.module, built.loader.steps_per_experience()
     events = []
 
-    def listener(m, event, payload):
-        if event != "boundary_eval":
-            return
-        # recompute the row by hand, at the moment it is recorded
-        with torch.no_grad():
-            accs = [(m(e.eval.x, e.eval.t).argmax(-1) == e.eval.y).float().mean().item() for e in m.stream]
-        events.append((payload["experience"], m.cl_step, accs, [r["acc"] for r in payload["rows"]]))
+    class Listener(Plugin):
+        def on_boundary_eval(self, m, experience, rows):
+            # recompute the row by hand, at the moment it is recorded
+            with torch.no_grad():
+                accs = [(m(e.eval.x, e.eval.t).argmax(-1) == e.eval.y).float().mean().item() for e in m.stream]
+            events.append((experience, m.cl_step, accs, [r["acc"] for r in rows]))
 
-    module.listeners.append(listener)
+    module.set_plugins([Listener()])
     fit(built)
     R = module.acc_matrix
     assert len(R) == 2 and all(len(r) == 2 for r in R)
@@ -487,7 +488,7 @@ def test_empty_last_experience_still_gets_a_row(tiny):
     loader = StreamIterator(stream, 32)
     assert loader.steps_per_experience()[2] == 0
     m = built.module
-    module = CLModule(m.backbone, m.head, {}, stream, loader.steps_per_experience())
+    module = CLModule(m.model, {}, stream, loader.steps_per_experience())
     fit(Built(built.config, built.scenario, module, loader))
     assert len(module.acc_matrix) == 3
 

@@ -34,7 +34,7 @@ KEEP_ALL = ["checkpoint.keep=1000"]
 UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s",
               "checkpoint_mb", "resumed_from"}
 # what a checkpoint holds besides its config (which names resume= in a resumed run)
-STATE_KEYS = ("step", "experience", "finished", "module", "rng", "evaluator", "recorder")
+STATE_KEYS = ("step", "experience", "finished", "module", "rng", "monitors", "recorder")
 
 CASES = {
     # dropout draws from the global torch RNG: its state must come back exactly
@@ -50,7 +50,8 @@ CASES = {
     "replay_fabric": ["strategy=replay", "backbone.dropout=0.2", "trainer.engine=fabric", "checkpoint.every=7"],
     # the Kalman head's posterior and learned gamma/noise/temperature, and the online metrics' windows
     "kalman": ["head=kalman", "monitors.online.enabled=true", "monitors.online.window=5", "checkpoint.every=7"],
-    "kalman_frozen_fabric": ["head=kalman", "train.freeze_backbone=true", "trainer.engine=fabric", "monitors.online.enabled=true",
+    "kalman_frozen_fabric": ["head=kalman", "train.freeze_backbone=true", "trainer.engine=fabric",
+                             "monitors.online.enabled=true",
                              "checkpoint.every=7"],
 }
 
@@ -463,5 +464,18 @@ def test_a_config_saved_before_split_across_ranks_keeps_its_old_meaning():
     assert upgrade(old)["trainer"]["split_across_ranks"] is False  # each rank took train.batch_size
     assert "split_across_ranks" not in old["trainer"]  # a copy
     assert upgrade({"trainer": {"devices": 1, "num_nodes": 1}})["trainer"]["split_across_ranks"] is True
-    new = {"trainer": {"devices": 2, "num_nodes": 1, "split_across_ranks": True}}
+    new = {"trainer": {"devices": 2, "num_nodes": 1, "split_across_ranks": True}, "monitors": {}}
     assert upgrade(new) == new
+
+
+def test_a_config_saved_before_monitors_gets_them_from_its_eval_settings():
+    from clframe.checkpoint.resume import upgrade
+
+    old = {"seed": 3, "trainer": {"devices": 1}, "eval": {"every": None, "subset": 500, "plasticity": True,
+                                                          "plasticity_every": 10, "batch_size": 100}}
+    monitors = upgrade(old)["monitors"]
+    assert monitors["continual"]["enabled"] is False and monitors["continual"]["subset"] == 500
+    assert monitors["continual"]["seed"] == 3
+    assert monitors["plasticity"] == {"enabled": True, "every": 10, "probe": 256}
+    assert monitors["online"]["enabled"] is False
+    assert upgrade(old)["eval"] == {"batch_size": 100}

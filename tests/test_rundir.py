@@ -119,6 +119,7 @@ def test_an_explicit_directory_that_holds_a_run_is_refused_before_training(tiny,
     code, _, err = run_main(["run", *tiny, "monitors.continual.enabled=false", "hydra.run.dir=mine"], capsys)
     assert code == 0, err
     before = (tmp_path / "mine" / "summary.json").read_bytes()
-    code, _, err = run_main(["run", *tiny, "monitors.continual.enabled=false", "train.lr=0.01", "hydra.run.dir=mine"], capsys)
+    code, _, err = run_main(["run", *tiny, "monitors.continual.enabled=false", "train.lr=0.01",
+                             "hydra.run.dir=mine"], capsys)
     assert code == 2 and "already holds a run" in err and "resume=" in err
     assert (tmp_path / "mine" / "summary.json").read_bytes() == before

@@ -86,7 +86,7 @@ def test_submitit_sweep_in_the_default_directory(tmp_path):
 # -- the sweep directory, fixed and created before the jobs start (in-process, no training) ----------
 
 def test_the_sweep_directory_is_claimed_once_with_a_unique_name(tmp_path, monkeypatch):
-    from clframe.cli import _claim_dir
+    from clframe.cli.run import _claim_dir
 
     monkeypatch.chdir(tmp_path)
     first, created = _claim_dir(SWEEP, True, SWEEP)  # the first job's hydra.sweep.dir, resolved and created once
@@ -102,7 +102,7 @@ def test_the_sweep_directory_is_claimed_once_with_a_unique_name(tmp_path, monkey
 
 
 def test_the_directory_override_joins_the_other_overrides():
-    from clframe.cli import _with_overrides
+    from clframe.cli.run import _with_overrides
 
     key = "hydra.sweep.dir"
     assert _with_overrides(["-m", "a=1,2", "hydra.sweep.dir=x", "b=2"], {key: "'/s'"}) == [

@@ -84,6 +84,10 @@ class Built:
     module: CLModule
     loader: StreamIterator | CurriculumIterator
 
+    def monitor(self, key: str) -> Monitor | None:
+        """The monitor configured under ``monitors.<key>``, if it takes part in this run."""
+        return self.module.monitors.get(key)
+
 
 def build_model(c: dict[str, Any], scenario: Scenario) -> Model:
     """The backbone and head of the config, and the hypernetwork that generates them if there is one."""

@@ -52,7 +52,7 @@ def test_batched_regulariser_equals_looped(bench, name):
     assert float(batched) > 0
     strategy = HnetReg(beta=bench.BETA)  # the benchmark's batched term is the strategy's own
     strategy.past, strategy.targets = past, targets
-    ctx = SimpleNamespace(module=SimpleNamespace(hypernet=hn))
+    ctx = SimpleNamespace(module=SimpleNamespace(model=hn))
     assert torch.allclose(strategy.loss_terms(ctx)["hnet_reg"], batched, rtol=1e-6, atol=1e-7)
     assert torch.allclose(batched, looped, rtol=1e-5, atol=1e-5), (float(batched), float(looped))
     for a, b in zip(g_batched, g_looped):

@@ -24,7 +24,7 @@ def test_evaluating_every_step_leaves_training_unchanged(engine):
     common = ["backbone.dropout=0.3", f"trainer.engine={engine}", "strategy=replay"]
     with_eval = _fit(*common, "monitors.continual.every=1")
     without = _fit(*common, "monitors.continual.enabled=false")
-    assert with_eval.evaluator is not None and without.evaluator is None
+    assert with_eval.monitor("continual") is not None and without.monitor("continual") is None
     a, b = with_eval.module.state_dict(), without.module.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -33,7 +33,7 @@ def test_evaluating_every_step_leaves_training_unchanged(engine):
 
 def test_curve_has_an_evaluation_every_k_steps_plus_start_and_boundaries():
     built = _fit("monitors.continual.every=5")
-    m, curve = built.module, built.evaluator.curve(built.module)
+    m, curve = built.module, built.monitor("continual").curve(built.module)
     expected = {0} | set(range(5, m.cl_step + 1, 5)) | set(m.boundaries)
     assert set(curve.steps.tolist()) == expected
     assert len(curve.steps) == len(expected)  # a boundary on a multiple of 5 is not evaluated twice
@@ -46,21 +46,21 @@ def test_curve_has_an_evaluation_every_k_steps_plus_start_and_boundaries():
 
 def test_seen_evaluates_only_experiences_trained_so_far_and_all_evaluates_every_one():
     seen = _fit("monitors.continual.every=3", "monitors.continual.on=seen")
-    curve = seen.evaluator.curve(seen.module)
+    curve = seen.monitor("continual").curve(seen.module)
     for exp, row in zip(curve.experience, curve.acc):
         n_seen = max(exp, 0) + 1
         assert not np.isnan(row[:n_seen]).any() and np.isnan(row[n_seen:]).all()
     every = _fit("monitors.continual.every=3", "monitors.continual.on=all")
-    assert not np.isnan(every.evaluator.curve(every.module).acc).any()
+    assert not np.isnan(every.monitor("continual").curve(every.module).acc).any()
 
 
 def test_subsets_are_fixed_seeded_and_capped():
     built = _fit("monitors.continual.every=50", "monitors.continual.subset=20")
-    ev = built.evaluator
+    ev = built.monitor("continual")
     sizes = [len(y) for y in ev._cache["y"]]
     assert sizes == [min(20, len(e.eval)) for e in built.scenario.stream]
     again = _fit("monitors.continual.every=50", "monitors.continual.subset=20")
-    assert all(torch.equal(a, b) for a, b in zip(ev._cache["x"], again.evaluator._cache["x"]))
+    assert all(torch.equal(a, b) for a, b in zip(ev._cache["x"], again.monitor("continual")._cache["x"]))
     # accuracy is a multiple of 1/20 on a 20-sample subset
     acc = ev.curve(built.module).acc
     assert np.allclose((acc[~np.isnan(acc)] * 20) % 1, 0, atol=1e-4) | np.allclose((acc[~np.isnan(acc)] * 20) % 1, 1)
@@ -69,7 +69,7 @@ def test_subsets_are_fixed_seeded_and_capped():
 def test_boundary_continual_evaluation_agrees_with_the_accuracy_matrix_on_full_subsets():
     # with a subset as large as the eval data, the evaluation at each boundary is the matrix row
     built = _fit("monitors.continual.every=7", "monitors.continual.subset=100000", "monitors.continual.on=all")
-    curve = built.evaluator.curve(built.module)
+    curve = built.monitor("continual").curve(built.module)
     for k, b in enumerate(built.module.boundaries):
         row = curve.acc[curve.steps.tolist().index(b)]
         assert np.allclose(row, built.module.acc_matrix[k], atol=1e-6)
@@ -77,19 +77,19 @@ def test_boundary_continual_evaluation_agrees_with_the_accuracy_matrix_on_full_s
 
 def test_results_stay_on_device_until_a_flush():
     built = build(compose([*TINY, "monitors.continual.every=1"]))
-    built.evaluator.flush_every = 10**9
+    built.monitor("continual").flush_every = 10**9
     seen_pending = []
-    orig = built.evaluator.flush
+    orig = built.monitor("continual").flush
 
     def spy():
-        seen_pending.append(len(built.evaluator._pending))
+        seen_pending.append(len(built.monitor("continual")._pending))
         orig()
 
-    built.evaluator.flush = spy
+    built.monitor("continual").flush = spy
     fit(built)
     # flushed at experience ends (and at the end), many evaluations at a time
     assert max(seen_pending) > 10
-    assert len(built.evaluator.steps) == 1 + built.module.cl_step
+    assert len(built.monitor("continual").steps) == 1 + built.module.cl_step
 
 
 def test_metrics_csv_has_continual_and_boundary_rows(tmp_path):

@@ -31,30 +31,32 @@ class FakeHead:
 
 
 class FakeModule:
-    """What the monitor reads of a ``CLModule``: last_ctx, cl_step, objective, head, listeners."""
+    """What the monitor reads of a ``CLModule``: cl_step, objective, head, and where it logs."""
 
     def __init__(self, regression: bool = False, diagnostics: bool = False) -> None:
         self.objective = OBJECTIVES["regression" if regression else "classification"]
         self.head = FakeHead(self) if diagnostics else object()
-        self.listeners: list = []
         self.cl_step = 0
-        self.last_ctx: StepContext | None = None
+        self.last_exp: int | None = None  # the experience of the latest step
+        self.logged: list[tuple[dict, int]] = []
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.logged.append((metrics, step))
 
     def step(self, mon: OnlineMonitor, out: torch.Tensor, y: torch.Tensor, exp: int = 0,
              loglik: torch.Tensor | None = None, n_new: int | None = None) -> None:
-        """One training step as ``CLModule.training_step`` leaves it, then the callback."""
+        """One training step as ``CLModule.training_step`` leaves it, then the step-end event."""
         batch = Batch(torch.zeros(len(y), 1), y, torch.zeros(len(y), dtype=torch.long), exp, n_new=n_new)
-        self.last_ctx = StepContext(None, batch, out, torch.zeros(()), self.cl_step, exp, loglik)
-        self.cl_step += 1
-        mon.on_train_batch_end(None, self, None, batch, 0)
+        ctx = StepContext(self, batch, out, torch.zeros(()), self.cl_step, exp, loglik)
+        self.cl_step, self.last_exp = self.cl_step + 1, exp
+        mon.on_step_end(ctx)
 
-    def boundary(self, exp: int) -> None:
-        for listener in self.listeners:
-            listener(self, "boundary_eval", {"experience": exp, "rows": []})
+    def boundary(self, mon: OnlineMonitor, exp: int) -> None:
+        mon.on_boundary_eval(self, exp, [])
 
 
 def started(mon: OnlineMonitor, module: FakeModule) -> OnlineMonitor:
-    mon.on_train_start(None, module)
+    mon.setup(module)
     return mon
 
 
@@ -68,9 +70,9 @@ def test_accuracy_and_loglik_of_known_logits_per_window_and_replayed_rows_do_not
         module.step(mon, logits, y, exp=i // 2, n_new=2)  # the third row stands for a replayed sample
     # nothing reaches the host before an experience end (or the train end, or reading the rows)
     assert mon.state_dict()["rows"] == [] and len(mon.state_dict()["pending"]) == 1
-    module.boundary(0)
+    module.boundary(mon, 0)
     assert len(mon.state_dict()["rows"]) == 1  # the second window is still open
-    mon.on_train_end(None, module)
+    mon.on_train_end(module)
     first, last = mon.rows
     assert (first["step"], first["experience"], first["n"]) == (2, 0, 4)
     assert (last["step"], last["experience"], last["n"]) == (3, 1, 2)  # the final partial window is kept
@@ -78,7 +80,7 @@ def test_accuracy_and_loglik_of_known_logits_per_window_and_replayed_rows_do_not
     ll = [F.log_softmax(logits[:2], -1).gather(1, y[:2, None]).sum().item() for logits, y in batches]
     assert first["online_loglik"] == pytest.approx((ll[0] + ll[1]) / 4)
     assert last["online_loglik"] == pytest.approx(ll[2] / 2)
-    s = mon.summary()
+    s = mon.results()
     assert s["online_acc"] == pytest.approx(4 / 6) and s["n"] == 6 and s["window"] == 2
     assert s["online_loglik"] == pytest.approx(sum(ll) / 6)
     assert [(e["experience"], e["n"], e["online_acc"]) for e in s["per_experience"]] == [(0, 4, 0.5), (1, 2, 1.0)]
@@ -102,8 +104,8 @@ def test_ece_is_near_zero_when_calibrated_and_large_when_overconfident():
         logits, y = calibration_data(40_000, sharpen)
         for chunk in range(4):
             module.step(mon, logits[chunk::4], y[chunk::4])
-        mon.on_train_end(None, module)
-        scores[sharpen] = (mon.rows[0]["ece"], mon.summary()["ece"])
+        mon.on_train_end(module)
+        scores[sharpen] = (mon.rows[0]["ece"], mon.results()["ece"])
     assert scores[1.0][0] < 0.02 and scores[1.0][1] == pytest.approx(scores[1.0][0])
     assert scores[6.0][0] > 0.15
     assert ece_from_bins([2, 0, 2], [1.0, 0, 1.8], [0, 0, 2]) == pytest.approx((1.0 + 0.2) / 4)
@@ -115,7 +117,7 @@ def test_the_heads_loglik_is_used_when_given():
     logits, y = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
     module.step(mon, logits, y, loglik=torch.tensor([-0.25, -0.75]))
     module.step(mon, logits, y)
-    mon.on_train_end(None, module)
+    mon.on_train_end(module)
     given, computed = mon.rows
     assert given["online_loglik"] == pytest.approx(-0.5)
     assert computed["online_loglik"] == pytest.approx(F.log_softmax(logits, -1)[:, 0].mean().item())
@@ -130,7 +132,7 @@ def test_regression_plug_in_loglik_uses_the_moving_average_of_past_squared_error
     for out, y in steps:
         module.step(mon, out, y)
     module.step(mon, torch.zeros(2, 2), torch.ones(2, 2), loglik=torch.tensor([-1.0, -3.0]))
-    mon.on_train_end(None, module)
+    mon.on_train_end(module)
     s2 = torch.ones(2, dtype=torch.float64)
     for row, (out, y) in zip(mon.rows, steps):
         sq = (out - y).double().pow(2)
@@ -139,7 +141,7 @@ def test_regression_plug_in_loglik_uses_the_moving_average_of_past_squared_error
         assert row["online_error"] == pytest.approx(sq.mean().item())
         s2 = 0.5 * s2 + 0.5 * sq.mean(0)  # this step's errors count from the next step on
     assert mon.rows[-1]["online_loglik"] == pytest.approx(-2.0) and mon.rows[-1]["online_error"] == 1.0
-    assert "ece" not in mon.rows[0] and "online_error" in mon.summary()
+    assert "ece" not in mon.rows[0] and "online_error" in mon.results()
 
 
 def test_head_diagnostics_are_recorded_at_each_window_end():
@@ -147,10 +149,10 @@ def test_head_diagnostics_are_recorded_at_each_window_end():
     mon = started(OnlineMonitor(window=3), module)
     for i in range(7):
         module.step(mon, torch.randn(2, 3), torch.tensor([0, 1]), exp=i // 4)
-    mon.on_train_end(None, module)
+    mon.on_train_end(module)
     assert [r["step"] for r in mon.rows] == [3, 6, 7]
     assert [r["gamma"] for r in mon.rows] == [3.5, 6.5, 7.5] and mon.rows[0]["noise_var"] == 2.0
-    s = mon.summary()
+    s = mon.results()
     assert s["gamma"] == 7.5 and s["gamma_trajectory"] == {"step": [3, 6, 7], "value": [3.5, 6.5, 7.5]}
 
 
@@ -167,14 +169,14 @@ def test_a_resumed_monitor_continues_exactly(regression):
 
     def play(mon: OnlineMonitor, module: FakeModule, part: list) -> None:
         for out, y, exp in part:
-            if module.last_ctx is not None and exp != module.last_ctx.experience:
-                module.boundary(module.last_ctx.experience)
+            if module.last_exp is not None and exp != module.last_exp:
+                module.boundary(mon, module.last_exp)
             module.step(mon, out, y, exp=exp)
 
     module = FakeModule(regression, diagnostics=True)
     whole = started(OnlineMonitor(window=2, ema=0.9), module)
     play(whole, module, steps)
-    whole.on_train_end(None, module)
+    whole.on_train_end(module)
 
     module = FakeModule(regression, diagnostics=True)
     first = started(OnlineMonitor(window=2, ema=0.9), module)
@@ -184,16 +186,16 @@ def test_a_resumed_monitor_continues_exactly(regression):
     buf.seek(0)
     second = OnlineMonitor(window=2, ema=0.9)
     second.load_state_dict(torch.load(buf, weights_only=True))  # as checkpoints load
-    module.listeners = []
     started(second, module)
     play(second, module, steps[5:])
-    second.on_train_end(None, module)
+    second.on_train_end(module)
     assert second.rows == whole.rows and len(whole.rows) == 5
-    assert json.dumps(second.summary()) == json.dumps(whole.summary())
+    assert json.dumps(second.results()) == json.dumps(whole.results())
 
 
 RUN = ["scenario=label_permuted", "scenario.n_tasks=3", "scenario.samples_per_task=40", "train.batch_size=4",
-       "backbone.hidden=[16]", "monitors.continual.enabled=false", "monitors.online.enabled=true", "monitors.online.window=4", "logger.progress=false"]
+       "backbone.hidden=[16]", "monitors.continual.enabled=false", "monitors.online.enabled=true",
+       "monitors.online.window=4", "logger.progress=false"]
 
 
 def test_a_run_writes_the_online_metrics_and_figure(tmp_path):

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from clframe.config import compose
-from clframe.monitors.plasticity import effective_rank, layer_stats
 from clframe.monitors.plasticity.report import plasticity_summary, task_windows
+from clframe.monitors.plasticity.stats import effective_rank, layer_stats
 from clframe.run.runner import build, fit, run
 
 RUN = ["scenario=random_labels", "scenario.n_tasks=3", "scenario.subset=64", "train.epochs=4", "train.lr=0.1",
-       "backbone.hidden=[32,32]", "logger.progress=false", "monitors.continual.enabled=false", "monitors.plasticity.enabled=true"]
+       "backbone.hidden=[32,32]", "logger.progress=false", "monitors.continual.enabled=false",
+       "monitors.plasticity.enabled=true"]
 
 
 def test_effective_rank_is_the_dimension_for_isotropic_features_and_one_for_rank_one():
@@ -54,7 +55,7 @@ def test_one_row_per_task_with_online_accuracy_of_the_steps_before_each_update()
 
     built.module.training_step = recording_step
     fit(built)
-    rows = built.monitor.rows
+    rows = built.monitor("plasticity").rows
     assert [r["task"] for r in rows] == [0, 1, 2] and rows[-1]["step"] == built.module.cl_step
     for r in rows:
         correct = sum(c for e, c, _ in seen if e == r["task"])

@@ -29,7 +29,8 @@ def test_accuracy_by_shot_groups_the_scored_steps_by_shot():
 def test_an_in_context_run_reports_accuracy_against_shots_and_on_held_out_classes(tmp_path):
     s = run(compose(["scenario=fewshot_sequences", "scenario.n_train_episodes=64", "scenario.n_eval_episodes=16",
                      "backbone=fast_weights", "backbone.d_model=16", "backbone.n_layers=1", "backbone.readout=every",
-                     "train.epochs=1", "monitors.continual.enabled=false", "logger.progress=false", "checkpoint.enabled=false"]),
+                     "train.epochs=1", "monitors.continual.enabled=false", "logger.progress=false",
+                     "checkpoint.enabled=false"]),
             tmp_path)
     shots = s["accuracy_by_shot"]
     assert set(shots) == {"0", "1", "heldout"}

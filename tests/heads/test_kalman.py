@@ -166,7 +166,8 @@ def test_bad_settings_name_the_key(bad, key):
 
 TINY = ["scenario=drifting_digits", "scenario.n_samples=300", "scenario.min_gap=50", "scenario.n_permutations=1",
         "scenario.n_prior_shifts=1", "backbone.hidden=[16]", "head=kalman", "train.batch_size=4",
-        "monitors.continual.enabled=false", "monitors.online.enabled=true", "monitors.online.window=10", "logger.progress=false",
+        "monitors.continual.enabled=false", "monitors.online.enabled=true", "monitors.online.window=10",
+        "logger.progress=false",
         "checkpoint.enabled=false"]
 
 

@@ -14,7 +14,7 @@ def test_no_hypernetwork_by_default_and_none_turns_an_experiments_off():
     c = validate(compose(["experiment=hnet_permuted_digits", "hypernet=none", "strategy=naive", "head=multihead"]))
     assert c["hypernet"] is None
     built = build(c)
-    assert built.module.hypernet is None and built.hypernet_report is None
+    assert not hasattr(built.module, "hypernet") and built.monitor("hypernet") is None
     assert any(p.requires_grad for p in built.module.backbone.parameters())  # trained directly
 
 

@@ -28,7 +28,8 @@ def test_entropy_inference_is_scored_against_the_true_task_after_every_experienc
 
 
 def test_toy_regression_run_draws_the_fits(tmp_path):
-    s = run(compose(["experiment=hnet_toy_regression", "train.epochs=5", "monitors.continual.enabled=false", "logger.progress=false",
+    s = run(compose(["experiment=hnet_toy_regression", "train.epochs=5", "monitors.continual.enabled=false",
+                     "logger.progress=false",
                      "checkpoint.enabled=false"]), tmp_path)
     assert s["objective"] == "regression" and len(s["acc_matrix"]) == 3
     assert (tmp_path / "plots" / "fits.png").stat().st_size > 10_000

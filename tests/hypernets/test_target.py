@@ -78,6 +78,7 @@ def test_a_gru_target_learns_sequences_under_an_rnn_hypernetwork(tmp_path):
     s = run(compose(["scenario=sequential_digits", "scenario.n_experiences=2", "scenario.task_incremental=true",
                      "backbone=gru", "backbone.hidden=16", "hypernet=hnet_rnn", "hypernet.chunk_size=200",
                      "strategy=hnet_reg", "train.optimizer=adam", "train.lr=0.003", "train.epochs=3",
-                     "monitors.continual.enabled=false", "logger.progress=false", "checkpoint.enabled=false"]), tmp_path)
+                     "monitors.continual.enabled=false", "logger.progress=false",
+                     "checkpoint.enabled=false"]), tmp_path)
     assert s["hypernet"]["target_params"] == 3 * 16 * (8 + 16) + 2 * 3 * 16 + (16 * 10 + 10)
     assert min(s["acc_matrix"][0][0], s["acc_matrix"][1][1]) > 0.8  # two-way tasks: chance is 0.5

@@ -179,7 +179,8 @@ def test_registry_reports_the_config_key():
 
 OVERRIDES = ["scenario=fewshot_sequences", "scenario.n_train_episodes=32", "scenario.n_eval_episodes=8",
              "backbone=gru", "backbone.readout=every", "backbone.hidden=32", "head=linear", "train.epochs=1",
-             "train.batch_size=16", "logger.progress=false", "checkpoint.enabled=false", "monitors.continual.enabled=false"]
+             "train.batch_size=16", "logger.progress=false", "checkpoint.enabled=false",
+             "monitors.continual.enabled=false"]
 
 
 def test_runs_end_to_end_with_a_per_step_readout(tmp_path):

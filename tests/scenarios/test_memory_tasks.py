@@ -82,7 +82,7 @@ def test_a_multi_head_batch_scores_each_sequence_with_every_trained_head():
 
 
 def test_the_multi_head_loss_is_the_sum_of_the_trained_heads_mean_losses():
-    from clframe.core.module import task_loss
+    from clframe.core.objectives import task_loss
     from clframe.models.heads.linear import MultiHead
 
     s = SCENARIOS.build("parity", {"n_min": 2, "n_max": 5, "curriculum": "multi"})

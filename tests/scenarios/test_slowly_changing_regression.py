@@ -63,7 +63,7 @@ def test_a_regression_run_learns_and_reports_online_error():
     built = build(compose(["experiment=slowly_changing_regression", "scenario.n_tasks=2",
                            "scenario.steps_per_task=3000", "logger.progress=false", "checkpoint.enabled=false"]))
     fit(built)
-    rows = built.monitor.rows
+    rows = built.monitor("plasticity").rows
     assert [r["task"] for r in rows] == [0, 1] and "online_acc" not in rows[0]
     assert all(r["online_error"] == pytest.approx(r["online_loss"], rel=1e-5) for r in rows)
     # the score matrix holds minus the squared error; the learner beats predicting the mean target

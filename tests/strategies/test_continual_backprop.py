@@ -20,13 +20,13 @@ from clframe.run.runner import build, fit
 
 
 class Net(nn.Module):
-    """``Linear(n_in, n_hidden) -> act -> Linear(n_hidden, 2)``; ``_optimizer`` as on a CLModule."""
+    """``Linear(n_in, n_hidden) -> act -> Linear(n_hidden, 2)``; ``optimizer`` as on a CLModule."""
 
     def __init__(self, n_in: int = 3, n_hidden: int = 4, act: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(n_in, n_hidden), act(), nn.Linear(n_hidden, 2))
-        self._optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
 
     def forward(self, x):
         return self.net(x)
@@ -34,14 +34,14 @@ class Net(nn.Module):
 
 class ConvNet(nn.Module):
     """``Conv(c_in, 5) -> act -> Conv(5, 4) -> act -> MaxPool(2) -> Flatten -> Linear(4 * 2 * 2, 2)`` on
-    ``[B, c_in, 4, 4]`` images; ``_optimizer`` as on a CLModule."""
+    ``[B, c_in, 4, 4]`` images; ``optimizer`` as on a CLModule."""
 
     def __init__(self, c_in: int = 6, act: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Conv2d(c_in, 5, 3, padding=1), act(), nn.Conv2d(5, 4, 3, padding=1), act(),
                                  nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 2))
-        self._optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
 
     def forward(self, x):
         return self.net(x)
@@ -59,10 +59,10 @@ def batches(n: int, n_in: int | tuple[int, ...] = 3, seed: int = 1) -> list[tupl
 def step(model: Net, cb: ContinualBackprop, x, y, before_test=None) -> None:
     """One training step as ``CLModule.training_step`` runs it."""
     out = model(x)
-    if model._optimizer is not None:
-        model._optimizer.zero_grad()
+    if model.optimizer is not None:
+        model.optimizer.zero_grad()
         F.cross_entropy(out, y).backward()
-        model._optimizer.step()
+        model.optimizer.step()
     if before_test is not None:
         before_test()
     cb.after_optimizer_step(SimpleNamespace(module=model))
@@ -73,11 +73,11 @@ def make(optimizer: str | None = None, n_in: int = 3, n_hidden: int = 4, act: ty
     """``Net(n_in, n_hidden, act)``, or ``net``, with the optimizer and a set-up strategy."""
     model = Net(n_in, n_hidden, act) if net is None else net
     if optimizer == "sgd":
-        model._optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model.optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     elif optimizer == "adam":
-        model._optimizer = torch.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
+        model.optimizer = torch.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
     elif optimizer == "adamw":
-        model._optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+        model.optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     cb = ContinualBackprop(**kw)
     cb.setup(model)
     return model, cb
@@ -196,7 +196,7 @@ def test_a_replaced_unit_is_fresh_and_only_its_optimizer_entries_are_reset(optim
     n_in = 64
     # tanh: no dead unit, so every optimizer entry of the replaced unit is non-zero before the reset
     model, cb = make(optimizer, n_in=n_in, n_hidden=5, act=nn.Tanh, maturity=2, replacement_rate=0.2)
-    lin, nxt, opt = model.net[0], model.net[2], model._optimizer
+    lin, nxt, opt = model.net[0], model.net[2], model.optimizer
     xs = batches(3, n_in=n_in)
     for x, y in xs[:2]:
         step(model, cb, x, y)
@@ -267,10 +267,10 @@ def test_state_dict_round_trip_continues_exactly():
     for x, y in xs[:6]:
         step(model, cb, x, y)
     assert cb.replaced[0] > 0
-    saved = save_load({"model": model.state_dict(), "opt": model._optimizer.state_dict(), "cb": cb.state_dict()})
+    saved = save_load({"model": model.state_dict(), "opt": model.optimizer.state_dict(), "cb": cb.state_dict()})
     model2, cb2 = make("adam", maturity=1, replacement_rate=0.2, seed=99)
     model2.load_state_dict(saved["model"])
-    model2._optimizer.load_state_dict(saved["opt"])
+    model2.optimizer.load_state_dict(saved["opt"])
     cb2.load_state_dict(saved["cb"])
     for x, y in xs[6:]:
         step(model, cb, x, y)
@@ -372,7 +372,7 @@ def test_channel_utilities_match_a_hand_computation(utility):
 def test_a_replaced_channel_is_fresh_and_only_its_slices_are_reset(optimizer):
     # tanh: no dead channel; 0.25 * 5 and 0.25 * 4: one channel of each layer at the first eligible step
     model, cb = make(optimizer, net=ConvNet(act=nn.Tanh), maturity=2, replacement_rate=0.25)
-    conv1, conv2, fc, opt = model.net[0], model.net[2], model.net[6], model._optimizer
+    conv1, conv2, fc, opt = model.net[0], model.net[2], model.net[6], model.optimizer
     xs = batches(3, IMAGE)
     for x, y in xs[:2]:
         step(model, cb, x, y)

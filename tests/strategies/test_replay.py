@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from clframe.strategies.replay import Replay
 
 from clframe.config import compose
-from clframe.core.module import CLModule, task_loss
+from clframe.core.module import CLModule
+from clframe.core.objectives import task_loss
 from clframe.core.strategy import StepContext, Strategy
 from clframe.data.batch import Batch
 from clframe.data.buffers import ClassBalancedBuffer, ReservoirBuffer
@@ -147,7 +148,7 @@ def with_replay(overrides, replay: Replay) -> tuple[Built, Probe]:
     built = build(compose(overrides))
     m = built.module
     probe = Probe(replay)
-    module = CLModule(m.backbone, m.head, {"replay": replay, "probe": probe}, built.scenario.stream,
+    module = CLModule(m.model, {"replay": replay, "probe": probe}, built.scenario.stream,
                       built.loader.steps_per_experience())
     return Built(built.config, built.scenario, module, built.loader), probe
 

@@ -32,7 +32,8 @@ def test_a_bad_setting_names_its_config_key():
 
 
 def test_a_run_with_upgd_learns_the_first_experience(tiny):
-    built = build(compose(tiny + ["strategy=upgd", "strategies.upgd.lr=0.1", "train.epochs=5", "monitors.continual.enabled=false"]))
+    built = build(compose(tiny + ["strategy=upgd", "strategies.upgd.lr=0.1", "train.epochs=5",
+                                  "monitors.continual.enabled=false"]))
     fit(built)
     module = built.module
     assert isinstance(module._optimizer, UPGD)
