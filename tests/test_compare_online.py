@@ -1,6 +1,5 @@
 """``clframe compare`` on runs made with ``monitors.online.enabled=true``: online_comparison.png, the per-group
-series it
-draws (mean and min–max over seeds, truncated to the shortest run, smoothing, experience ends), and the
+series it draws (mean and min–max over seeds, truncated to the shortest run, smoothing, experience ends), and the
 ``online.*`` summary metrics in the table."""
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ def plasticity(acc: list[float], dead: list[tuple[float, float]], sigma: list[tu
                rank: list[tuple[float, float]] | None = None, online_key: str = "online_acc",
                task_end: bool = True) -> dict[str, Any]:
     """Summary keys of a ``monitors.plasticity.enabled=true`` run with two layers: one row per task; ``acc`` is
-    both the
-    end-of-task accuracy and, shifted by -0.1, the online metric."""
+    both the end-of-task accuracy and, shifted by -0.1, the online metric."""
     rank = rank or [(1.0, 2.0)] * len(acc)
     rows = [{"task": t, online_key: a - 0.1, "online_loss": 1.0, "plasticity": 0.5, "grad_norm": 1.0,
              "dead_fraction/fc1": d[0], "dead_fraction/fc2": d[1], "effective_rank/fc1": r[0],
