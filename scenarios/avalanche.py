@@ -87,9 +87,14 @@ def _call(factory: Any, benchmark: str, args: dict[str, Any], data_root: str, do
         return factory(**args)
 
 
+DEFAULT_BENCHMARK = "avalanche.benchmarks.classic:SplitMNIST"
+# the default benchmark's own argument: its number of experiences (the usual 5 x 2 classes)
+DEFAULT_ARGS = {"n_experiences": 5}
+
+
 @SCENARIOS.register("avalanche")
 def avalanche(
-    benchmark: str = "avalanche.benchmarks.classic:SplitMNIST",
+    benchmark: str = DEFAULT_BENCHMARK,
     benchmark_args: dict[str, Any] | None = None,
     max_samples_per_experience: int | None = None,
     data_root: str = "data/avalanche",
@@ -101,7 +106,8 @@ def avalanche(
         benchmark: dotted path to a benchmark factory (called with ``benchmark_args``) or to
             a benchmark object (default ``avalanche.benchmarks.classic:SplitMNIST``; its data
             must be under ``data_root``, or ``download`` true).
-        benchmark_args: keyword arguments for the factory (default none).
+        benchmark_args: keyword arguments for the factory (default None: ``{n_experiences: 5}`` for the
+            default SplitMNIST, none for any other factory).
         max_samples_per_experience: keep at most this many samples per experience, at least 1 (default: all).
         data_root: passed as ``dataset_root`` to a factory that takes one, unless
             ``benchmark_args`` sets it (default ``data/avalanche``).
@@ -115,7 +121,9 @@ def avalanche(
         warnings.simplefilter("ignore")  # avalanche warns about optional solvers at import
         factory = import_dotted(benchmark, "scenario.benchmark")
         if callable(factory):
-            bench = _call(factory, benchmark, benchmark_args or {}, data_root, download)
+            if benchmark_args is None:
+                benchmark_args = dict(DEFAULT_ARGS) if benchmark == DEFAULT_BENCHMARK else {}
+            bench = _call(factory, benchmark, benchmark_args, data_root, download)
         else:
             bench = factory
     return from_avalanche(bench, max_samples_per_experience)

@@ -231,7 +231,8 @@ def test_every_experiment_validates_and_builds(name):
 
 def _name_is_missing(group: str, option: str) -> bool:
     """True for template options such as ``backbone/custom.yaml`` (``name: ???``)."""
-    return OmegaConf.is_missing(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml"), "name")
+    path = CONFIG_DIR / group / f"{option}.yaml"
+    return path.is_file() and OmegaConf.is_missing(OmegaConf.load(path), "name")
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_CHOICES, ids=[f"{g}={o}" for g, o in GROUP_CHOICES])

@@ -142,7 +142,7 @@ def test_dotted_path_backbone_params_are_checked_against_its_signature(my_pkg):
 def test_the_mlp_node_can_also_be_replaced_key_by_key(my_pkg):
     # without the `custom` option: delete mlp's keys, set the name, add the user's key
     cfg = compose(["backbone.name=my_pkg.nets:TinyNet", "~backbone.hidden", "~backbone.activation",
-                   "~backbone.dropout", "+backbone.width=5"])
+                   "~backbone.dropout", "~backbone.init", "+backbone.width=5"])
     built = build(cfg)
     assert type(built.module.backbone).__name__ == "TinyNet"
     assert built.module.backbone.out_features == 5

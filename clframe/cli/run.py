@@ -190,4 +190,7 @@ def _make_hydra_entry():
 
 
 def _hydra_entry() -> None:
+    from clframe.config.defaults import register
+
+    register()  # the group options and monitors generated from the signatures, before Hydra composes
     _make_hydra_entry()()

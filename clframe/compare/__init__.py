@@ -71,8 +71,9 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
     Raises:
         ConfigError: nothing found, or an unknown metric.
     """
+    from clframe.compare.console import make_console, warning
     from clframe.compare.curves import plot_comparison
-    from clframe.compare.table import make_console, print_table, warning, write_csv
+    from clframe.compare.table import print_table, write_csv
     from clframe.config.registry import MONITORS
 
     runs = load_runs(paths)

@@ -149,7 +149,7 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
             summary = json.loads(f.read_text())
             runs.append(make_run(f.parent, summary | {"run_dir": str(f.parent)}))
         except (OSError, ValueError) as e:
-            from clframe.compare.table import warning
+            from clframe.compare.console import warning
 
             warning(f"skipping {f}: {e}")
     return runs

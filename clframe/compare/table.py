@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clframe.compare.console import make_console
 from clframe.compare.runs import Comparison, Group, metric_value
 
 
@@ -71,18 +72,6 @@ def comparison_table(cmp: Comparison, metrics: Sequence[str], fit_width: int | N
     for label, g, row in zip(labels, cmp.groups, cells):
         table.add_row(Text(label), str(len(g.runs)), *map(Text, row))
     return table
-
-
-def make_console(stderr: bool = False) -> Any:
-    """A rich Console on stdout (or stderr), resolved now (so that redirected streams are honoured)."""
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def warning(msg: str) -> None:
-    """``warning: <msg>`` on stderr, in yellow in a terminal."""
-    make_console(stderr=True).print(f"warning: {msg}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def _natural_width(console: Any, renderable: Any) -> int:

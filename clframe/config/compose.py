@@ -3,13 +3,13 @@ before Hydra sees them (unknown group options and keys name the valid ones)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from clframe.config.compat import renamed_message
+from clframe.config.paths import CONFIG_DIR
 from clframe.config.schema import COMPONENT_KEYS
 from clframe.errors import ConfigError, did_you_mean, unknown
 
@@ -22,22 +22,18 @@ def _names(node: Any) -> str:
 
 OmegaConf.register_new_resolver("clf_names", _names, replace=True)
 
-def _config_dir() -> Path:
-    """``$CLFRAME_CONFIG_DIR``, else the configs an installed wheel carries (``clframe/configs``), else the
-    repository's ``configs/`` (an editable install)."""
-    if os.environ.get("CLFRAME_CONFIG_DIR"):
-        return Path(os.environ["CLFRAME_CONFIG_DIR"])
-    package = Path(__file__).resolve().parents[1]
-    return package / "configs" if (package / "configs").is_dir() else package.parent / "configs"
 
-
-CONFIG_DIR = _config_dir()
 GROUPS = ("scenario", "backbone", "head", "hypernet", "strategy", "experiment")
 
 
 def group_options(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
-    """The YAML files of a config group, without extension."""
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+    """Every option of a config group: its YAML files and, for the component groups, every registered
+    name (their nodes are generated from the signatures, ``clframe.config.defaults``)."""
+    from clframe.config.defaults import options
+
+    if config_dir != CONFIG_DIR:
+        return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+    return options(group)
 
 
 def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
@@ -99,6 +95,9 @@ def compose(overrides: list[str] | None = None, config_dir: Path = CONFIG_DIR, c
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
+    from clframe.config.defaults import register
+
+    register()  # the generated group options and monitors
     overrides = list(overrides or [])
     if check:
         check_overrides(overrides, config_dir)

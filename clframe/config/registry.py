@@ -27,6 +27,9 @@ from typing import Any
 from clframe.config.typecheck import matches, type_name, violations
 from clframe.errors import ConfigError, did_you_mean, unknown
 
+# callables asked before a dotted path is imported (clframe.config.trust adds its policy): each may raise
+IMPORT_CHECKS: list[Callable[[str], None]] = []
+
 
 class ParamError(ConfigError):
     """A component's constructor rejects the value of one of its own parameters.
@@ -167,9 +170,8 @@ def import_dotted(path: str, kind: str = "component") -> Callable[..., Any]:
     """Import ``pkg.mod:Name`` or ``pkg.mod.Name`` and return the attribute. Refused (with
     ``clframe.config.trust.UntrustedConfigError``) while a config read from a file is being built and the
     user did not give ``path`` themselves."""
-    from clframe.config.trust import check_import
-
-    check_import(path)
+    for check in IMPORT_CHECKS:
+        check(path)
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     try:
         module = importlib.import_module(module_name)

@@ -18,6 +18,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from clframe.config.paths import CONFIG_DIR
+from clframe.config.registry import IMPORT_CHECKS, REGISTRIES, signature_params
 from clframe.errors import ConfigError
 
 
@@ -64,9 +66,6 @@ def shipped() -> set[str]:
     """The strings of the shipped config files and the string defaults of every registered
     component: what clframe itself may name."""
     import yaml
-
-    from clframe.config import CONFIG_DIR
-    from clframe.config.registry import REGISTRIES, signature_params
 
     out: set[str] = set()
     for path in CONFIG_DIR.rglob("*.yaml"):
@@ -115,3 +114,6 @@ def check_import(path: str) -> None:
         f"Refusing to import '{path}' ({key}), named by the config stored in {policy.source}: a config read "
         "from a file may name only registered components (built-ins and installed entry points), because "
         f"importing a dotted path runs its code. If you trust it, {policy.hint.format(key=key, path=path)}.")
+
+
+IMPORT_CHECKS.append(check_import)  # registry.import_dotted asks before it imports

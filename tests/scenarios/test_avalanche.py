@@ -154,8 +154,7 @@ def test_trains_end_to_end(tmp_path, task_labels):
     cfg = compose([
         "scenario=avalanche",
         f"scenario.benchmark={__name__}:make_benchmark",
-        "~scenario.benchmark_args",
-        f"+scenario.benchmark_args={{task_labels: {str(task_labels).lower()}}}",
+        f"scenario.benchmark_args={{task_labels: {str(task_labels).lower()}}}",
         f"head={'multihead' if task_labels else 'linear'}",
         "backbone.hidden=[8]",
         "train.batch_size=10",
@@ -208,10 +207,10 @@ def test_the_default_does_not_download_or_leave_directories(tmp_path, monkeypatc
     assert socket.getaddrinfo is REAL_GETADDRINFO
 
 
-def test_a_user_factory_gets_no_dataset_root_from_the_yaml():
+def test_a_user_factory_gets_no_dataset_root_from_the_config():
     CALLS.clear()
     params = scenario_params(f"scenario.benchmark={__name__}:recording_factory",
-                             "scenario.benchmark_args.n_experiences=2")
+                             "scenario.benchmark_args={n_experiences: 2}")
     assert "dataset_root" not in params["benchmark_args"]
     s = SCENARIOS.build("avalanche", params)
     assert CALLS == [{"n_experiences": 2}] and len(s.stream) == 2
@@ -220,7 +219,7 @@ def test_a_user_factory_gets_no_dataset_root_from_the_yaml():
 def test_a_factory_with_dataset_root_gets_the_data_root(tmp_path):
     CALLS.clear()
     params = scenario_params(f"scenario.benchmark={__name__}:rooted_factory", f"scenario.data_root={tmp_path}",
-                             "scenario.benchmark_args.n_experiences=3")
+                             "scenario.benchmark_args={n_experiences: 3}")
     SCENARIOS.build("avalanche", params)
     assert CALLS == [{"dataset_root": str(tmp_path), "network": False}]  # download=false: guarded
     avalanche(benchmark=f"{__name__}:rooted_factory", benchmark_args={"dataset_root": "mine"}, download=True)

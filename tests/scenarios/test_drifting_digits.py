@@ -8,7 +8,7 @@ from clframe.scenarios._common import symmetric_inputs
 from clframe.scenarios.drifting_digits import drifting_digits, event_times
 from omegaconf import OmegaConf
 
-from clframe.config import CONFIG_DIR, compose, validate
+from clframe.config import compose, validate
 from clframe.config.registry import SCENARIOS, ParamError
 from clframe.data.datasets import load_dataset
 from clframe.errors import ConfigError
@@ -172,7 +172,7 @@ def test_bad_settings_are_config_errors_naming_the_key(params, match):
 
 
 def test_the_config_lists_every_argument_with_its_default_and_builds():
-    cfg = OmegaConf.load(CONFIG_DIR / "scenario" / "drifting_digits.yaml")
+    cfg = compose(["scenario=drifting_digits"]).scenario  # the node generated from the signature
     params = SCENARIOS.params("drifting_digits")
     assert list(cfg) == ["name", *params]
     assert OmegaConf.to_container(cfg)["seed"] == "${seed}"

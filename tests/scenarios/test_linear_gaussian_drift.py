@@ -9,7 +9,7 @@ import torch
 from clframe.scenarios.linear_gaussian_drift import CHUNK, drift_weights, linear_gaussian_drift
 from omegaconf import OmegaConf
 
-from clframe.config import CONFIG_DIR, compose, validate
+from clframe.config import compose, validate
 from clframe.config.registry import SCENARIOS, ParamError
 from clframe.errors import ConfigError
 from clframe.run.checks import check_scenario
@@ -140,7 +140,7 @@ def test_called_directly_a_bad_setting_is_a_param_error():
 
 
 def test_the_config_lists_every_argument_with_its_default_and_builds():
-    cfg = OmegaConf.load(CONFIG_DIR / "scenario" / "linear_gaussian_drift.yaml")
+    cfg = compose(["scenario=linear_gaussian_drift"]).scenario  # the node generated from the signature
     params = SCENARIOS.params("linear_gaussian_drift")
     assert list(cfg) == ["name", *params]
     assert OmegaConf.to_container(cfg)["seed"] == "${seed}"
