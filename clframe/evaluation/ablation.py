@@ -21,25 +21,18 @@ from clframe.core.objectives import CLASSIFICATION, Objective
 from clframe.data.stream import TensorData
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
+from clframe.models.model import Model
+from clframe.models.protocols import HasTimescales, Silenceable
 
 ORDERS = ("random", "shortest_tau", "longest_tau")
 
 
-class _Model(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.head(self.backbone(x), t)
-
-
 def layer_sizes(backbone: nn.Module) -> list[int]:
     """Units per recurrent layer of a backbone that can ``silence`` units."""
-    if not callable(getattr(backbone, "silence", None)):
+    if not isinstance(backbone, Silenceable):
         raise ConfigError(f"{type(backbone).__name__} cannot silence units (it has no silence(layer, units) method); "
                           "ablation works on the recurrent backbones gru, lstm and tau_rnn.")
-    if callable(getattr(backbone, "timescales", None)):
+    if isinstance(backbone, HasTimescales):
         return [len(t) for t in backbone.timescales()]
     return [backbone.out_features] * backbone.num_layers
 
@@ -52,7 +45,7 @@ def choose_units(backbone: nn.Module, fraction: float, order: str, generator: to
     if not 0 <= fraction <= 1:
         raise ConfigError(f"ablation fractions must be in [0, 1], got {fraction}")
     sizes = layer_sizes(backbone)
-    if order != "random" and not callable(getattr(backbone, "timescales", None)):
+    if order != "random" and not isinstance(backbone, HasTimescales):
         raise ConfigError(f"order={order} needs a backbone with timescales (tau_rnn); use order=random.")
     out = []
     for i, size in enumerate(sizes):
@@ -91,7 +84,7 @@ def ablate(
     for f in fractions:
         runs = []
         for _ in range(repeats if order == "random" else 1):
-            model = _Model(copy.deepcopy(backbone), copy.deepcopy(head)).eval()
+            model = Model(copy.deepcopy(backbone), copy.deepcopy(head)).eval()
             for layer, units in enumerate(choose_units(model.backbone, f, order, g)):
                 if len(units):
                     model.backbone.silence(layer, units.to(device))

@@ -106,10 +106,8 @@ class HasTimescales(Protocol):
 
 @runtime_checkable
 class Silenceable(Protocol):
-    """A recurrent backbone whose units can be silenced (``clframe ablate``)."""
-
-    out_features: int
-    num_layers: int
+    """A recurrent backbone whose units can be silenced (``clframe ablate``); without ``timescales`` it
+    also has ``num_layers`` layers of ``out_features`` units."""
 
     def silence(self, layer: int, units: Tensor) -> None:
         """Silence ``units`` of ``layer`` in place."""
