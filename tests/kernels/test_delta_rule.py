@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clframe.kernels.delta_rule import FLA_PIN, delta_rule, delta_rule_fla, delta_rule_naive
+from clframe.kernels.delta_rule import FLA_PIN, delta_rule, delta_rule_fused, delta_rule_naive, fused_available
 
 HAS_FLA = importlib.util.find_spec("fla") is not None and importlib.util.find_spec("triton") is not None
 REPO = Path(__file__).resolve().parents[2]
@@ -126,22 +126,26 @@ def test_auto_uses_the_naive_loop_on_cpu_without_importing_fla():
     torch.testing.assert_close(ht, ref[1])
     assert ("fla" in sys.modules) == had_fla
     with pytest.raises(ValueError, match="backend"):
-        delta_rule(q, k, v, beta, backend="triton")
+        delta_rule(q, k, v, beta, backend="fla")  # 0.2's name of the fused backend: one vocabulary now
 
 
-def test_forced_fla_without_fla_says_how_to_install(monkeypatch):
+def test_forced_triton_without_fla_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "fla", None)  # makes `import fla` fail and find_spec("fla") None
+    fused_available.cache_clear()
     q, k, v, beta, _ = inputs(1, 3, 1, 2, 2)
-    with pytest.raises(ImportError, match=FLA_PIN):
-        delta_rule(q, k, v, beta, backend="fla")
+    try:
+        with pytest.raises(ImportError, match=FLA_PIN):
+            delta_rule(q, k, v, beta, backend="triton")
+    finally:
+        fused_available.cache_clear()  # what it found without fla is not what the next test finds
 
 
 @pytest.mark.skipif(not HAS_FLA, reason=f"needs fla-core: pip install '{FLA_PIN}'")
-def test_forced_fla_on_cpu_tensors_without_the_interpreter_is_refused(monkeypatch):
+def test_forced_triton_on_cpu_tensors_without_the_interpreter_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     q, k, v, beta, _ = inputs(1, 3, 1, 2, 2)
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
-        delta_rule(q, k, v, beta, backend="fla")
+        delta_rule(q, k, v, beta, backend="triton")
 
 
 # ---------------------------------------------------------------- fla's kernel against the naive loop
@@ -156,7 +160,7 @@ def _interpreted_checks() -> None:
     """Run in a fresh interpreter with TRITON_INTERPRET=1 (Triton reads it when fla's kernels are defined)."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
     for i, (*shape, state) in enumerate(INTERPRET_CASES):
-        errs = compare_with_naive(delta_rule_fla, *shape, device="cpu", state=state, seed=i)
+        errs = compare_with_naive(delta_rule_fused, *shape, device="cpu", state=state, seed=i)
         print(shape, "h0" if state else "no h0", {key: f"{e:.1e}" for key, e in errs.items()})
         bad = {key: e for key, e in errs.items() if not e < INTERPRET_TOL}
         assert not bad, f"{shape} state={state}: relative errors above {INTERPRET_TOL}: {bad}"
@@ -176,12 +180,12 @@ def test_fla_wrapper_matches_naive_under_the_triton_interpreter():
 @pytest.mark.skipif(not HAS_FLA, reason=f"needs fla-core: pip install '{FLA_PIN}'")
 @pytest.mark.parametrize("state", [True, False])
 def test_fla_wrapper_matches_naive_on_cuda(state):
-    errs = compare_with_naive(delta_rule_fla, 2, 63, 2, 64, 64, device="cuda", state=state)
+    errs = compare_with_naive(delta_rule_fused, 2, 63, 2, 64, 64, device="cuda", state=state)
     assert all(e < 1e-4 for e in errs.values()), errs
     # auto picks fla on CUDA
     q, k, v, beta, h0 = inputs(2, 63, 2, 64, 64, device="cuda")
     o, ht = delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True)
-    o_fla, ht_fla = delta_rule_fla(q, k, v, beta, initial_state=h0, output_final_state=True)
+    o_fla, ht_fla = delta_rule_fused(q, k, v, beta, initial_state=h0, output_final_state=True)
     assert torch.equal(o, o_fla) and torch.equal(ht, ht_fla)
 
 

@@ -1,7 +1,7 @@
 """Delta-rule fast weights: ``W_t = W_{t-1} + beta_t (v_t - W_{t-1} k_t) k_t^T``, ``o_t = W_t q_t``.
 
 ``naive.py`` holds the equations, the state layout (``S = W^T``, ``[B, H, Dk, Dv]``) and the ground truth;
-``fla.py`` wraps flash-linear-attention's Triton kernel. Neither fla nor Triton is imported here.
+``fused_recurrent.py`` wraps flash-linear-attention's Triton kernel. Neither fla nor Triton is imported here.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import warnings
 
 import torch
 
-from .fla import FLA_INSTALL_HINT, FLA_PIN, delta_rule_fla
-from .naive import delta_rule_naive
+from clframe.kernels import choose_backend
+from clframe.kernels.delta_rule.fused_recurrent import FLA_INSTALL_HINT, FLA_PIN, delta_rule_fused
+from clframe.kernels.delta_rule.naive import delta_rule_naive
 
-__all__ = ["FLA_PIN", "delta_rule", "delta_rule_fla", "delta_rule_naive", "fla_available"]
-
-BACKENDS = ("auto", "naive", "fla")
+__all__ = ["FLA_PIN", "delta_rule", "delta_rule_fused", "delta_rule_naive", "fused_available"]
 
 
 @functools.cache
-def fla_available() -> bool:
+def fused_available() -> bool:
     """Whether fla's delta-rule kernels import (imports fla, and so Triton, on the first call only)."""
     if importlib.util.find_spec("fla") is None or importlib.util.find_spec("triton") is None:
         return False
@@ -46,17 +45,10 @@ def delta_rule(
     """Run the delta rule: q, k ``[B, T, H, Dk]`` (phi applied, unscaled), v ``[B, T, H, Dv]``, beta ``[B, T, H]``
     in (0, 1), initial_state ``[B, H, Dk, Dv]``; returns o ``[B, T, H, Dv]`` and the final state (or None).
 
-    ``backend="auto"`` uses fla's kernel for CUDA tensors when fla imports, and the naive loop otherwise (CPU
-    tensors, float64 inputs, which the kernel would compute in float32, or fla missing). ``"naive"`` and
-    ``"fla"`` force one; a forced ``"fla"`` that cannot import raises an ImportError naming the pip pin.
+    ``backend``: ``auto``, ``naive`` or ``triton`` (fla's fused recurrent kernel), chosen by
+    ``clframe.kernels.choose_backend`` (default ``auto``: the kernel for CUDA tensors that are not float64
+    when fla imports, the naive loop otherwise).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        use_fla = q.is_cuda and q.dtype != torch.float64 and fla_available()
-        backend = "fla" if use_fla else "naive"
-    if backend == "fla":
-        if importlib.util.find_spec("fla") is None:
-            raise ImportError(FLA_INSTALL_HINT)
-        return delta_rule_fla(q, k, v, beta, initial_state, output_final_state)
+    if choose_backend(backend, q, fused_available, FLA_INSTALL_HINT) == "triton":
+        return delta_rule_fused(q, k, v, beta, initial_state, output_final_state)
     return delta_rule_naive(q, k, v, beta, initial_state, output_final_state)

@@ -1,30 +1,46 @@
-"""The self-referential weight matrix: ``srwm(x, w0, d_out)`` with the Triton kernel on CUDA and the
-plain-PyTorch recurrence elsewhere (``backend`` overrides)."""
+"""The self-referential weight matrix: ``srwm(x, w0, d_out)``.
+
+``naive.py`` holds the recurrence and the ground truth; ``fused_recurrent.py`` is our Triton kernel
+(forward and a backward that reverts the updates). Triton is not imported here.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+import importlib.util
 
 from torch import Tensor
 
+from clframe.kernels import choose_backend
 from clframe.kernels.srwm.naive import srwm_naive
 
+__all__ = ["srwm", "srwm_fused", "srwm_naive", "fused_available"]
+INSTALL_HINT = "the SRWM's 'triton' backend needs Triton: pip install triton (it comes with CUDA builds of torch)"
 
-def srwm(x: Tensor, w0: Tensor, d_out: int, backend: Literal["auto", "naive", "triton"] = "auto"
-         ) -> tuple[Tensor, Tensor]:
+
+@functools.cache
+def fused_available() -> bool:
+    """Whether Triton imports (checked without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def srwm_fused(x: Tensor, w0: Tensor, d_out: int) -> tuple[Tensor, Tensor]:
+    """``srwm_naive``'s contract on the Triton kernel (imported only here, on the first call)."""
+    from clframe.kernels.srwm.fused_recurrent import srwm_fused as kernel
+
+    return kernel(x, w0, d_out)
+
+
+def srwm(x: Tensor, w0: Tensor, d_out: int, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Outputs [B, T, H, d_out] and final fast weights [B, H, M, D] of the SRWM.
 
     Args:
         x: inputs per head [B, T, H, D].
         w0: initial fast weights [B, H, d_out + 2 D + 4, D].
         d_out: output size per head.
-        backend: ``auto`` (the Triton kernel for CUDA tensors, else naive), ``naive`` or ``triton``
-            (on the CPU only under ``TRITON_INTERPRET=1``) (default ``auto``).
+        backend: ``auto``, ``naive`` or ``triton``, chosen by ``clframe.kernels.choose_backend`` (default
+            ``auto``: the Triton kernel for CUDA tensors that are not float64, the naive loop otherwise).
     """
-    if backend not in ("auto", "naive", "triton"):
-        raise ValueError(f"unknown backend '{backend}' (auto, naive, triton)")
-    if backend == "naive" or (backend == "auto" and not x.is_cuda):
-        return srwm_naive(x, w0, d_out)
-    from clframe.kernels.srwm.fused_recurrent import srwm_fused  # Triton is imported only here
-
-    return srwm_fused(x, w0, d_out)
+    if choose_backend(backend, x, fused_available, INSTALL_HINT) == "triton":
+        return srwm_fused(x, w0, d_out)
+    return srwm_naive(x, w0, d_out)

@@ -33,7 +33,7 @@ class DeltaLayer(nn.Module):
         n_heads: heads (``d_model`` must divide by it).
         dropout: dropout on the layer's output, in training only.
         phi: ``elu_sum`` or ``l2`` (see ``feature_map``).
-        backend: ``auto``, ``naive`` or ``fla`` (see ``clframe.kernels.delta_rule.delta_rule``).
+        backend: ``auto``, ``naive`` or ``triton`` (see ``clframe.kernels.delta_rule.delta_rule``).
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float, phi: str, backend: str) -> None:
@@ -67,7 +67,7 @@ class FastWeights(LayerStack):
         phi: key/query feature map, ``elu_sum`` or ``l2`` (default ``elu_sum``).
         readout: ``last`` [B, d_model] or ``every`` [B, T, d_model] (default ``last``).
         backend: ``auto`` (fla-core's Triton kernel on CUDA, the plain-PyTorch loop elsewhere),
-            ``naive`` or ``fla`` (default ``auto``).
+            ``naive`` or ``triton`` (fla-core's kernel) (default ``auto``).
     """
 
     def __init__(
@@ -79,7 +79,7 @@ class FastWeights(LayerStack):
         dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.0,
         phi: Literal["elu_sum", "l2"] = "elu_sum",
         readout: Literal["last", "every"] = "last",
-        backend: Literal["auto", "naive", "fla"] = "auto",
+        backend: Literal["auto", "naive", "triton"] = "auto",
     ) -> None:
         super().__init__(input_shape, "fast_weights", d_model, n_layers, n_heads, readout,
                          lambda: DeltaLayer(d_model, n_heads, dropout, phi, backend))

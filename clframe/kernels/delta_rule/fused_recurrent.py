@@ -17,21 +17,17 @@ runs only under Triton's interpreter (``TRITON_INTERPRET=1`` set before fla is f
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from .naive import check_inputs
+from clframe.kernels import check_device
+from clframe.kernels.delta_rule.naive import check_inputs
 
 FLA_PIN = "fla-core==0.6.0"
-FLA_INSTALL_HINT = f"the 'fla' backend needs flash-linear-attention's kernels: pip install '{FLA_PIN}' (and triton)"
+FLA_INSTALL_HINT = (f"the delta rule's 'triton' backend needs flash-linear-attention's kernels: pip install "
+                    f"'{FLA_PIN}' (and triton)")
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
-
-
-def delta_rule_fla(
+def delta_rule_fused(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -49,11 +45,7 @@ def delta_rule_fla(
     tensors = [q, k, v, beta] + ([] if initial_state is None else [initial_state])
     if len({x.device for x in tensors}) != 1:
         raise ValueError(f"all inputs must be on one device, got {sorted({str(x.device) for x in tensors})}")
-    if not q.is_cuda and not _interpreting():
-        raise ValueError(
-            f"the 'fla' backend runs Triton kernels on CUDA tensors (got {q.device}); use backend='naive', "
-            "or set TRITON_INTERPRET=1 before fla is first imported to run its kernels on the CPU"
-        )
+    check_device(q)
     try:
         from fla.ops.delta_rule import fused_recurrent_delta_rule
     except ImportError as e:
