@@ -11,8 +11,9 @@ Each op lives in its own folder (``clframe/kernels/<op>/``) with
 
 One backend vocabulary, ``BACKENDS``: ``naive``, ``triton`` (the fused kernel) or ``auto``, and one
 rule, ``choose_backend``: ``auto`` takes the fused kernel for CUDA tensors that are not float64 (the
-kernels compute in float32) when it imports, the naive loop otherwise; a forced ``triton`` that does
-not import raises an ImportError saying what to install. Triton and the kernel libraries are imported
+kernels compute in float32) when it imports, the naive loop otherwise; a forced ``triton`` runs the
+fused kernel, which refuses CPU tensors outside the interpreter (``check_device``) and, when it does not
+import, raises an ImportError saying what to install. Triton and the kernel libraries are imported
 lazily, inside the functions that call them: importing ``clframe`` or ``clframe.kernels.*`` imports
 neither, and does not initialise CUDA.
 
@@ -34,21 +35,18 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
 
 
-def choose_backend(backend: str, x: torch.Tensor, available: Callable[[], bool], install_hint: str) -> str:
+def choose_backend(backend: str, x: torch.Tensor, available: Callable[[], bool]) -> str:
     """``naive`` or ``triton`` for inputs like ``x``.
 
     Args:
         backend: one of ``BACKENDS``.
         x: an input of the op (its device and dtype decide ``auto``).
-        available: whether the fused kernel imports (called only when needed).
-        install_hint: what to install when a forced ``triton`` does not import.
+        available: whether the fused kernel imports (called for ``auto`` on CUDA only).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return "triton" if x.is_cuda and x.dtype != torch.float64 and available() else "naive"
-    if backend == "triton" and not available():
-        raise ImportError(install_hint)
     return backend
 
 

@@ -101,3 +101,11 @@ def test_kernel_matches_naive_on_cuda(dtype, tol):
     got = run(lambda *a: srwm(*a, backend="triton"), x, w0, 64)
     for name, a, r in zip(("y", "final W", "dx", "dW0"), got, ref):
         assert rel(a, r) < tol, name
+
+
+def test_a_forced_triton_backend_refuses_cpu_tensors_outside_the_interpreter(monkeypatch):
+    # the same rule as the delta rule's (clframe.kernels.check_device), checked before Triton is imported
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x, w0 = torch.randn(1, 3, 1, 2), torch.randn(1, 1, 2 + 4 + 4, 2)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        srwm(x, w0, 2, backend="triton")

@@ -13,7 +13,7 @@ import warnings
 import torch
 
 from clframe.kernels import choose_backend
-from clframe.kernels.delta_rule.fused_recurrent import FLA_INSTALL_HINT, FLA_PIN, delta_rule_fused
+from clframe.kernels.delta_rule.fused_recurrent import FLA_PIN, delta_rule_fused
 from clframe.kernels.delta_rule.naive import delta_rule_naive
 
 __all__ = ["FLA_PIN", "delta_rule", "delta_rule_fused", "delta_rule_naive", "fused_available"]
@@ -49,6 +49,6 @@ def delta_rule(
     ``clframe.kernels.choose_backend`` (default ``auto``: the kernel for CUDA tensors that are not float64
     when fla imports, the naive loop otherwise).
     """
-    if choose_backend(backend, q, fused_available, FLA_INSTALL_HINT) == "triton":
+    if choose_backend(backend, q, fused_available) == "triton":
         return delta_rule_fused(q, k, v, beta, initial_state, output_final_state)
     return delta_rule_naive(q, k, v, beta, initial_state, output_final_state)

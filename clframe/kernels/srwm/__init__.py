@@ -11,7 +11,7 @@ import importlib.util
 
 from torch import Tensor
 
-from clframe.kernels import choose_backend
+from clframe.kernels import check_device, choose_backend
 from clframe.kernels.srwm.naive import srwm_naive
 
 __all__ = ["srwm", "srwm_fused", "srwm_naive", "fused_available"]
@@ -26,8 +26,11 @@ def fused_available() -> bool:
 
 def srwm_fused(x: Tensor, w0: Tensor, d_out: int) -> tuple[Tensor, Tensor]:
     """``srwm_naive``'s contract on the Triton kernel (imported only here, on the first call)."""
-    from clframe.kernels.srwm.fused_recurrent import srwm_fused as kernel
-
+    check_device(x)
+    try:
+        from clframe.kernels.srwm.fused_recurrent import srwm_fused as kernel
+    except ImportError as e:
+        raise ImportError(INSTALL_HINT) from e
     return kernel(x, w0, d_out)
 
 
@@ -41,6 +44,6 @@ def srwm(x: Tensor, w0: Tensor, d_out: int, backend: str = "auto") -> tuple[Tens
         backend: ``auto``, ``naive`` or ``triton``, chosen by ``clframe.kernels.choose_backend`` (default
             ``auto``: the Triton kernel for CUDA tensors that are not float64, the naive loop otherwise).
     """
-    if choose_backend(backend, x, fused_available, INSTALL_HINT) == "triton":
+    if choose_backend(backend, x, fused_available) == "triton":
         return srwm_fused(x, w0, d_out)
     return srwm_naive(x, w0, d_out)

@@ -17,7 +17,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from clframe.kernels import check_device
 from clframe.kernels.srwm.naive import N_RATES
 
 
@@ -151,7 +150,6 @@ class SRWMFunction(torch.autograd.Function):
 
 def srwm_fused(x: Tensor, w0: Tensor, d_out: int) -> tuple[Tensor, Tensor]:
     """Outputs [B, T, H, d_out] and final weights [B, H, M, D] of the SRWM, with the Triton kernels."""
-    check_device(x)
     if w0.shape[-2:] != (d_out + 2 * x.shape[-1] + N_RATES, x.shape[-1]):
         raise ValueError(f"w0 must be [B, H, {d_out + 2 * x.shape[-1] + N_RATES}, {x.shape[-1]}], got "
                          f"{list(w0.shape)}")
