@@ -27,7 +27,7 @@ def dms(
     """N-DMS for N = ``n_min`` .. ``n_max``, one experience per N, advanced by the learner's scores.
 
     Bits are Bernoulli(1/2); the label is 1 when bit T - N + 1 equals the last bit T.
-    A level is solved when, at a continual evaluation (``eval.every``), the score on every experience
+    A level is solved when, at a continual evaluation (``monitors.continual.every``), the score on every experience
     the criterion covers and their mean pass ``threshold``.
 
     Args: those of ``parity`` (the same names, defaults and meaning).

@@ -27,7 +27,7 @@ def parity(
     """N-parity for N = ``n_min`` .. ``n_max``, one experience per N, advanced by the learner's scores.
 
     Bits are Bernoulli(p) with p ~ U(0, 1) per sequence; the label is the sum of the last N bits mod 2.
-    A level is solved when, at a continual evaluation (``eval.every``), the score on every experience
+    A level is solved when, at a continual evaluation (``monitors.continual.every``), the score on every experience
     the criterion covers and their mean pass ``threshold``.
 
     Args:

@@ -77,7 +77,7 @@ def slowly_changing_regression(
     slow bits (``redraw``: all re-drawn; ``flip_one``: one bit flipped). Boundary-free: strategies get
     no experience signal. Run it at ``train.batch_size=1`` and ``train.epochs=1`` (one sample a
     step, as in the reference); the metric is the online squared error per task (``online_error``
-    with ``eval.plasticity=true``). Each task's eval data is ``eval_samples`` fresh samples of it.
+    with ``monitors.plasticity.enabled=true``). Each task's eval data is ``eval_samples`` fresh samples of it.
 
     Args:
         n_tasks: settings of the slow bits (default 100; the reference runs 1M steps = 100 tasks).

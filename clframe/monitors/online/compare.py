@@ -1,6 +1,6 @@
 """The online (prequential) comparison figure: per window of steps, per group of runs, over seeds.
 
-Reads what ``eval.online=true`` leaves in each run directory: ``online.csv`` (one row per window: ``step``,
+Reads what ``monitors.online.enabled=true`` leaves in each run directory: ``online.csv`` (one row per window: ``step``,
 ``experience``, ``n``, the online metrics and the head's diagnostics such as the Kalman head's ``gamma``).
 """
 

@@ -29,7 +29,7 @@ LAYER_PANELS = {
 
 
 def plasticity_rows(run: Run) -> list[dict[str, Any]]:
-    """The run's per-task plasticity rows (empty without ``eval.plasticity``)."""
+    """The run's per-task plasticity rows (empty without the ``plasticity`` monitor)."""
     rows = run.summary.get("plasticity")
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
