@@ -75,11 +75,13 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
                     raise ConfigError(msg)
                 where = ".".join(parts[:depth]) or "the top level"
                 valid = list(node) if isinstance(node, dict) else []
-                # components may take keys their YAML does not list; run settings may not
-                addable = isinstance(node, dict) and parts[0] in COMPONENT_KEYS
-                hint = f" To add a key the YAML does not list, write '+{key}=...'." if addable else ""
+                # a component named by dotted path may take keys its node does not list; a near miss is a typo
+                close = did_you_mean(part, valid)
+                addable = isinstance(node, dict) and parts[0] in COMPONENT_KEYS and not close
+                hint = (f" A component named by dotted path takes keys its node does not list: write "
+                        f"'+{key}=...'." if addable else "")
                 raise ConfigError(
-                    f"Unknown key '{key}' ('{part}' is not in {where}).{did_you_mean(part, valid)} "
+                    f"Unknown key '{key}' ('{part}' is not in {where}).{close} "
                     f"Valid keys there: {', '.join(map(str, valid)) or '(none)'}.{hint}"
                 )
             node = node[part]

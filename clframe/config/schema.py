@@ -1,8 +1,8 @@
 """Config schema, composition and validation.
 
-Components (scenario, backbone, head, strategies) are checked against their
-constructor signatures; the run settings (``train``, ``eval``, ``logger``) against
-the dataclasses below. Every error names the bad key, the valid keys and the closest
+Components (scenario, backbone, head, hypernet, strategies, monitors) are checked against
+their constructor signatures; the run settings (``train``, ``trainer``, ``checkpoint``,
+``eval``, ``logger``) against the dataclasses below. Every error names the bad key, the valid keys and the closest
 match, and is raised before anything is built.
 """
 

@@ -139,8 +139,8 @@ def learning_curve_area(curve: Curve, beta: int = 10) -> float | None:
 
     ``Z_k[b]`` (``b = 0 .. beta``) is the ``b``-th non-NaN accuracy of experience ``k`` in its learning
     series (so ``Z_k[0]`` is before any training on ``k`` when ``k`` was evaluated then, e.g. with
-    ``monitors.continual.on=all``; with ``monitors.continual.on=seen`` it is the first evaluation during its training for
-    ``k > 0``); a series shorter than ``beta + 1`` is padded with its last value.
+    ``monitors.continual.on=all``; with ``monitors.continual.on=seen`` it is the first evaluation during
+    its training for ``k > 0``); a series shorter than ``beta + 1`` is padded with its last value.
     ``LCA = mean_b mean_k Z_k[b]``. ``b`` counts evaluations, not mini-batches.
 
     Args:
