@@ -190,3 +190,13 @@ def test_mnist_t10k_real():
     assert set(d.y_train.tolist()) == set(range(10))
     assert d.x_train.min() == 0.0 and d.x_train.max() == 1.0
     assert torch.equal(d.y_test, load_dataset("mnist_t10k").y_test)  # fixed split
+
+
+def test_the_mnist_test_set_is_looked_for_beside_the_repository(monkeypatch):
+    import importlib
+
+    import clframe.data.datasets.mnist as m
+
+    monkeypatch.delenv("CLFRAME_MNIST_T10K", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    assert Path(importlib.reload(m).T10K_DEFAULT) == repo.parent / "shared" / "data" / "mnist-t10k"

@@ -18,7 +18,8 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-T10K_DEFAULT = os.environ.get("CLFRAME_MNIST_T10K", str(Path(__file__).resolve().parents[3] / "shared/data/mnist-t10k"))
+# beside the repository: <repo>/../shared/data/mnist-t10k (this file is <repo>/clframe/data/datasets/mnist.py)
+T10K_DEFAULT = os.environ.get("CLFRAME_MNIST_T10K", str(Path(__file__).resolve().parents[4] / "shared/data/mnist-t10k"))
 
 
 def read_idx(path: Path) -> np.ndarray:
