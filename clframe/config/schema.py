@@ -228,26 +228,23 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
         plain["hypernet"] = None  # hypernet=none: its other settings (e.g. an experiment's) go unused
     if plain.get("hypernet") is not None:
         _check_component("hypernet", plain["hypernet"], errors)
-    strategies = plain.get("strategies") or {}
-    if not isinstance(strategies, dict):
-        errors.append(f"'strategies' must be a mapping of name -> settings, got {strategies!r}.")
-    else:
-        for key, node in strategies.items():
-            _check_component("strategy", node if node is not None else {}, errors, key=key)
-    monitors = plain.get("monitors") or {}
-    if not isinstance(monitors, dict):
-        errors.append(f"'monitors' must be a mapping of name -> settings, got {monitors!r}.")
-    else:
-        for key, node in monitors.items():
-            _check_component("monitor", node if node is not None else {}, errors, key=key)
+    # named lists of components: strategies.<key> and monitors.<key>
+    named = {"strategies": "strategy", "monitors": "monitor"}
+    for section, kind in named.items():
+        nodes = plain.get(section) or {}
+        if not isinstance(nodes, dict):
+            errors.append(f"'{section}' must be a mapping of name -> settings, got {nodes!r}.")
+            continue
+        for key, node in nodes.items():
+            _check_component(kind, node if node is not None else {}, errors, key=key)
     if errors:
         # one problem fits on one line; several get a line each
         raise ConfigError("Invalid config: " + errors[0] if len(errors) == 1 else
                           "Invalid config:\n  - " + "\n  - ".join(errors))
     for k, cls in SECTIONS.items():
         plain[k] = dataclasses.asdict(cls(**plain.get(k, {})))
-    plain["strategies"] = {k: v or {} for k, v in strategies.items()}
-    plain["monitors"] = {k: v or {} for k, v in monitors.items()}
+    for section in named:
+        plain[section] = {k: v or {} for k, v in (plain.get(section) or {}).items()}
     plain.setdefault("resume", None)
     plain.setdefault("resume_trust", False)
     plain.setdefault("hypernet", None)
