@@ -23,6 +23,7 @@ from clframe.errors import ConfigError
 GROUP_REGISTRIES: dict[str, Registry] = {"scenario": SCENARIOS, "backbone": BACKBONES, "head": HEADS,
                                          "hypernet": HYPERNETS, "strategy": STRATEGIES}
 _registered: set[tuple[str, str]] = set()
+_monitors_stored: list[tuple[str, ...]] = [()]  # the monitor names of the stored monitors node
 
 
 def signature_node(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -82,5 +83,7 @@ def register() -> None:
                 node = {"name": name}
             store.store(group=group, name=name, node=node, package=package)
             _registered.add((group, name))
-    # the monitors node is stored again each time: a monitor may have been registered since
-    store.store(name="clframe_monitors", node={"monitors": monitors_node()})
+    names = tuple(MONITORS.names())
+    if names != _monitors_stored[0]:  # again when a monitor was registered since
+        store.store(name="clframe_monitors", node={"monitors": monitors_node()})
+        _monitors_stored[0] = names

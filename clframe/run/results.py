@@ -41,12 +41,11 @@ def run_curve(module: CLModule) -> tuple[Curve, str]:
     return boundary_curve(module), "boundary"
 
 
-def make_summary(built: Built, fit_time: float, wall_time: float, run_dir: Path, checkpointer: Checkpointer,
-                 resume: Resume | None) -> dict[str, Any]:
-    """The run's ``summary.json``: final metrics, curve metrics, every monitor's entries, throughput,
-    checkpoints, versions."""
+def make_summary(built: Built, curve: Curve, source: str, fit_time: float, wall_time: float, run_dir: Path,
+                 checkpointer: Checkpointer, resume: Resume | None) -> dict[str, Any]:
+    """The run's ``summary.json``: final metrics, the metrics of ``curve`` (from ``source``: see
+    ``run_curve``), every monitor's entries, throughput, checkpoints, versions."""
     c, module, ev = built.config, built.module, built.config["eval"]
-    curve, source = run_curve(module)
     monitors: dict[str, Any] = {}
     for monitor in module.monitors.values():
         monitors.update(monitor.summary(module))
@@ -83,13 +82,13 @@ def make_summary(built: Built, fit_time: float, wall_time: float, run_dir: Path,
     }
 
 
-def write_results(built: Built, summary: dict[str, Any], run_dir: Path, recorder: RunRecorder) -> None:
-    """The figures (accuracy curves, accuracy matrix, then each monitor's files), ``summary.json`` and
-    the final metrics.csv; a full disk or a read-only directory is one line naming the file."""
+def write_results(built: Built, curve: Curve, summary: dict[str, Any], run_dir: Path, recorder: RunRecorder) -> None:
+    """The figures (the accuracy ``curve``, the accuracy matrix, then each monitor's files),
+    ``summary.json`` and the final metrics.csv; a full disk or a read-only directory is one line
+    naming the file."""
     c, module = built.config, built.module
     title = f"{c['experiment_name']} | {'+'.join(c['strategies']) or 'naive'} | seed {c['seed']}"
     score = module.objective.score_name
-    curve, _ = run_curve(module)
     with writing(run_dir):
         figures = [plot_curves(curve, run_dir / "plots" / "accuracy_curves.png", title, score),
                    plot_acc_matrix(module.acc_matrix, run_dir / "plots" / "acc_matrix.png", title, score)]

@@ -24,7 +24,7 @@ from clframe.run.build import Built, build, processes, quiet
 from clframe.run.distributed import is_main_rank
 from clframe.run.engines import fit, fit_fabric
 from clframe.run.records import RunRecorder, make_wandb_logger
-from clframe.run.results import make_summary, write_results
+from clframe.run.results import make_summary, run_curve, write_results
 
 __all__ = ["Built", "build", "fit", "fit_fabric", "quiet", "run"]
 
@@ -104,6 +104,7 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     fit_time = time.perf_counter() - fit_start
     if recorder is None:  # the other ranks of a multi-process run: rank 0 reports
         return {}
-    summary = make_summary(built, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
-    write_results(built, summary, run_dir, recorder)
+    curve, source = run_curve(module)
+    summary = make_summary(built, curve, source, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
+    write_results(built, curve, summary, run_dir, recorder)
     return summary
