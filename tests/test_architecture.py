@@ -101,3 +101,17 @@ def test_a_yaml_option_of_a_component_chooses_something(group):
         chosen = yaml.safe_load((ROOT / "configs" / group / f"{name}.yaml").read_text()) or {}
         generated = {"name": name, **signature_node(registry.get(name), registry.provided)}
         assert any(generated.get(k) != v for k, v in chosen.items()), f"configs/{group}/{name}.yaml only copies"
+
+
+def test_no_source_file_is_ignored_by_git():
+    # an ignore pattern that matches a package (data/ once matched clframe/data/) keeps new files out of every clone
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    folders = ("clframe", "strategies", "scenarios", "configs", "tests", "tools")
+    sources = [str(p.relative_to(ROOT)) for folder in folders for p in (ROOT / folder).rglob("*")
+               if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *sources], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == []
