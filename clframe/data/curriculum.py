@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from clframe.errors import ConfigError
 from clframe.data.batch import Batch
+from clframe.errors import ConfigError
 
 
 class Curriculum:

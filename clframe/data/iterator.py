@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from clframe.run.distributed import share
 from clframe.data.batch import Batch
 from clframe.data.stream import Stream
+from clframe.run.distributed import share
 
 
 class StreamIterator:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from clframe.data.datasets import Dataset, seeded_split
 from clframe.config.registry import DATASETS
+from clframe.data.datasets import Dataset, seeded_split
 
 
 @DATASETS.register("digits")

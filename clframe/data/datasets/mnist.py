@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clframe.data.datasets import Dataset, seeded_split
-from clframe.errors import DatasetNotFoundError
-from clframe.data.offline import downloads_allowed, offline_hint
 from clframe.config.registry import DATASETS
+from clframe.data.datasets import Dataset, seeded_split
+from clframe.data.offline import downloads_allowed, offline_hint
+from clframe.errors import DatasetNotFoundError
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

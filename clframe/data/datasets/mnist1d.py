@@ -6,8 +6,8 @@ from functools import lru_cache
 
 import torch
 
-from clframe.data.datasets import Dataset
 from clframe.config.registry import DATASETS
+from clframe.data.datasets import Dataset
 
 
 @lru_cache(maxsize=1)
