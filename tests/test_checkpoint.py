@@ -409,3 +409,14 @@ def test_checkpointer_state_loads_back(tiny, tmp_path):
     assert all(torch.equal(state["module"]["model"][k], v) for k, v in model.items())
     assert ck.save(built.module) == path and len(ck.save_times) == 1  # same state: not written twice
     assert os.listdir(checkpoint_dir(tmp_path)) == ["step-00000000.ckpt"]
+
+
+def test_a_checkpoint_of_format_1_reads_with_its_monitors_by_name(tmp_path):
+    # clframe 0.2 kept the continual evaluator's state under "evaluator" and the other monitors' under "extra"
+    old = {**fake_state(3), "format": 1, "evaluator": {"steps": [0, 1]}, "extra": {"plasticity": {"rows": []}}}
+    old.pop("monitors")
+    path = tmp_path / "step-00000003.ckpt"
+    atomic_save(old, path)
+    state = load_checkpoint(path)
+    assert state["format"] == 2 and "evaluator" not in state and "extra" not in state
+    assert state["monitors"] == {"plasticity": {"rows": []}, "continual": {"steps": [0, 1]}}

@@ -38,7 +38,7 @@ def _precheck(overrides: list[str], multirun: bool) -> list[dict[str, Any]]:
     return [validate(compose(job)) for job in jobs]
 
 
-def _claim_dir(overrides: list[str], multirun: bool, identity: Any) -> tuple[str, bool] | None:
+def _claim_dir(overrides: list[str], multirun: bool, identity: Any, create: bool = True) -> tuple[str, bool] | None:
     """The run directory (the sweep directory with ``multirun``) this invocation writes to, created
     now, before Hydra runs anything, as an absolute path; and whether this call created it.
 
@@ -46,7 +46,10 @@ def _claim_dir(overrides: list[str], multirun: bool, identity: Any) -> tuple[str
     sweep's overrides) and the next free suffix if it is taken (``clframe.run.rundir.claim``); a
     directory the user set is used as given unless it holds another run. Passed back as a
     ``hydra.run.dir``/``hydra.sweep.dir`` override, it also fixes where every job of a sweep
-    writes, whichever process runs it. None where Hydra must resolve it (``${hydra:...}``)."""
+    writes, whichever process runs it. None where Hydra must resolve it (``${hydra:...}``).
+    ``create=False`` (a process of rank > 0 started by a launcher) only names it: rank 0 created it;
+    processes started apart (``srun``) agree on a generated name within the same second, so such
+    runs should name their directory (``hydra.run.dir``)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -69,7 +72,10 @@ def _claim_dir(overrides: list[str], multirun: bool, identity: Any) -> tuple[str
     if any(c in wanted for c in ("'", "\\", "${")):
         return None
     default = raw == (DEFAULT_SWEEP_DIR if multirun else DEFAULT_RUN_DIR)
-    path, created = claim(Path(f"{wanted}-{short_hash(identity)}" if default else wanted).absolute(), unique=default)
+    path = Path(f"{wanted}-{short_hash(identity)}" if default else wanted).absolute()
+    if not create:  # a process of rank > 0: the name rank 0 claimed (a generated one, if in the same second)
+        return str(path), False
+    path, created = claim(path, unique=default)
     return str(path), created
 
 
@@ -118,8 +124,9 @@ def cmd_run(args: list[str]) -> None:
     try:
         configs = _precheck(overrides, multirun)
         resume_dir = None if multirun else _resume_dir(overrides)
-        if resume_dir is None and not launched_child():  # rank > 0 writes where rank 0 claimed
-            claimed = _claim_dir(overrides, multirun, overrides if multirun else configs[0])
+        if resume_dir is None:  # a process of rank > 0 writes where rank 0 claimed, creating nothing
+            identity = overrides if multirun else configs[0]
+            claimed = _claim_dir(overrides, multirun, identity, create=not launched_child())
     except (*USER_ERRORS, StorageError) as e:
         fail(e)
     if claimed is not None:
