@@ -133,7 +133,7 @@ def test_sigterm_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path):
     assert err.count("SIGTERM received: stopped with checkpoint") == 1 and "Traceback" not in err
     steps = {r: max(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob(f"*-rank{r}.ckpt"))
              for r in (0, 1)}
-    assert steps[0] == steps[1] > 20
+    assert steps[0] == steps[1] >= 20  # the stop may land on the step whose checkpoint the test waited for
 
 
 @pytest.mark.slow
