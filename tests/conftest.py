@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,25 @@ def _quiet_and_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch) -> Iterator[Callable[[dict[str, str]], str]]:
+    """Factory for a user's package: ``user_package({"nets.py": source})`` writes a uniquely named
+    package under ``tmp_path / "src"``, puts it on ``sys.path`` and returns its name. Its modules are
+    dropped from ``sys.modules`` afterwards, so no test sees another's."""
+    made: list[str] = []
+
+    def make(files: dict[str, str]) -> str:
+        pkg = f"userpkg_{uuid.uuid4().hex[:8]}"
+        (tmp_path / "src" / pkg).mkdir(parents=True)
+        (tmp_path / "src" / pkg / "__init__.py").write_text("")
+        for name, body in files.items():
+            (tmp_path / "src" / pkg / name).write_text(body)
+        monkeypatch.syspath_prepend(str(tmp_path / "src"))
+        made.append(pkg)
+        return pkg
+
+    yield make
+    for name in [m for m in sys.modules if m.split(".")[0] in made]:
+        del sys.modules[name]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import uuid
 
 import pytest
 
@@ -67,15 +65,8 @@ UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "
 
 
 @pytest.fixture
-def user_monitor(tmp_path, monkeypatch) -> str:
-    pkg = f"monpkg_{uuid.uuid4().hex[:8]}"
-    (tmp_path / "src" / pkg).mkdir(parents=True)
-    (tmp_path / "src" / pkg / "__init__.py").write_text("")
-    (tmp_path / "src" / pkg / "mon.py").write_text(MONITOR)
-    monkeypatch.syspath_prepend(str(tmp_path / "src"))
-    yield f"{pkg}.mon:StepCounter"
-    for name in [m for m in sys.modules if m.startswith(pkg)]:
-        del sys.modules[name]
+def user_monitor(user_package) -> str:
+    return f"{user_package({'mon.py': MONITOR})}.mon:StepCounter"
 
 
 def test_a_users_monitor_writes_its_summary_entry_and_figure_and_resumes_bit_identically(user_monitor, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -65,13 +64,8 @@ def test_a_crafted_checkpoint_is_refused_with_one_line_and_runs_nothing(tmp_path
 
 
 @pytest.fixture
-def user_net(tmp_path, monkeypatch) -> str:
-    pkg = f"trustpkg_{uuid.uuid4().hex[:8]}"
-    (tmp_path / "src" / pkg).mkdir(parents=True)
-    (tmp_path / "src" / pkg / "__init__.py").write_text("")
-    (tmp_path / "src" / pkg / "nets.py").write_text(NET)
-    monkeypatch.syspath_prepend(str(tmp_path / "src"))
-    return f"{pkg}.nets:TinyNet"
+def user_net(user_package) -> str:
+    return f"{user_package({'nets.py': NET})}.nets:TinyNet"
 
 
 def test_a_user_component_in_a_checkpoint_runs_when_the_user_names_it(user_net, tmp_path, monkeypatch, capsys):
