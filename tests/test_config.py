@@ -277,7 +277,7 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
                           "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False,
                           "freeze_backbone": False, "num_threads": None}
     assert c["trainer"] == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
-                            "engine": "trainer", "split_across_ranks": True}
+                            "engine": "auto", "split_across_ranks": True}
     assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}
     assert c["resume"] is None and c["resume_trust"] is False
     assert c["eval"] == {"batch_size": 1000, "gap_window": 100, "lca_beta": 10}

@@ -66,8 +66,10 @@ class TrainerConfig:
         devices: devices per node (default 1); more than one needs a distributed ``strategy``.
         strategy: Lightning strategy, e.g. ``auto``, ``ddp``, ``ddp_spawn`` (default ``auto``).
         num_nodes: machines (default 1).
-        engine: ``trainer`` (Lightning Trainer.fit) or ``fabric`` (Lightning Fabric driving
-            the same module; less per-step overhead, single device) (default ``trainer``).
+        engine: ``auto``, ``trainer`` or ``fabric`` (default ``auto``). ``fabric``: Lightning Fabric
+            drives the module's ``training_step`` (one process, the least per-step overhead);
+            ``trainer``: Lightning ``Trainer.fit`` (several processes, Lightning callbacks); ``auto``:
+            ``fabric`` for one process, ``trainer`` for several.
         split_across_ranks: with several processes, ``train.batch_size`` and the strategies'
             sizes (replay's ``mem_size`` and ``batch_size_mem``) are global and split across the
             ranks, so the experiment is the one a single process runs, only faster; false: every
@@ -79,7 +81,7 @@ class TrainerConfig:
     devices: Annotated[int, Ge(1)] | str = 1
     strategy: str = "auto"
     num_nodes: Annotated[int, Ge(1)] = 1
-    engine: Literal["trainer", "fabric"] = "trainer"
+    engine: Literal["auto", "trainer", "fabric"] = "auto"
     split_across_ranks: bool = True
 
 

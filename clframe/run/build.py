@@ -69,6 +69,16 @@ def processes(trainer: dict[str, Any]) -> tuple[int, int]:
     return rank, world
 
 
+def engine(trainer: dict[str, Any]) -> str:
+    """The engine ``trainer.engine`` names; ``auto`` is Fabric for one process (the least per-step
+    overhead, see docs/performance.md) and ``Trainer.fit`` for several (DDP)."""
+    if trainer["engine"] != "auto":
+        return trainer["engine"]
+    # a distributed strategy named for one device (e.g. to test DDP on one process) keeps the Trainer
+    one = processes(trainer)[1] == 1 and trainer["strategy"] in ("auto", "single_device")
+    return "fabric" if one else "trainer"
+
+
 def _split_name(node: dict[str, Any], default: str | None = None) -> tuple[str, dict[str, Any]]:
     params = dict(node)
     return params.pop("name", default), params

@@ -1,6 +1,7 @@
-"""The engines that drive ``CLModule.training_step`` over the stream: Lightning's ``Trainer.fit``
-(multi-device, Lightning callbacks) or Lightning Fabric (single device, less per-step overhead).
-Both run the same step; the module sends every event to the strategies and monitors itself."""
+"""The engines that drive ``CLModule.training_step`` over the stream: Lightning Fabric (one process,
+the least per-step overhead; the default for one process) or Lightning's ``Trainer.fit`` (several
+processes, Lightning callbacks). Both run the same step; the module sends every event to the
+strategies and monitors itself."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import lightning as L
 from clframe.core.module import CLModule
 from clframe.data.curriculum import CurriculumIterator
 from clframe.data.iterator import StreamIterator
-from clframe.run.build import Built
+from clframe.run.build import Built, engine
 from clframe.run.progress import StreamProgressBar, progress_metrics
 
 
@@ -24,7 +25,7 @@ def fit(built: Built, callbacks: list | None = None) -> None:
             ``on_train_batch_end`` and ``on_train_end`` with ``trainer=None``.
     """
     tn, progress = built.config["trainer"], built.config["logger"]["progress"]
-    if tn["engine"] == "fabric":
+    if engine(tn) == "fabric":
         fit_fabric(built.module, built.loader, tn["accelerator"], progress, callbacks)
         return
     trainer = L.Trainer(
