@@ -68,7 +68,7 @@ class CLModule(L.LightningModule):
         clip_norm: clip the gradients' total norm before each step, after the strategies'
             ``before_optimizer_step`` (default None: no clipping).
         reset_optimizer: clear the optimizer state at each new experience (default False).
-        eval_batch_size: samples per forward pass in evaluation (default 1000).
+        eval_batch_size: samples per forward pass in evaluation (default 256).
         log_every: steps between host syncs that log the loss terms and check them, and the
             parameters, for NaN/inf (default 50).
         objective: the scenario's objective, ``classification`` or ``regression`` (default
@@ -92,7 +92,7 @@ class CLModule(L.LightningModule):
         weight_decay: float = 0.0,
         clip_norm: float | None = None,
         reset_optimizer: bool = False,
-        eval_batch_size: int = 1000,
+        eval_batch_size: int = 256,
         log_every: int = 50,
         objective: str = "classification",
         monitors: dict[str, Plugin] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -12,18 +13,38 @@ from clframe.core.objectives import CLASSIFICATION, Objective
 from clframe.data.stream import TensorData
 
 
+class _EvalClock:
+    """Seconds this process spent inside ``evaluation_mode`` (outermost entries only), so a run can
+    report its training time without its evaluations (``train_time_s`` against ``eval_time_s``)."""
+
+    seconds = 0.0
+    depth = 0
+
+
+def evaluation_seconds() -> float:
+    """Seconds spent inside ``evaluation_mode`` so far in this process; a run takes the difference
+    over its training. Host time: on a GPU, work still queued when an evaluation ends counts later."""
+    return _EvalClock.seconds
+
+
 @contextmanager
 def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode (no dropout, frozen BatchNorm statistics) and a restored RNG state, so
-    evaluating leaves training exactly as it was; the previous mode comes back afterwards."""
+    evaluating leaves training exactly as it was; the previous mode comes back afterwards.
+    The time spent inside counts as evaluation time (``evaluation_seconds``)."""
     was_training = model.training
     cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     model.eval()
+    start = time.perf_counter()
+    _EvalClock.depth += 1
     try:
         with torch.random.fork_rng(devices=cuda):
             yield model
     finally:
         model.train(was_training)
+        _EvalClock.depth -= 1
+        if _EvalClock.depth == 0:
+            _EvalClock.seconds += time.perf_counter() - start
 
 
 def segment_scores(
