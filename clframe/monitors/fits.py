@@ -11,7 +11,7 @@ import torch
 from clframe.config.registry import MONITORS
 from clframe.core.monitor import Monitor, RunContext
 from clframe.evaluation.evaluate import evaluation_mode
-from clframe.evaluation.plots import plt, save_figure
+from clframe.evaluation.plots import pyplot, save_figure
 
 
 def is_1d_regression(scenario: Any) -> bool:
@@ -31,7 +31,7 @@ def plot_fits(module: Any, stream: Any, path: Path, title: str = "") -> Path:
         title: figure title (default none).
     """
     n = len(stream)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+    fig, axes = pyplot().subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
     with evaluation_mode(module.eval_target()) as model:
         for ax, e in zip(axes[0], stream):
             x, order = e.eval.x[:, 0].sort()

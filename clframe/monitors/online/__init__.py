@@ -274,7 +274,7 @@ class OnlineMonitor(Monitor):
             path: PNG file to write.
             title: figure title (default none).
         """
-        from clframe.evaluation.plots import plt, save_figure
+        from clframe.evaluation.plots import pyplot, save_figure
 
         rows = self.rows
         if not rows:
@@ -283,7 +283,7 @@ class OnlineMonitor(Monitor):
                   ("online_loglik", "online log-likelihood")]
         panels += [] if self.regression else [("ece", f"ECE ({self.ece_bins} bins)")]
         panels += [(k, k) for k in self._diag_keys or []]
-        fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.9 * len(panels) + 0.6), sharex=True, squeeze=False)
+        fig, axes = pyplot().subplots(len(panels), 1, figsize=(9, 1.9 * len(panels) + 0.6), sharex=True, squeeze=False)
         steps = [r["step"] for r in rows]
         for ax, (key, label) in zip(axes[:, 0], panels):
             ax.plot(steps, [r[key] for r in rows], lw=1.2, marker="." if len(rows) < 50 else None)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from clframe.evaluation.plots import plt
+from clframe.evaluation.plots import pyplot
 
 
 def task_windows(n_tasks: int, width: int = 10) -> dict[str, slice]:
@@ -37,6 +37,7 @@ def plot_plasticity(rows: list[dict[str, float]], task_end_acc: list[float], pat
     for key in rows[0] if rows else []:
         if "/" in key:
             groups.setdefault(key.split("/")[0], []).append(key)
+    plt = pyplot()
     fig, axes = plt.subplots(2, (len(groups) + 1) // 2, figsize=(4 * ((len(groups) + 1) // 2), 7), squeeze=False)
     tasks = np.arange(1, len(rows) + 1)
     for ax, (name, keys) in zip(axes.flat, groups.items()):
