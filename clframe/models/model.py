@@ -54,16 +54,23 @@ class Model(Generic, nn.Module):
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
+        self._online: tuple[nn.Module, bool] | None = None
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.head(self.backbone(x), t)
 
+    def _learns_online(self) -> bool:
+        # isinstance against a runtime-checkable Protocol walks its attributes (~40 us): once per head
+        if self._online is None or self._online[0] is not self.head:
+            self._online = (self.head, isinstance(self.head, LearnsOnline))
+        return self._online[1]
+
     def step(self, x: Tensor, y: Tensor, t: Tensor, weight: Tensor | None,
              objective: Objective) -> tuple[Tensor, Tensor, Tensor | None]:
-        if isinstance(self.head, LearnsOnline):
+        if self._learns_online():
             return self.head.online_step(self.backbone(x), y, t, weight)
         return super().step(x, y, t, weight, objective)
 
     def after_update(self) -> None:
-        if isinstance(self.head, LearnsOnline):
+        if self._learns_online():
             self.head.observe()
