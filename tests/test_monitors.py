@@ -61,7 +61,7 @@ class StepCounter(Monitor):
 TINY = ["scenario.n_experiences=2", "backbone.hidden=[16]", "train.epochs=2", "logger.progress=false",
         "train.num_threads=1", "checkpoint.every=9", "checkpoint.keep=100"]
 UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s",
-              "checkpoint_mb", "resumed_from"}
+              "checkpoint_mb", "resumed_from", "startup_s", "startup_from"}
 
 
 @pytest.fixture

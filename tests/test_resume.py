@@ -32,7 +32,7 @@ TINY = ["scenario.n_experiences=2", "backbone.hidden=[32]", "train.epochs=1", "l
 KEEP_ALL = ["checkpoint.keep=1000"]
 # summary keys that measure time or name places, not results
 UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s",
-              "checkpoint_mb", "resumed_from"}
+              "checkpoint_mb", "resumed_from", "startup_s", "startup_from"}
 # what a checkpoint holds besides its config (which names resume= in a resumed run)
 STATE_KEYS = ("step", "experience", "finished", "module", "rng", "monitors", "recorder")
 

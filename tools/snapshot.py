@@ -38,7 +38,7 @@ RUNS: dict[str, list[str]] = {
     "kalman_synthetic": ["experiment=kalman_synthetic", "scenario.n_segments=2", "scenario.samples_per_segment=1000"],
 }
 UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s", "checkpoint_mb",
-              "resumed_from", "versions"}
+              "resumed_from", "startup_s", "startup_from", "versions"}
 
 
 def record_run(overrides: list[str], run_dir: Path) -> dict[str, Any]:

@@ -42,9 +42,12 @@ def run_curve(module: CLModule) -> tuple[Curve, str]:
 
 
 def make_summary(built: Built, curve: Curve, source: str, fit_time: float, wall_time: float, run_dir: Path,
-                 checkpointer: Checkpointer, resume: Resume | None) -> dict[str, Any]:
+                 checkpointer: Checkpointer, resume: Resume | None, startup: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """The run's ``summary.json``: final metrics, the metrics of ``curve`` (from ``source``: see
-    ``run_curve``), every monitor's entries, throughput, checkpoints, versions."""
+    ``run_curve``), every monitor's entries, throughput, start-up time (``startup``: ``startup_s``, the
+    seconds to the first optimizer step, None without one; ``startup_from``, where they are counted from:
+    ``clframe.run.startup``), checkpoints, versions."""
     c, module, ev = built.config, built.module, built.config["eval"]
     monitors: dict[str, Any] = {}
     for monitor in module.monitors.values():
@@ -73,6 +76,7 @@ def make_summary(built: Built, curve: Curve, source: str, fit_time: float, wall_
         "train_time_s": fit_time,
         "train_samples_per_s": samples / fit_time if fit_time > 0 else 0.0,
         "wall_time_s": wall_time,
+        **(startup or {"startup_s": None, "startup_from": None}),
         "checkpoint_save_s": float(np.mean(checkpointer.save_times)) if checkpointer.save_times else None,
         "checkpoint_mb": last.stat().st_size / 2**20 if last is not None and last.exists() else None,
         "resumed_from": None if resume is None else str(resume.path),

@@ -19,14 +19,27 @@ from clframe.checkpoint.checkpointer import Checkpointer, StopRequest
 from clframe.checkpoint.resume import Resume, for_rank, resolve, restore
 from clframe.config import validate
 from clframe.config.trust import from_file
+from clframe.core.hooks import Plugin
 from clframe.errors import DivergenceError, RunInterrupted
 from clframe.run.build import Built, build, processes, quiet
 from clframe.run.distributed import is_main_rank
 from clframe.run.engines import fit, fit_fabric
 from clframe.run.records import RunRecorder, make_wandb_logger
 from clframe.run.results import make_summary, run_curve, write_results
+from clframe.run.startup import now, origin
 
 __all__ = ["Built", "build", "fit", "fit_fabric", "quiet", "run"]
+
+
+class FirstStep(Plugin):
+    """Notes when the run's first optimizer step is taken (``summary.json``'s ``startup_s`` ends there)."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def after_optimizer_step(self, ctx: Any) -> None:
+        if self.at is None:
+            self.at = now()
 
 
 def _resumed(c: dict[str, Any], overrides: list[str] | None) -> tuple[Resume | None, Any]:
@@ -75,6 +88,7 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
         overrides: the command-line overrides that composed ``cfg`` (default None: ``cfg`` is
             taken whole); with ``resume``, settings they do not touch come from the checkpoint.
     """
+    started, started_from = origin()
     quiet()
     start = time.perf_counter()
     c = validate(cfg)
@@ -95,7 +109,9 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     ck, stop = c["checkpoint"], StopRequest()
     checkpointer = Checkpointer(run_dir, c, ck["every"], ck["at_experience_end"], ck["keep"], recorder, stop,
                                 enabled=ck["enabled"])
-    module.set_plugins([p for p in (recorder, checkpointer) if p is not None])  # the checkpointer last
+    first_step = FirstStep()
+    # the checkpointer last
+    module.set_plugins([p for p in (first_step, recorder, checkpointer) if p is not None])
     if resume is not None:
         restore(module, built.loader, resume, recorder, checkpointer)
     fit_start = time.perf_counter()
@@ -105,6 +121,8 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     if recorder is None:  # the other ranks of a multi-process run: rank 0 reports
         return {}
     curve, source = run_curve(module)
-    summary = make_summary(built, curve, source, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume)
+    startup = None if first_step.at is None else first_step.at - started
+    summary = make_summary(built, curve, source, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume,
+                           startup={"startup_s": startup, "startup_from": started_from})
     write_results(built, curve, summary, run_dir, recorder)
     return summary
