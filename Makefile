@@ -30,8 +30,9 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# every benchmark in short mode, one table (run it on a quiet machine)
 bench: setup
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/bench_all.py
 
 clean:
 	rm -rf runs multirun outputs wandb .pytest_cache

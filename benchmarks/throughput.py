@@ -1,9 +1,10 @@
 """Training throughput: clframe vs a plain PyTorch loop vs Avalanche ``Naive``, in one process.
 
 The work: MLP 784-256-256-10, batch 64, SGD, 10k in-memory samples split into 5
-class-incremental experiences, one thread. Prints samples/s of each and the ratios.
+class-incremental experiences, one thread. Prints samples/s of each and the ratios: clframe under
+its default engine (``trainer.engine=auto``: Fabric for one process), and under each engine named.
 
-    python benchmarks/throughput.py [--epochs 3] [--repeats 3]
+    python benchmarks/throughput.py [--epochs 3] [--repeats 5] [--short] [--json PATH]
 
 Uses the real MNIST test set (10k images) when ``../shared/data/mnist-t10k`` (or
 ``$CLFRAME_MNIST_T10K``) is there, random data otherwise; throughput does not depend on it.
@@ -12,9 +13,10 @@ Uses the real MNIST test set (10k images) when ``../shared/data/mnist-t10k`` (or
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,10 @@ from clframe.core.module import CLModule
 from clframe.data.iterator import StreamIterator
 from clframe.data.stream import Experience, Scenario, Stream, TensorData
 from clframe.models.model import Model
-from clframe.run.runner import Built, fit, fit_fabric, quiet
+from clframe.run.runner import Built, fit, quiet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import Figure, add_args, interleaved, report  # noqa: E402
 
 BATCH, LR, N_EXP = 64, 0.01, 5
 
@@ -104,15 +109,13 @@ def clframe_run(x: torch.Tensor, y: torch.Tensor, epochs: int, engine: str) -> f
 
 
 def train(module: CLModule, loader: StreamIterator, scenario: Scenario, engine: str) -> float:
-    """Seconds to train ``module`` over ``loader`` on the CPU with ``engine`` (``trainer`` or ``fabric``); the
-    continual evaluator stays off: this measures training steps."""
+    """Seconds to train ``module`` over ``loader`` on the CPU with ``engine`` (``auto``, the default,
+    ``trainer`` or ``fabric``, through ``fit`` as a run does); the continual evaluator stays off: this
+    measures training steps."""
     start = time.perf_counter()
-    if engine == "fabric":
-        fit_fabric(module, loader, "cpu", progress=False)
-    else:
-        config = {"trainer": {"engine": "trainer", "accelerator": "cpu", "devices": 1, "strategy": "auto",
-                              "num_nodes": 1}, "logger": {"progress": False}}
-        fit(Built(config, scenario, module, loader))
+    config = {"trainer": {"engine": engine, "accelerator": "cpu", "devices": 1, "strategy": "auto",
+                          "num_nodes": 1}, "logger": {"progress": False}}
+    fit(Built(config, scenario, module, loader))
     return time.perf_counter() - start
 
 
@@ -140,29 +143,35 @@ def avalanche_run(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="passes over each experience (default 3)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians reported")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions; medians (default 5)")
     parser.add_argument("--skip-avalanche", action="store_true")
+    add_args(parser)
     args = parser.parse_args()
+    if args.short:
+        args.epochs = 1
     torch.set_num_threads(1)
     quiet()
     warnings.simplefilter("ignore")
     x, y, source = load_data()
     runs = {"plain": lambda: plain(x, y, args.epochs),
+            "clframe (default engine)": lambda: clframe_run(x, y, args.epochs, "auto"),
             "clframe (Trainer.fit)": lambda: clframe_run(x, y, args.epochs, "trainer"),
             "clframe (Fabric)": lambda: clframe_run(x, y, args.epochs, "fabric")}
     if not args.skip_avalanche:
         runs["avalanche Naive"] = lambda: avalanche_run(x, y, args.epochs)
-    for fn in runs.values():  # warm-up: imports, allocator, first-call overheads
-        fn()
-    results: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for k, fn in runs.items():
-            results[k].append(fn())
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"data: {source}, {len(y)} samples, {N_EXP} experiences, {args.epochs} epochs each, batch {BATCH}, 1 thread")
+    med = interleaved(runs, args.repeats)
+    detail = (f"data: {source}, {len(y)} samples, {N_EXP} experiences, {args.epochs} epochs each, batch {BATCH}, "
+              f"1 thread, medians of {args.repeats} interleaved repetitions")
+    print(detail)
     for k, v in med.items():
-        print(f"{k:<24}{v:>10.0f} samples/s   {v / med['plain']:.2f}x plain"
+        print(f"{k:<26}{v:>10.0f} samples/s   {v / med['plain']:.2f}x plain"
               + (f"   {v / med['avalanche Naive']:.2f}x avalanche" if "avalanche Naive" in med else ""))
+    default = med["clframe (default engine)"]
+    figures = [Figure("MLP b64, default engine vs plain loop", default / med["plain"], 0.9, detail=detail)]
+    if "avalanche Naive" in med:
+        figures.append(Figure("MLP b64, default engine vs Avalanche Naive", default / med["avalanche Naive"], 2.0,
+                              detail=detail))
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

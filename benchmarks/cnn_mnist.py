@@ -1,0 +1,160 @@
+"""A small CNN on the real MNIST test set: clframe's training time vs a plain PyTorch loop and
+Avalanche ``Naive``, in one process.
+
+The work, as a new user would set it up: 2 conv layers (5x5, 16 and 32 channels, ReLU, 2x2
+max-pool), a linear layer of 128 units and a linear head; batch 32, SGD lr 0.01; MNIST t10k
+(``../shared/data/mnist-t10k`` or ``$CLFRAME_MNIST_T10K``; its 80% training split, 8000 images)
+in 5 class-incremental experiences, ``--epochs`` passes each; one thread.
+
+- plain: a hand-written loop over the same experiences (shuffled, batches of 32); training only.
+- clframe: ``clframe run`` with the CNN as a user backbone (``backbone=custom
+  backbone.name=cnn_mnist:SmallCNN``) and the continual evaluator off, timed as the run's own
+  ``train_time_s``: everything from the first step to the last experience end, i.e. the training
+  steps plus what a run always does there (the accuracy-matrix evaluation at each experience end,
+  the checkpoints, the records). Building the run (data, model) is not in it.
+- Avalanche ``Naive``: ``strategy.train`` over the experiences, no evaluation plugin metrics.
+
+    python benchmarks/cnn_mnist.py [--epochs 2] [--repeats 5] [--short] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # so the run can import cnn_mnist:SmallCNN
+
+from figures import Figure, add_args, interleaved, report  # noqa: E402
+
+BATCH, LR, N_EXP = 32, 0.01, 5
+
+
+class SmallCNN(nn.Module):
+    """conv 5x5 (16) -> pool -> conv 5x5 (32) -> pool -> linear 128: the user's backbone.
+
+    Args:
+        input_shape: ``(1, 28, 28)``, passed by clframe.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...] = (1, 28, 28)) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(input_shape[0], 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 128), nn.ReLU(),
+        )
+        self.out_features = 128
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def load() -> tuple[torch.Tensor, torch.Tensor]:
+    from clframe.data.datasets import load_dataset
+
+    d = load_dataset("mnist_t10k")
+    return d.x_train, d.y_train
+
+
+def experiences(x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[(y // 2) == i], y[(y // 2) == i]) for i in range(N_EXP)]
+
+
+def plain(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    """Seconds of a hand-written training loop over the same experiences."""
+    torch.manual_seed(0)
+    model = nn.Sequential(SmallCNN(), nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    start = time.perf_counter()
+    for xe, ye in experiences(x, y):
+        for _ in range(epochs):
+            perm = torch.randperm(len(ye))
+            xs, ys = xe[perm], ye[perm]
+            for i in range(0, len(ys), BATCH):
+                loss = F.cross_entropy(model(xs[i: i + BATCH]), ys[i: i + BATCH])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    return time.perf_counter() - start
+
+
+def clframe_run(epochs: int, root: Path, overrides: list[str] = ()) -> float:
+    """The run's own training time (``summary.json`` ``train_time_s``) of ``clframe run``."""
+    from clframe.config import compose
+    from clframe.run.runner import run
+
+    cfg = compose(["scenario.dataset=mnist_t10k", f"scenario.n_experiences={N_EXP}", "backbone=custom",
+                   "backbone.name=cnn_mnist:SmallCNN", f"train.batch_size={BATCH}", f"train.lr={LR}",
+                   f"train.epochs={epochs}", "monitors.continual.enabled=false", "logger.progress=false",
+                   *overrides])
+    out = Path(tempfile.mkdtemp(dir=root))
+    return run(cfg, out)["train_time_s"]
+
+
+def avalanche_run(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    """Seconds of Avalanche ``Naive.train`` over the same experiences (no evaluation metrics)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from avalanche.benchmarks import nc_benchmark
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
+        from avalanche.training import Naive
+        from avalanche.training.plugins import EvaluationPlugin
+
+    bench = nc_benchmark(make(x, y), make(x[:500], y[:500]), n_experiences=N_EXP, task_labels=False,
+                         fixed_class_order=list(range(10)))
+    torch.manual_seed(0)
+    model = nn.Sequential(SmallCNN(), nn.Linear(128, 10))
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=LR), train_mb_size=BATCH,
+                     train_epochs=epochs, evaluator=EvaluationPlugin(loggers=[]), device="cpu")
+    start = time.perf_counter()
+    for exp in bench.train_stream:
+        strategy.train(exp)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=2, help="passes over each experience (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions; medians (default 5)")
+    parser.add_argument("--skip-avalanche", action="store_true")
+    add_args(parser)
+    args = parser.parse_args()
+    if args.short:
+        args.epochs, args.repeats = 1, 3
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    from clframe.run.build import quiet
+
+    quiet()
+    try:
+        x, y = load()
+    except FileNotFoundError as e:
+        print(f"skipped: {e}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {"plain": lambda: plain(x, y, args.epochs), "clframe": lambda: clframe_run(args.epochs, Path(tmp))}
+        if not args.skip_avalanche:
+            runs["avalanche"] = lambda: avalanche_run(x, y, args.epochs)
+        sec = interleaved(runs, args.repeats)
+    detail = (f"{len(y)} MNIST t10k images, {N_EXP} experiences x {args.epochs} epochs, batch {BATCH}, 1 thread, "
+              f"medians of {args.repeats} interleaved repetitions: "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in sec.items()))
+    figures = [Figure("small CNN on MNIST t10k, training time vs plain loop", sec["plain"] / sec["clframe"], 0.95,
+                      detail=detail)]
+    if "avalanche" in sec:
+        figures.append(Figure("small CNN on MNIST t10k vs Avalanche Naive", sec["avalanche"] / sec["clframe"], 1.1,
+                              detail=detail))
+    print(detail)
+    report(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
