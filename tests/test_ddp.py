@@ -14,6 +14,7 @@ import torch
 
 from clframe.checkpoint.files import latest_checkpoint
 from clframe.config import compose
+from clframe.run.results import TIMING_KEYS
 from clframe.run.runner import build, run
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")
@@ -90,8 +91,7 @@ def test_ddp_resume_from_the_middle_matches_the_uninterrupted_run(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (run_dir, resumed))
-    timing = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s",
-              "checkpoint_mb", "resumed_from", "startup_s", "startup_from"}
+    timing = TIMING_KEYS
     assert [k for k in a if k not in timing and json.dumps(a[k]) != json.dumps(b[k])] == []
     for mine, ref in zip(final_checkpoints(resumed), final_checkpoints(run_dir)):
         for k, v in ref["module"]["model"].items():

@@ -12,6 +12,7 @@ import pytest
 from clframe.checkpoint.files import list_checkpoints, load_checkpoint
 from clframe.config import compose, validate
 from clframe.errors import ConfigError
+from clframe.run.results import TIMING_KEYS
 from clframe.run.runner import build, run
 
 MONITOR = '''
@@ -60,8 +61,7 @@ class StepCounter(Monitor):
 '''
 TINY = ["scenario.n_experiences=2", "backbone.hidden=[16]", "train.epochs=2", "logger.progress=false",
         "train.num_threads=1", "checkpoint.every=9", "checkpoint.keep=100"]
-UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s",
-              "checkpoint_mb", "resumed_from", "startup_s", "startup_from"}
+UNCOMPARED = TIMING_KEYS
 
 
 @pytest.fixture

@@ -25,14 +25,14 @@ from clframe.config import compose
 from clframe.config.registry import STRATEGIES
 from clframe.core.strategy import Strategy
 from clframe.errors import CheckpointError, RunInterrupted
+from clframe.run.results import TIMING_KEYS
 from clframe.run.runner import build, run
 
 # the conftest's ``tiny`` overrides: 2 experiences of 22 steps each
 TINY = ["scenario.n_experiences=2", "backbone.hidden=[32]", "train.epochs=1", "logger.progress=false"]
 KEEP_ALL = ["checkpoint.keep=1000"]
 # summary keys that measure time or name places, not results
-UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s",
-              "checkpoint_mb", "resumed_from", "startup_s", "startup_from"}
+UNCOMPARED = TIMING_KEYS
 # what a checkpoint holds besides its config (which names resume= in a resumed run)
 STATE_KEYS = ("step", "experience", "finished", "module", "rng", "monitors", "recorder")
 

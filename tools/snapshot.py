@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from clframe.run.results import TIMING_KEYS
+
 os.environ.setdefault("WANDB_MODE", "offline")
 QUICK = ["logger.progress=false", "train.num_threads=1"]
 # name -> overrides: the quickstart and short versions of the experiments each monitor belongs to
@@ -37,8 +39,7 @@ RUNS: dict[str, list[str]] = {
     "fewshot_digits": ["experiment=fewshot_digits", "train.epochs=1", "scenario.n_train_episodes=400"],
     "kalman_synthetic": ["experiment=kalman_synthetic", "scenario.n_segments=2", "scenario.samples_per_segment=1000"],
 }
-UNCOMPARED = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s", "checkpoint_mb",
-              "resumed_from", "startup_s", "startup_from", "versions"}
+UNCOMPARED = TIMING_KEYS | {"versions"}
 
 
 def record_run(overrides: list[str], run_dir: Path) -> dict[str, Any]:

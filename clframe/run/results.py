@@ -41,11 +41,27 @@ def run_curve(module: CLModule) -> tuple[Curve, str]:
     return boundary_curve(module), "boundary"
 
 
-def make_summary(built: Built, curve: Curve, source: str, fit_time: float, wall_time: float, run_dir: Path,
+# the summary entries that measure time or name places, not results: a resumed or repeated run differs there
+TIMING_KEYS = frozenset({"fit_time_s", "train_time_s", "eval_time_s", "checkpoint_time_s", "train_samples_per_s",
+                         "wall_time_s", "startup_s", "startup_from", "checkpoint_save_s", "checkpoint_mb",
+                         "resumed_from", "run_dir"})
+
+
+def fit_times(fit_time: float, eval_time: float, checkpointer: Checkpointer) -> dict[str, float]:
+    """Where the training phase's seconds went: ``fit_time_s`` (first step to the end of the stream),
+    ``eval_time_s`` (inside ``evaluation_mode``: the accuracy matrix and the monitors),
+    ``checkpoint_time_s`` (writing checkpoints) and ``train_time_s``, the rest: the training steps."""
+    ckpt = float(sum(checkpointer.save_times))
+    return {"fit_time_s": fit_time, "train_time_s": max(fit_time - eval_time - ckpt, 0.0), "eval_time_s": eval_time,
+            "checkpoint_time_s": ckpt}
+
+
+def make_summary(built: Built, curve: Curve, source: str, times: dict[str, float], wall_time: float, run_dir: Path,
                  checkpointer: Checkpointer, resume: Resume | None, startup: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """The run's ``summary.json``: final metrics, the metrics of ``curve`` (from ``source``: see
-    ``run_curve``), every monitor's entries, throughput, start-up time (``startup``: ``startup_s``, the
+    ``run_curve``), every monitor's entries, throughput (``times``: ``fit_times``; ``train_samples_per_s``
+    counts the training steps' time only), start-up time (``startup``: ``startup_s``, the
     seconds to the first optimizer step, None without one; ``startup_from``, where they are counted from:
     ``clframe.run.startup``), checkpoints, versions."""
     c, module, ev = built.config, built.module, built.config["eval"]
@@ -73,8 +89,8 @@ def make_summary(built: Built, curve: Curve, source: str, fit_time: float, wall_
         "samples": samples,
         "world_size": built.loader.world_size,
         "rank_weight_max_abs_diff": module.rank_weight_diff,
-        "train_time_s": fit_time,
-        "train_samples_per_s": samples / fit_time if fit_time > 0 else 0.0,
+        **times,
+        "train_samples_per_s": samples / times["train_time_s"] if times["train_time_s"] > 0 else 0.0,
         "wall_time_s": wall_time,
         **(startup or {"startup_s": None, "startup_from": None}),
         "checkpoint_save_s": float(np.mean(checkpointer.save_times)) if checkpointer.save_times else None,

@@ -21,11 +21,12 @@ from clframe.config import validate
 from clframe.config.trust import from_file
 from clframe.core.hooks import Plugin
 from clframe.errors import DivergenceError, RunInterrupted
+from clframe.evaluation.evaluate import evaluation_seconds
 from clframe.run.build import Built, build, processes, quiet
 from clframe.run.distributed import is_main_rank
 from clframe.run.engines import fit, fit_fabric
 from clframe.run.records import RunRecorder, make_wandb_logger
-from clframe.run.results import make_summary, run_curve, write_results
+from clframe.run.results import fit_times, make_summary, run_curve, write_results
 from clframe.run.startup import now, origin
 
 __all__ = ["Built", "build", "fit", "fit_fabric", "quiet", "run"]
@@ -114,15 +115,15 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     module.set_plugins([p for p in (first_step, recorder, checkpointer) if p is not None])
     if resume is not None:
         restore(module, built.loader, resume, recorder, checkpointer)
-    fit_start = time.perf_counter()
+    fit_start, eval_start = time.perf_counter(), evaluation_seconds()
     if not module.finished:
         _train(built, checkpointer, stop, recorder, resume, run_dir)
-    fit_time = time.perf_counter() - fit_start
+    times = fit_times(time.perf_counter() - fit_start, evaluation_seconds() - eval_start, checkpointer)
     if recorder is None:  # the other ranks of a multi-process run: rank 0 reports
         return {}
     curve, source = run_curve(module)
     startup = None if first_step.at is None else first_step.at - started
-    summary = make_summary(built, curve, source, fit_time, time.perf_counter() - start, run_dir, checkpointer, resume,
+    summary = make_summary(built, curve, source, times, time.perf_counter() - start, run_dir, checkpointer, resume,
                            startup={"startup_s": startup, "startup_from": started_from})
     write_results(built, curve, summary, run_dir, recorder)
     return summary
