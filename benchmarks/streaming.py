@@ -1,18 +1,19 @@
 """Streaming at batch size 1: clframe vs a plain PyTorch loop, in one process, one thread.
 
-    python benchmarks/streaming.py [--steps 3000] [--repeats 3]
+    python benchmarks/streaming.py [--steps 3000] [--repeats 3] [--short] [--json PATH]
 
 The work: input-permuted digits (inputs in [-1, 1]), MLP 64-64-64-64-10 with ReLU, batch size 1.
-Prints steps/s and the ratios:
-- SGD: clframe (Trainer.fit and Fabric) vs a plain loop with torch.optim.SGD (target >= 0.5x);
-- UPGD: clframe with the ``upgd`` strategy (Fabric) vs a plain loop with the reference UPGD
+Prints steps/s and the ratios (medians of interleaved repetitions, after one warm-up run each):
+- SGD: clframe under its default engine (``trainer.engine=auto``: Fabric for one process) and under
+  Trainer.fit vs a plain loop with torch.optim.SGD (target >= 0.5x for the default engine);
+- UPGD: clframe with the ``upgd`` strategy (default engine) vs a plain loop with the reference UPGD
   formulation written one parameter at a time (benchmarks/upgd_step.py's LoopUPGD) (target >= 0.8x).
+``--short``: 1000 steps, 5 repetitions.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ from torch import nn
 from clframe.config import compose
 from clframe.run.runner import build, fit, quiet
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import Figure, add_args, interleaved, report  # noqa: E402
 from upgd_step import LoopUPGD  # noqa: E402
 
 UPGD_SETTINGS = {"lr": 0.06, "sigma": 0.01, "weight_decay": 0.003, "beta_utility": 0.999}
@@ -69,25 +71,34 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--repeats", type=int, default=3)
+    add_args(p)
     a = p.parse_args()
+    if a.short:
+        a.steps, a.repeats = 1000, 5
     quiet()
     torch.set_num_threads(1)
     runs = {
         "plain loop, SGD": lambda: plain_steps_per_s(a.steps, "sgd"),
+        "clframe SGD (default engine)": lambda: clframe_steps_per_s(a.steps, "auto", "naive"),
         "clframe SGD (Trainer.fit)": lambda: clframe_steps_per_s(a.steps, "trainer", "naive"),
-        "clframe SGD (Fabric)": lambda: clframe_steps_per_s(a.steps, "fabric", "naive"),
         "plain loop, per-parameter UPGD": lambda: plain_steps_per_s(a.steps, "upgd"),
-        "clframe UPGD (Fabric)": lambda: clframe_steps_per_s(a.steps, "fabric", "upgd"),
+        "clframe UPGD (default engine)": lambda: clframe_steps_per_s(a.steps, "auto", "upgd"),
     }
-    results: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(a.repeats):  # interleaved, so drifts in machine load hit every variant alike
-        for name, fn in runs.items():
-            results[name].append(fn())
-    med = {k: statistics.median(v) for k, v in results.items()}
-    print(f"input-permuted digits, MLP 64-64-64-64-10, batch 1, {a.steps} steps, 1 thread, median of {a.repeats}")
+    # interleaved, so drifts in machine load hit every variant alike
+    med = interleaved(runs, a.repeats)
+    detail = (f"input-permuted digits, MLP 64-64-64-64-10, batch 1, {a.steps} steps, 1 thread, "
+              f"medians of {a.repeats} interleaved repetitions")
+    print(detail)
     for name, v in med.items():
         ref = "plain loop, SGD" if "SGD" in name else "plain loop, per-parameter UPGD"
         print(f"{name:34s} {v:9.0f} steps/s   {v / med[ref]:.2f}x {ref}")
+    figures = [
+        Figure("streaming b1 SGD, default engine vs plain loop",
+               med["clframe SGD (default engine)"] / med["plain loop, SGD"], 0.5, detail=detail),
+        Figure("streaming b1 UPGD, default engine vs per-parameter UPGD loop",
+               med["clframe UPGD (default engine)"] / med["plain loop, per-parameter UPGD"], 0.8, detail=detail),
+    ]
+    report(figures, a.json)
 
 
 if __name__ == "__main__":
