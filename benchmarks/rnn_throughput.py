@@ -2,22 +2,26 @@
 
 The work: class-incremental sequential digits (8 steps of 8 pixels, 5 experiences), a one-layer
 GRU of 128 units and a linear head, batch 32, Adam, one thread. The plain loop is what a user would
-write: ``nn.GRU`` on the 8x8 rows and the last step's output, no valid-step channel. Prints steps/s
-of each and the ratio.
+write: ``nn.GRU`` on the 8x8 rows and the last step's output, no valid-step channel. clframe runs
+under its default engine (``trainer.engine=auto``: Fabric for one process) and under Trainer.fit.
+Prints steps/s of each (medians of interleaved repetitions, after one warm-up run each) and the
+ratios; our target for the default engine is 0.8x the plain loop.
 
-    python benchmarks/rnn_throughput.py [--epochs 3] [--repeats 3]
+    python benchmarks/rnn_throughput.py [--epochs 3] [--repeats 3] [--short] [--json PATH]
+
+``--short``: 3 epochs, 7 repetitions.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from throughput import train  # benchmarks/ is on the path when a script here runs
 from torch import nn
 
 from clframe.config.registry import SCENARIOS
@@ -28,6 +32,10 @@ from clframe.models.backbones.rnn import GRU
 from clframe.models.heads.linear import LinearHead
 from clframe.models.model import Model
 from clframe.run.runner import quiet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import Figure, add_args, interleaved, report  # noqa: E402
+from throughput import train  # noqa: E402
 
 BATCH, HIDDEN, LR = 32, 128, 1e-3
 
@@ -67,7 +75,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="passes over each experience (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; medians reported")
+    add_args(parser)
     args = parser.parse_args()
+    if args.short:
+        args.epochs, args.repeats = 3, 7
     torch.set_num_threads(1)
     quiet()
     warnings.simplefilter("ignore")
@@ -76,20 +87,18 @@ def main() -> None:
         e.eval = e.eval.subset(torch.arange(10))
     rows = [(e.train.x[..., :-1], e.train.y) for e in scenario.stream]  # the plain loop gets no valid-step channel
     runs = {"plain": lambda: plain(rows, args.epochs),
-            "clframe (Trainer.fit)": lambda: clframe_run(scenario, args.epochs, "trainer"),
-            "clframe (Fabric)": lambda: clframe_run(scenario, args.epochs, "fabric")}
-    for fn in runs.values():  # warm-up
-        fn()
-    results: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for k, fn in runs.items():
-            results[k].append(fn())
-    med = {k: statistics.median(v) for k, v in results.items()}
+            "clframe (default engine)": lambda: clframe_run(scenario, args.epochs, "auto"),
+            "clframe (Trainer.fit)": lambda: clframe_run(scenario, args.epochs, "trainer")}
+    med = interleaved(runs, args.repeats)
     n = sum(len(e.train) for e in scenario.stream)
-    print(f"sequential digits: {n} training sequences of 8 steps, 5 experiences, {args.epochs} epochs each, "
-          f"GRU {HIDDEN}, batch {BATCH}, Adam, 1 thread")
+    detail = (f"sequential digits: {n} training sequences of 8 steps, 5 experiences, {args.epochs} epochs each, "
+              f"GRU {HIDDEN}, batch {BATCH}, Adam, 1 thread, medians of {args.repeats} interleaved repetitions")
+    print(detail)
     for k, v in med.items():
-        print(f"{k:<24}{v:>10.1f} steps/s   {v / med['plain']:.2f}x plain")
+        print(f"{k:<26}{v:>10.1f} steps/s   {v / med['plain']:.2f}x plain")
+    figures = [Figure("GRU b32, default engine vs plain loop (our target)",
+                      med["clframe (default engine)"] / med["plain"], 0.8, detail=detail)]
+    report(figures, args.json)
 
 
 if __name__ == "__main__":
