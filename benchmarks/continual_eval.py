@@ -18,9 +18,11 @@ Within a repetition (a), (a') and (b) take turns every 10 evaluations, so that a
 the machine's load hits them alike; (c) follows.
 
     python benchmarks/continual_eval.py [--repeats 5] [--evals 200] [--skip-avalanche] [--avalanche-eval-batch 1000]
+                                        [--short] [--json PATH]
 
 At the defaults it runs 3 x 5 x 200 forwards over 5000 samples (35-60 ms each on one core),
-some 2-4 minutes; ``--evals 100`` about halves that.
+some 2-4 minutes; ``--evals 100`` about halves that. ``--short``: 30 evaluations, 5 repeats
+(under a minute).
 
 Uses the real MNIST test set (10k images) when it is there, random data otherwise (see
 ``benchmarks/throughput.py``); the timings do not depend on it.
@@ -30,12 +32,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from throughput import N_EXP, _Backbone, _Head, experiences, load_data, mlp
 from torch import nn
 
 from clframe.core.module import CLModule
@@ -43,6 +46,10 @@ from clframe.data.stream import Experience, Stream, TensorData
 from clframe.models.model import Model
 from clframe.monitors.continual import ContinualEvaluator
 from clframe.run.runner import quiet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import Figure, add_args, report  # noqa: E402
+from throughput import N_EXP, _Backbone, _Head, experiences, load_data, mlp  # noqa: E402
 
 EVAL_PER_EXP, EVAL_BATCH = 1000, 1000
 CHUNK = 10  # evaluations of one kind timed back to back before switching to the next kind
@@ -170,7 +177,10 @@ def main() -> None:
     parser.add_argument("--skip-avalanche", action="store_true")
     parser.add_argument("--avalanche-eval-batch", type=int, default=EVAL_BATCH,
                         help=f"Avalanche's eval_mb_size (default {EVAL_BATCH} as clframe's; Avalanche's own is 1)")
+    add_args(parser)
     args = parser.parse_args()
+    if args.short:
+        args.evals, args.repeats = 30, 5
     torch.set_num_threads(1)
     quiet()
     warnings.simplefilter("ignore")
@@ -205,8 +215,9 @@ def main() -> None:
             results["c"].append(avalanche_eval())
     med = {k: statistics.median(v) for k, v in results.items()}
 
-    print(f"data: {source}, {N_EXP} experiences x {EVAL_PER_EXP} eval samples, eval batch {EVAL_BATCH}, "
-          f"MLP 784-256-256-10, 1 thread, {args.repeats} repeats (medians)")
+    detail = (f"data: {source}, {N_EXP} experiences x {EVAL_PER_EXP} eval samples, eval batch {EVAL_BATCH}, "
+              f"MLP 784-256-256-10, 1 thread, {args.repeats} repeats (medians)")
+    print(detail)
     labels = {"a": f"(a)  clframe evaluate, flush every {n}", "a'": "(a') clframe evaluate, flush every 1",
               "b": "(b)  bare batched forward (floor)", "c": "(c)  avalanche Naive periodic eval"}
     for k, v in med.items():
@@ -221,9 +232,16 @@ def main() -> None:
     ab, a1b = med["a"] / med["b"], med["a'"] / med["b"]
     print(f"(a)/(b)  = {ab:.2f}   target <= 1.3   {'OK' if ab <= 1.3 else 'MISSED'}")
     print(f"(a')/(b) = {a1b:.2f}")
+    figures = [Figure("continual eval, clframe evaluator vs bare forward", ab, 1.3, higher_is_better=False,
+                      detail=f"{detail}, {n} evaluations each: (a) {med['a']:.2f} ms, (b) {med['b']:.2f} ms")]
     if "c" in med:
         r = med["c"] / med["a"]
         print(f"(c)/(a)  = {r:.1f}   target >= 20    {'OK' if r >= 20 else 'MISSED'}")
+        figures.append(Figure("continual eval, Avalanche periodic eval vs clframe", r, 20.0,
+                              detail=f"{detail}, Avalanche eval batch {args.avalanche_eval_batch}: "
+                                     f"(c) {med['c']:.2f} ms; (c)/(a) <= (c)/(b), 3-6x at equal eval batches "
+                                     f"(docs/performance.md)"))
+    report(figures, args.json)
 
 
 if __name__ == "__main__":
