@@ -1,6 +1,7 @@
 """The cost of one hypernetwork training step as the number of earlier tasks grows.
 
-    .venv/bin/python benchmarks/hnet_step.py [--steps 200] [--warmup 10] [--threads 1] [--device cpu]
+    .venv/bin/python benchmarks/hnet_step.py [--steps 200] [--warmup 10] [--threads 1] [--device cpu] [--short]
+                                             [--json PATH]
 
 For ``hnet_mlp`` and ``hnet_rnn`` (chunk size 1000) driving an MLP 64-100-100 with a linear
 head of 10 classes, times one full training step of task T: the forward of a batch (32 x 64
@@ -14,15 +15,19 @@ the earlier tasks (one ``generate`` call per task) shows what batching them save
 Every configuration is built first; then each timed step runs once for every configuration in
 turn, so a change of machine load hits all of them alike. Prints the median ms per step over
 ``--steps`` steps (after ``--warmup`` untimed ones) and ``time(K)/time(1)`` for K = 5 and 20:
-sub-linear growth in the number of tasks means ratio(20) well below 20.
+sub-linear growth in the number of tasks means ratio(20) well below 20. Our targets, per
+hypernetwork: time(20)/time(1) at most 5, and the loop at least 1.2x the batched step at K = 20
+(docs/methods/hypernetworks.md measured 2.3x and 2.4x). ``--short``: 200 steps after 5.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +38,9 @@ from clframe.models.backbones.mlp import MLP
 from clframe.models.heads.linear import LinearHead
 from clframe.models.hypernets.base import Hypernet
 from clframe.models.model import Model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import Figure, add_args, report  # noqa: E402
 
 HYPERNET_NAMES = ("hnet_mlp", "hnet_rnn")
 KS = (0, 1, 5, 20)
@@ -122,7 +130,7 @@ def run(names: Sequence[str] = HYPERNET_NAMES, ks: Sequence[int] = KS, steps: in
     return out
 
 
-def report(results: dict[str, dict[str, dict[int, float]]], ks: Sequence[int]) -> None:
+def print_results(results: dict[str, dict[str, dict[int, float]]], ks: Sequence[int]) -> None:
     for name, r in results.items():
         b, lp = r["batched"], r["loop"]
         print(f"  {name}")
@@ -142,15 +150,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[int, flo
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per configuration first")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_args(p)
     a = p.parse_args(argv)
+    if a.short:
+        a.steps, a.warmup = 200, 5
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available")
     torch.set_num_threads(a.threads)
-    print(f"hypernetwork training step (forward + CE + regulariser over K earlier tasks + backward + Adam), "
-          f"batch {BATCH}x{IN}, target MLP {IN}-100-100-{N_CLASSES}, chunk {CHUNK}, median over {a.steps} steps, "
-          f"{a.device}, {a.threads} thread(s), torch {torch.__version__}")
+    detail = (f"batch {BATCH}x{IN}, target MLP {IN}-100-100-{N_CLASSES}, chunk {CHUNK}, median over {a.steps} "
+              f"steps, {a.device}, {a.threads} thread(s), torch {torch.__version__}")
+    print(f"hypernetwork training step (forward + CE + regulariser over K earlier tasks + backward + Adam), {detail}")
     results = run(HYPERNET_NAMES, KS, a.steps, a.warmup, a.device)
-    report(results, KS)
+    print_results(results, KS)
+    figures = []
+    for name, r in results.items():
+        b, lp = r["batched"], r["loop"]
+        figures += [
+            Figure(f"{name} step, 20 vs 1 earlier tasks (our target)", b[20] / b[1], 5.0, higher_is_better=False,
+                   detail=f"{detail}: {b[1] * 1e3:.2f} and {b[20] * 1e3:.2f} ms"),
+            Figure(f"{name} step, K=20: task loop vs batched reg. (our target)", lp[20] / b[20], 1.2,
+                   detail=f"{detail}: {lp[20] * 1e3:.2f} and {b[20] * 1e3:.2f} ms"),
+        ]
+    report(figures, a.json)
     return results
 
 
