@@ -14,11 +14,11 @@ import torch
 
 from clframe.checkpoint.files import latest_checkpoint
 from clframe.config import compose
+from clframe.run.results import TIMING_KEYS
 from clframe.run.runner import run
 
 CLFRAME = str(Path(sys.executable).parent / "clframe")
-TIMING = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s", "checkpoint_mb",
-          "resumed_from", "startup_s", "startup_from"}
+TIMING = TIMING_KEYS
 # a replay run of 2 experiences that dropout makes depend on the global RNG
 BASE = ["scenario.n_experiences=2", "backbone.hidden=[32]", "logger.progress=false", "train.num_threads=1",
         "monitors.continual.every=5", "strategy=replay", "backbone.dropout=0.1"]

@@ -14,6 +14,7 @@ from clframe.config import compose
 from clframe.config.registry import SCENARIOS
 from clframe.data.curriculum import Curriculum, CurriculumIterator
 from clframe.errors import ConfigError
+from clframe.run.results import TIMING_KEYS
 from clframe.run.runner import build, run
 
 # a 2-level parity curriculum (N = 2, 3) a 64-unit tau_rnn solves in a few hundred steps (about 4 s)
@@ -126,8 +127,7 @@ def test_a_resumed_curriculum_run_matches_the_uninterrupted_one(parity_run, tmp_
             p.unlink()
     (copy / "summary.json").unlink()
     resumed = run(compose(PARITY + ["scenario.curriculum=multi", f"resume={copy}"]), copy)
-    ignore = {"train_time_s", "train_samples_per_s", "wall_time_s", "run_dir", "checkpoint_save_s", "checkpoint_mb",
-              "resumed_from", "startup_s", "startup_from"}
+    ignore = TIMING_KEYS
     same = {k: v for k, v in summary.items() if k not in ignore}
     assert json.dumps({k: v for k, v in resumed.items() if k not in ignore}, sort_keys=True) == \
         json.dumps(same, sort_keys=True)
