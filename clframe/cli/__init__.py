@@ -8,6 +8,7 @@ from clframe.cli.common import fail
 from clframe.cli.compare import cmd_ablate, cmd_compare
 from clframe.cli.info import cmd_list, cmd_validate
 from clframe.cli.run import cmd_run
+
 # its import time is the origin of a run's startup_s where there is no /proc (clframe.run.startup)
 from clframe.run import startup  # noqa: F401
 
