@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
@@ -24,7 +22,7 @@ from clframe.run.distributed import all_reduce_sum, is_main_rank, max_diff_acros
 
 # Plain (non-tensor, non-module) attributes written every step. nn.Module.__setattr__ runs
 # isinstance checks on each write; Lightning alone writes _current_fx_name ~28 times a step.
-FAST_ATTRS = frozenset({"_current_fx_name", "cl_step", "samples_seen", "_loss_steps", "_param_names"})
+FAST_ATTRS = frozenset({"cl_step", "samples_seen", "_loss_steps", "_param_names"})
 # the hooks that feed the training step, called on the strategies only
 STRATEGY_HOOKS = ("before_forward", "loss_terms", "lr_factor")
 
@@ -43,8 +41,12 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer '{name}' (sgd, adam, adamw)")
 
 
-class CLModule(L.LightningModule):
+class CLModule(nn.Module):
     """A continual learner: a model, strategies hooked into its training step, and monitors.
+
+    A plain ``nn.Module``: nothing here imports Lightning, so building and validating a run does not
+    pay for it. The engines (``clframe.run.engines``) drive it: Lightning Fabric directly, Lightning's
+    ``Trainer.fit`` through an adapter (``clframe.run.trainer_adapter``); each sets ``backward_loss``.
 
     The whole stream is one ``fit``: batches carry their experience index and the
     module sends the experience events when it changes. One batch is one optimizer step
@@ -99,7 +101,10 @@ class CLModule(L.LightningModule):
         split_across_ranks: bool = True,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
+        # where the module lives (moves with .to()); not in the state dict, so checkpoints keep their keys
+        self.register_buffer("_device_probe", torch.empty(0), persistent=False)
+        # how the training step backpropagates: the engine's (Fabric's, Lightning's) or plain autograd
+        self.backward_loss: Callable[[Tensor], None] = Tensor.backward
         self.objective: Objective = get_objective(objective)
         # registered under their own names: parameter names, checkpoint keys and diagnostics stay put
         self.backbone, self.head = model.backbone, model.head
@@ -172,6 +177,11 @@ class CLModule(L.LightningModule):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the module's parameters and buffers are on."""
+        return self._device_probe.device
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return self.model(x, t)
@@ -318,7 +328,7 @@ class CLModule(L.LightningModule):
         if opt is not None:
             opt.zero_grad(set_to_none=True)
         if total.requires_grad:  # not with a frozen backbone under a head that learns by itself
-            self.manual_backward(total)
+            self.backward_loss(total)
         self.emit("before_optimizer_step", ctx)
         if opt is not None:
             if self.clip_norm is not None:
@@ -426,11 +436,3 @@ class CLModule(L.LightningModule):
         for k, v in state["records"].items():
             setattr(self, k, v)
         self._loss_steps = [(s, e, to_device(t, self.device)) for s, e, t in state["pending_losses"]]
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # scenario data already lives on the device; skip Lightning's generic collection walk
-        if isinstance(batch, Batch):
-            return batch if batch.x.device == device else dataclasses.replace(
-                batch, x=batch.x.to(device), y=batch.y.to(device), t=batch.t.to(device),
-                weight=None if batch.weight is None else batch.weight.to(device))
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
+import numpy as np
 import torch
 
 from clframe.config import validate
@@ -131,12 +132,24 @@ def build_monitors(c: dict[str, Any], run: RunContext) -> dict[str, Monitor]:
     return out
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) as Lightning's ``seed_everything`` does, without
+    importing Lightning: a build (``clframe validate``) does not need it. ``PL_GLOBAL_SEED`` is set too,
+    for the processes Lightning's launcher starts."""
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32), got {seed}.")
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def build(cfg: Any) -> Built:
     """Validate ``cfg`` and build scenario, model, strategies, monitors and module (nothing trains)."""
     c = validate(cfg)
     tr = c["train"]
     rank, world = processes(c["trainer"])
-    L.seed_everything(c["seed"], workers=False, verbose=False)
+    seed_everything(c["seed"])
     if tr["num_threads"]:
         torch.set_num_threads(tr["num_threads"])
     scenario = SCENARIOS.build(*_split_name(c["scenario"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 
 from clframe.core.module import CLModule
 from clframe.data.curriculum import CurriculumIterator
@@ -21,20 +22,28 @@ def fit(built: Built, callbacks: list | None = None) -> None:
 
     Args:
         built: what ``build`` returned.
-        callbacks: extra Lightning callbacks (default None); under Fabric they get ``on_train_start``,
-            ``on_train_batch_end`` and ``on_train_end`` with ``trainer=None``.
+        callbacks: extra Lightning callbacks (default None). Under ``Trainer.fit`` they get every
+            Lightning hook, with the adapter (``clframe.run.trainer_adapter.LightningCL``, the module
+            as ``.cl``) as ``pl_module``; under Fabric only ``on_train_start``, ``on_train_batch_end``
+            and ``on_train_end``, with ``trainer=None`` and the module itself.
     """
     tn, progress = built.config["trainer"], built.config["logger"]["progress"]
     if engine(tn) == "fabric":
         fit_fabric(built.module, built.loader, tn["accelerator"], progress, callbacks)
         return
+    from clframe.run.trainer_adapter import LightningCL
+
     trainer = L.Trainer(
         accelerator=tn["accelerator"], devices=tn["devices"], strategy=tn["strategy"], num_nodes=tn["num_nodes"],
         max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=progress, callbacks=list(callbacks or []) + ([StreamProgressBar()] if progress else []),
         num_sanity_val_steps=0, use_distributed_sampler=False,
     )
-    trainer.fit(built.module, train_dataloaders=built.loader)
+    adapter = LightningCL(built.module)
+    try:
+        trainer.fit(adapter, train_dataloaders=built.loader)
+    finally:
+        built.module.backward_loss = torch.Tensor.backward  # the module outlives the Trainer
 
 
 def fit_fabric(
@@ -44,7 +53,6 @@ def fit_fabric(
     """Lightning Fabric drives the module's own ``training_step``: the same step as under
     ``Trainer.fit`` without the Trainer's per-step machinery (single device)."""
     from lightning.fabric import Fabric
-    from tqdm.auto import tqdm
 
     fabric = Fabric(accelerator=accelerator, devices=1)
     optimizer = module.configure_optimizers()
@@ -52,8 +60,18 @@ def fit_fabric(
         fabric.setup(module)
     else:
         fabric.setup(module, optimizer)
+    module.backward_loss = fabric.backward  # through Fabric's precision plugin
+    try:
+        _loop(module, loader, progress, callbacks or [])
+    finally:
+        module.backward_loss = torch.Tensor.backward
+
+
+def _loop(module: CLModule, loader: StreamIterator | CurriculumIterator, progress: bool, callbacks: list[Any]
+          ) -> None:
+    from tqdm.auto import tqdm
+
     module.on_fit_start()
-    callbacks = callbacks or []
     for cb in callbacks:
         cb.on_train_start(None, module)
     bar = tqdm(total=len(loader), desc="clframe", disable=not progress, mininterval=0.5)

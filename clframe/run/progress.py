@@ -25,7 +25,7 @@ class StreamProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
 
     def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
-        return progress_metrics(pl_module)
+        return progress_metrics(pl_module.cl)  # the Trainer trains the adapter, LightningCL
 
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)

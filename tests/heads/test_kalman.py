@@ -186,7 +186,6 @@ def test_frozen_backbone_trains_the_head_alone(tmp_path, engine):
 def test_fine_tuned_backbone_learns_on_the_head_objective():
     built = build(compose(TINY + ["train.lr=0.05"]))
     module = built.module
-    module.manual_backward = lambda loss: loss.backward()  # no Trainer attached in this test
     module.configure_optimizers()
     before = [p.detach().clone() for p in module.backbone.parameters()]
     for i, batch in zip(range(5), built.loader):
