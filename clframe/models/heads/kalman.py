@@ -25,13 +25,15 @@ B samples is one time step of the drift model, conditioned on jointly by the exa
 A (I - K Phi)^T + s^2 K K^T``, expanded to O(B m^2) products and symmetrised, so it stays symmetric
 positive definite over long streams (tested over 100k steps). The state is kept in ``state_dtype``
 (float64 by default) and lives in the module's buffers, so checkpoints carry it and a resumed run
-continues exactly.
+continues exactly. At batch size 1 a step is about 60 small tensor operations, so it is written with
+few of them (``kalman_update``) and reuses preallocated tensors and views (``_Scratch``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +41,10 @@ from annotated_types import Ge, Gt, Interval
 from torch import Tensor, nn
 
 from clframe.config.registry import HEADS, ParamError
+from clframe.models.heads.kalman_update import Settings, reduce_batch, score
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+T = TypeVar("T")
 
 
 def _logit(p: float) -> float:
@@ -124,6 +128,7 @@ class KalmanHead(nn.Module):
         self.regression = False
         self.symmetrize_every, self.updates = symmetrize_every, 0  # updates: a host-side count, no sync
         self._pending: tuple[Tensor, ...] | None = None
+        self._ws: _Scratch | None = None
 
     @property
     def gamma_logit(self) -> Tensor:
@@ -202,70 +207,59 @@ class KalmanHead(nn.Module):
         The gradients of the head's own parameters are computed in closed form here (no autograd)
         and applied by ``observe`` with the update.
         """
-        phi = self._features(h)
-        w = None if weight is None else weight.to(phi.dtype)
-        gaussian = self.regression or self.backbone_objective == "gaussian"
-        with torch.no_grad():
-            # scatter, not F.one_hot: one_hot checks the labels' range, a host sync on every step
-            target = y.reshape(len(y), -1).to(phi.dtype) if self.regression else \
-                phi.new_zeros(len(y), self.n_outputs).scatter_(1, y.unsqueeze(1), 1.0)
+        w = None if weight is None else weight.to(self.cov.dtype).view(-1, 1)
         loss = None
-        if phi.requires_grad:  # a fine-tuned backbone: its objective, through phi only
-            mu, v, gamma, mu0, pa, d = self._moments(phi)
-            ll = _gauss_loglik(target, mu, v + self.hyper[1].exp()) if gaussian else \
-                self.class_log_probs(mu, v).gather(1, y.unsqueeze(1)).squeeze(1)
-            loss = -_reduce(ll, w)
-            phi, mu, v, mu0, pa, d = (x.detach() for x in (phi, mu, v, mu0, pa, d))
-        with torch.no_grad():
-            if loss is None:
-                mu, v, gamma, mu0, pa, d = self._moments(phi)
-            noise = self.hyper[1].exp()
-            s = v + noise  # predictive variance of each output [B]
-            r = target - mu
-            inv_s = s.reciprocal()
-            r2 = (r * r).sum(-1)
-            gauss = -0.5 * (target.shape[1] * torch.log(2 * math.pi * s) + r2 * inv_s)
-            # closed-form d l / d(logit gamma, log s^2) of l = -0.5 (D log(2 pi s) + |r|^2 / s),
-            # s = c + gamma^2 d + s^2, r = y - gamma phi m
-            dl_ds = 0.5 * (r2 * inv_s - target.shape[1]) * inv_s
-            dl_dgamma = dl_ds * (2 * gamma) * d + (r * mu0).sum(-1) * inv_s
-            dgamma = _reduce(dl_dgamma, w) * gamma * (1 - gamma)
-            if self.regression:
-                out, loglik, dtemp = mu, gauss, torch.zeros_like(dgamma)
-            else:
-                out, dlog_t = self._class_log_probs_and_grad(mu, v, y)
-                loglik = out.gather(1, y.unsqueeze(1)).squeeze(1)
-                dtemp = torch.zeros_like(dgamma) if dlog_t is None else _reduce(dlog_t, w)
-            grads = torch.stack([dgamma, _reduce(dl_ds, w) * noise, dtemp])
-            if loss is None:
-                loss = -_reduce(gauss if gaussian else loglik, w)
-        self._pending = (phi, pa, mu0, target, gamma, noise, grads)
-        return out.float(), loss.float(), loglik.float()
+        if h.requires_grad:  # a fine-tuned backbone: its objective, through phi only
+            loss = -reduce_batch(self._differentiable_loglik(self._features(h), y), w).reshape(())
+            h = h.detach()
+        out, ll, nll = _without_grad(self._score, h, y, w)
+        return out, (nll if loss is None else loss.float()), ll
 
-    def _class_log_probs_and_grad(self, mu: Tensor, v: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Log class probabilities [B, K] and d(log p(y))/d(log T) [B] (None if T is not learned)."""
-        logp, z, p, beta = self._predictive(mu, v)
-        if not self.learn_temperature:
-            return logp, None
-        if self.predictive == "probit":
-            # dz/dlogT = -z / (1 + beta)
-            return logp, -(z.gather(1, y.unsqueeze(1)).squeeze(1) - (p * z).sum(-1)) / (1 + beta)
-        idx = y.view(1, -1, 1).expand(len(z), -1, 1)
-        p_y = p.gather(2, idx).squeeze(2)  # [S, B]
-        # d p_s(y) / d log T = -p_s(y) (z_y - sum_k p_k z_k), summed over the draws, over p(y)
-        dlog = z.gather(2, idx).squeeze(2) - (p * z).sum(-1)
-        return logp, -(p_y * dlog).sum(0) / p_y.sum(0)
+    def _differentiable_loglik(self, phi: Tensor, y: Tensor) -> Tensor:
+        """The backbone's objective per sample [B, 1], with autograd through ``phi``."""
+        mu, v = self._moments(phi)[:2]
+        if self.regression or self.backbone_objective == "gaussian":
+            with torch.no_grad():
+                target = y.reshape(len(y), -1).to(phi.dtype) if self.regression else \
+                    phi.new_zeros(len(y), self.n_outputs).scatter_(1, y.unsqueeze(1), 1.0)
+            return _gauss_loglik(target, mu, v + self.hyper[1].exp()).unsqueeze(1)
+        return self.class_log_probs(mu, v).gather(1, y.unsqueeze(1))
 
-    @torch.no_grad()
+    def _score(self, h: Tensor, y: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The no-grad part of ``online_step`` (float32 outputs, log-likelihoods [B] and loss []);
+        leaves the update's inputs and the head's gradients in ``_pending``."""
+        ws = self._scratch()
+        one = h.shape[0] == 1
+        if one:
+            phi = ws.phi  # its bias column stays 1
+            ws.phi_h.copy_(h if h.dim() == 2 else h.flatten(1))
+        else:
+            phi = self._features(h)
+        torch.sigmoid(ws.hyper, out=ws.sig)  # gamma = sig[0]
+        torch.exp(ws.hyper, out=ws.ex)  # s^2 = ex[1], T = ex[2]
+        cfg = Settings(self.regression, self.regression or self.backbone_objective == "gaussian",
+                       self.predictive == "probit", self.learn_gamma, self.learn_temperature, self.prior_var)
+        args = (cfg, phi, torch.mm(phi, ws.cov), torch.mm(phi, ws.mean), ws.gamma, ws.noise, ws.temp, y, w,
+                ws.eye, ws.eps, ws.draw_mean)
+        sc = score(*args, phi_t=ws.phi_t if one else None, G_out=ws.G if one else None)
+        # plain attribute writes here and below: nn.Module.__setattr__ costs ~1 us
+        self.__dict__["_pending"] = (phi, sc.G, sc.resid, ws.gamma, sc.g2, sc.q, ws.noise, sc.s, sc.grads)
+        return sc.out, sc.loglik, sc.loss
+
     def observe(self) -> None:
         """Apply the drift and the Kalman update for the batch of the last ``online_step``, and one
         online SGD (ascent) step of the head's own parameters on its predictive log-likelihood."""
         if self._pending is None:
             raise RuntimeError("KalmanHead.observe() needs an online_step() first.")
+        _without_grad(self._observe)
+
+    def _observe(self) -> None:
         *pending, grads = self._pending
-        self._pending = None
-        self.filter_step(*pending)
-        self.hyper.add_(self.step_sizes * grads.clamp(-self.max_grad, self.max_grad))  # zero step if not learned
+        self.__dict__["_pending"] = None
+        self._update(*pending)
+        ws = self._scratch()
+        # a zero step for a parameter that is not learned
+        ws.hyper_row.addcmul_(ws.step_row, grads.clamp_(-self.max_grad, self.max_grad))
 
     @torch.no_grad()
     def filter_step(self, phi: Tensor, pa: Tensor, mu0: Tensor, y: Tensor, gamma: Tensor, noise: Tensor) -> None:
@@ -274,32 +268,58 @@ class KalmanHead(nn.Module):
         g2 = gamma * gamma
         q = (1 - g2) * self.prior_var
         G = g2 * pa + q * phi  # Phi A_pred, without another m^2 product
-        self.mean.mul_(gamma)
-        A = self.cov.mul_(g2)
-        A.diagonal().add_(q)
-        resid = y - gamma * mu0  # y - Phi m_pred
-        if len(phi) == 1:
-            # rank 1: the Joseph form A - K g' - g K' + s K K' is one rank-2 product, [K g] M [K g]'
-            s = (G * phi).sum() + noise
-            K = G / s
-            self.mean.addmm_(K.T, resid)
-            U = torch.cat([K, G])  # [2, m]
-            A.addmm_(torch.cat([s * K - G, -K]).T, U)
+        s = (G * phi).sum(-1, keepdim=True) + noise if phi.shape[0] == 1 else None
+        self._update(phi, G, y - gamma * mu0, gamma, g2, q, noise, s)
+
+    def _update(self, phi: Tensor, G: Tensor, resid: Tensor, gamma: Tensor, g2: Tensor, q: Tensor,
+                noise: Tensor, s: Tensor | None) -> None:
+        """The drift and the conditioning, given ``G = Phi A_pred`` [B, m], the residual ``y - Phi
+        m_pred`` [B, K], the noise s^2 and (batch size 1) the innovation variance ``s = phi A_pred
+        phi' + s^2`` [1, 1]."""
+        ws = self._scratch()
+        mean, A = ws.mean, ws.cov
+        mean.mul_(gamma)
+        A.mul_(g2)
+        ws.diag.add_(q)
+        if phi.shape[0] == 1:
+            # rank 1: the Joseph form A - K g' - g K' + s K K' is one rank-2 product, -[g - s K, K]' [K, g],
+            # its factors rows of one preallocated [3, m] tensor (no cat)
+            if G is not ws.G:
+                ws.G.copy_(G)
+            K = torch.div(ws.G, s, out=ws.K)
+            mean.addmm_(ws.K_t, resid)
+            torch.addcmul(ws.G, s, K, value=-1.0, out=ws.G_sK)
+            A.addmm_(ws.L_t, ws.U, alpha=-1.0)
         else:
             S = G @ phi.T
             S.diagonal().add_(noise)
             Kt = torch.cholesky_solve(G, torch.linalg.cholesky(S))  # K' = S^-1 Phi A  [B, m]
-            self.mean.addmm_(Kt.T, resid)
+            mean.addmm_(Kt.T, resid)
             KG = Kt.T @ G
             # Joseph form expanded: A - K Phi A - A Phi' K' + K S K'; first-order insensitive to
             # rounding in K, unlike the short form A - K Phi A
             A -= KG + KG.T
             A.addmm_(Kt.T, S @ Kt)
-        self.updates += 1
+        self.__dict__["updates"] += 1
         if self.updates % self.symmetrize_every == 0:
-            # rounding leaves A asymmetric by ~eps per update; a transposed add costs ~10 rank-1
-            # updates at m = 256, so it runs every few steps, not every step
-            self.cov.copy_((A + A.T).mul_(0.5))
+            # rounding leaves A asymmetric by ~eps per update; a transposed add costs ~5 rank-2
+            # updates at m = 256, so it runs every few steps, not every step (into a kept buffer:
+            # allocating 0.5 MB costs as much as the add)
+            torch.mul(torch.add(A, A.mT, out=ws.sym), 0.5, out=A)
+
+    def _scratch(self) -> _Scratch:
+        """The scratch tensors and views, remade when ``to()``, a load with ``assign`` or a new ``.data``
+        replaced the state."""
+        ws, hyper = self._ws, self._parameters["hyper"]
+        if ws is None or ws.cov is not self._buffers["cov"] or ws.mean is not self._buffers["mean"] \
+                or ws.eps is not self._buffers["eps"] or ws.step_sizes is not self._buffers["step_sizes"] \
+                or ws.hyper is not hyper or ws.hyper_row.data_ptr() != hyper.data_ptr():
+            ws = self._ws = _Scratch(self)
+        return ws
+
+    def __getstate__(self) -> dict:
+        # the scratch's views would become separate tensors in a copy (deepcopy, pickle): it makes its own
+        return {**super().__getstate__(), "_ws": None}
 
     def get_extra_state(self) -> dict[str, int]:
         return {"updates": self.updates}
@@ -308,13 +328,39 @@ class KalmanHead(nn.Module):
         self.updates = state["updates"]
 
 
+def _without_grad(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` with autograd off (``torch.no_grad()`` costs ~2.5 us of Python, 2% of a step)."""
+    prev = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)
+    try:
+        return fn(*args)
+    finally:
+        torch._C._set_grad_enabled(prev)
+
+
 def _gauss_loglik(y: Tensor, mu: Tensor, s: Tensor) -> Tensor:
     """``sum_k log N(y_k | mu_k, s)`` per sample [B] for targets and means [B, D], variances [B]."""
     return -0.5 * (y.shape[1] * torch.log(2 * math.pi * s) + (y - mu).pow(2).sum(-1) / s)
 
 
-def _reduce(x: Tensor, w: Tensor | None) -> Tensor:
-    """The batch mean of ``x`` [B], or its ``w``-weighted sum (the task loss's convention)."""
-    if w is None:
-        return x.reshape(()) if len(x) == 1 else x.mean()  # a view at batch size 1: mean costs ~30 us
-    return (x * w).sum()
+class _Scratch:
+    """The head's state tensors and the views a step uses, made once (a view costs about as much as a
+    small op), and preallocated batch-1 tensors: the features (the bias column stays 1) and the rows
+    ``[g - s K, K, g]`` of the rank-2 update's factors, so ``[g - s K, K]`` and ``[K, g]`` are views."""
+
+    def __init__(self, head: KalmanHead) -> None:
+        self.mean, self.cov, self.eps, self.step_sizes = head.mean, head.cov, head.eps, head.step_sizes
+        self.hyper = head.hyper
+        self.hyper_row, self.step_row = self.hyper.view(1, 3), self.step_sizes.view(1, 3)  # [1, 3], as the gradients
+        m, like = len(self.cov), {"dtype": self.cov.dtype, "device": self.cov.device}
+        self.diag = self.cov.diagonal()
+        self.draw_mean = torch.full((1, len(self.eps)), 1 / len(self.eps), **like)
+        self.phi = torch.ones(1, m, **like)
+        self.phi_h, self.phi_t = self.phi[:, :m - int(head.bias)], self.phi.T
+        rows = torch.zeros(3, m, **like)
+        self.G_sK, self.K, self.G = rows[0:1], rows[1:2], rows[2:3]
+        self.K_t, self.L_t, self.U = self.K.T, rows[0:2].T, rows[1:3]
+        self.sig, self.ex = torch.empty(3, **like), torch.empty(3, **like)
+        self.gamma, self.noise, self.temp = self.sig[0], self.ex[1], self.ex[2]
+        self.eye = torch.eye(head.n_outputs, **like)
+        self.sym = torch.empty_like(self.cov)
