@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import torch
 from annotated_types import Ge, Interval
 from clframe.strategies._fisher import diagonal_fisher
+from clframe.strategies._penalty import FlatParams, Quadratic
 from torch import Tensor
 
 from clframe.config.registry import STRATEGIES
@@ -44,12 +45,33 @@ class EWC(Strategy):
         self.ewc_lambda, self.mode, self.gamma = ewc_lambda, mode, gamma
         self.fisher_kind, self.fisher_batch_size = fisher, fisher_batch_size
         self.fisher_max_samples = fisher_max_samples
-        self.fishers: list[dict[str, Tensor]] = []
-        self.anchors: list[dict[str, Tensor]] = []
         self._params: dict[str, torch.nn.Parameter] = {}
+        # the penalty packed from the Fishers, anchors and parameters (None: no parameter anchored); stale
+        # when one of them changed, then rebuilt by _pack before the next penalty
+        self._packed: Quadratic | None = None
+        self.fishers, self.anchors = [], []
+
+    @property
+    def fishers(self) -> list[dict[str, Tensor]]:
+        """One Fisher (name -> tensor) per anchor; assigning a list re-packs the penalty."""
+        return self._fishers
+
+    @fishers.setter
+    def fishers(self, value: list[dict[str, Tensor]]) -> None:
+        self._fishers, self._packed, self._stale = value, None, True
+
+    @property
+    def anchors(self) -> list[dict[str, Tensor]]:
+        """The weights (name -> tensor) each Fisher is anchored at; assigning a list re-packs the penalty."""
+        return self._anchors
+
+    @anchors.setter
+    def anchors(self, value: list[dict[str, Tensor]]) -> None:
+        self._anchors, self._packed, self._stale = value, None, True
 
     def setup(self, module: Any) -> None:
         self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        self._packed, self._stale = None, True
 
     def on_experience_end(self, exp: Any, module: Any) -> None:
         f = diagonal_fisher(module, exp.train, self.fisher_kind, self.fisher_batch_size, self.fisher_max_samples,
@@ -60,20 +82,34 @@ class EWC(Strategy):
             f = {n: v + self.gamma * old[n] if n in old and old[n].shape == v.shape else v for n, v in f.items()}
             self.fishers, self.anchors = [f], [anchor]
         else:
-            self.fishers.append(f)
-            self.anchors.append(anchor)
+            self.fishers, self.anchors = [*self.fishers, f], [*self.anchors, anchor]
+
+    def _pack(self) -> Quadratic | None:
+        """The penalty over the parameters some Fisher covers, read as one flat vector [N], with the Fishers
+        and anchors stacked [K, N]: built once per anchor, not every step. The dicts' tensors become views
+        of the stacks, so the state is held once."""
+        used = {n: p for n, p in self._params.items() if any(n in f and f[n].shape == p.shape for f in self.fishers)}
+        if not used:
+            return None
+        flat = FlatParams(list(used.values()))
+
+        def stacked(maps: list[dict[str, Tensor]]) -> Tensor:
+            # zeros where an experience did not anchor a parameter: no term, no gradient
+            return torch.stack([flat.flatten([m[n] if n in f and f[n].shape == p.shape else torch.zeros_like(p)
+                                              for n, p in used.items()]) for m, f in zip(maps, self.fishers)])
+
+        fisher, anchor = stacked(self.fishers), stacked(self.anchors)
+        for f, a, f_row, a_row in zip(self.fishers, self.anchors, fisher, anchor):
+            for n, f_view, a_view in zip(used, flat.split(f_row), flat.split(a_row)):
+                if n in f and f[n].shape == f_view.shape:
+                    f[n], a[n] = f_view, a_view
+        return Quadratic(flat, anchor, fisher)
 
     def penalty(self) -> Tensor | None:
         """The EWC penalty at the current weights, or None before the first anchor."""
-        if not self.fishers:
-            return None
-        total = None
-        for f, anchor in zip(self.fishers, self.anchors):
-            for n, p in self._params.items():
-                if n in f and f[n].shape == p.shape:
-                    term = (f[n] * (p - anchor[n]).pow(2)).sum()
-                    total = term if total is None else total + term
-        return None if total is None else self.ewc_lambda * total
+        if self._stale:
+            self._packed, self._stale = self._pack(), False
+        return None if self._packed is None else self._packed(self.ewc_lambda)
 
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
         pen = self.penalty()
@@ -83,4 +119,4 @@ class EWC(Strategy):
         return {"fishers": self.fishers, "anchors": self.anchors}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.fishers, self.anchors = list(state["fishers"]), list(state["anchors"])
+        self.fishers, self.anchors = [dict(f) for f in state["fishers"]], [dict(a) for a in state["anchors"]]

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import torch
 from annotated_types import Ge
+from clframe.strategies._penalty import FlatParams, Quadratic
 from torch import Tensor, nn
 
 from clframe.config.registry import STRATEGIES
@@ -31,16 +32,30 @@ class L2Init(Strategy):
         self.l2_lambda = l2_lambda
         self.init: dict[str, Tensor] = {}
         self._params: dict[str, nn.Parameter] = {}
+        # the penalty over all parameters read as one flat vector; rebuilt when the anchor changes
+        self._packed: Quadratic | None = None
 
     def setup(self, module: Any) -> None:
         self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         for n, p in self._params.items():
             if n not in self.init or self.init[n].shape != p.shape:
                 self.init[n] = p.detach().clone()
+        self._packed = None
+
+    def _pack(self) -> Quadratic:
+        """The anchor flattened once (not every step); ``init``'s tensors become views of it, so it is held once."""
+        flat = FlatParams(list(self._params.values()))
+        anchor = flat.flatten([self.init[n] for n in self._params])
+        self.init.update(zip(self._params, flat.split(anchor)))
+        return Quadratic(flat, anchor)
 
     def penalty(self) -> Tensor:
         """``l2_lambda * sum ||theta - theta_0||^2`` at the current weights."""
-        return self.l2_lambda * torch.stack([(p - self.init[n]).pow(2).sum() for n, p in self._params.items()]).sum()
+        if not self._params:
+            return torch.zeros(())
+        if self._packed is None:
+            self._packed = self._pack()
+        return self._packed(self.l2_lambda)
 
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
         return {"l2_init": self.penalty()} if self._params else {}
@@ -50,3 +65,4 @@ class L2Init(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.init.update(state["init"])
+        self._packed = None

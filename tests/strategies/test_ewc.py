@@ -234,6 +234,56 @@ def test_parameters_missing_from_the_anchor_or_with_a_new_shape_are_skipped():
     assert "extra" not in ewc.fishers[0]
 
 
+def reference_penalty(model, fishers, anchors, lam):
+    """The penalty one anchor and one parameter at a time, through autograd: the ground truth."""
+    total = torch.zeros(())
+    for f, a in zip(fishers, anchors):
+        for n, p in model.named_parameters():
+            if n in f and f[n].shape == p.shape:
+                total = total + (f[n] * (p - a[n]) ** 2).sum()
+    return lam * total
+
+
+def test_penalty_and_gradient_equal_the_per_parameter_reference_over_anchors_of_a_growing_model():
+    model = Net()
+    ewc = EWC(ewc_lambda=3.0, fisher="per_sample")
+    ewc.setup(model)
+    ewc.on_experience_end(experience(0, data(20, seed=1)), model)
+    perturb(model, seed=6)
+    model.fc2 = nn.Linear(6, 5)  # a wider head after the first anchor: only the second one covers it
+    ewc.setup(model)
+    ewc.on_experience_end(experience(1, data(20, seed=2)), model)
+    model.late = nn.Parameter(torch.ones(2))  # created after both anchors: no penalty, no gradient
+    ewc.setup(model)
+    perturb(model, seed=7)
+    params = list(model.parameters())
+    got, want = ewc.penalty(), reference_penalty(model, ewc.fishers, ewc.anchors, 3.0)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    got_g = torch.autograd.grad(got, params, allow_unused=True)
+    want_g = torch.autograd.grad(want, params, allow_unused=True)
+    for (n, _), a, b in zip(model.named_parameters(), got_g, want_g):
+        if n == "late":
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_state_saved_as_separate_tensors_loads_and_gives_the_same_penalty():
+    # the state as checkpoints hold it: one tensor per parameter, not views of one buffer
+    model = Net()
+    ewc = EWC(ewc_lambda=2.0)
+    ewc.setup(model)
+    ewc.on_experience_end(experience(0, data()), model)
+    perturb(model)
+    state = {k: [{n: t.clone() for n, t in d.items()} for d in v] for k, v in ewc.state_dict().items()}
+    restored = EWC(ewc_lambda=2.0)
+    restored.setup(model)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.penalty(), ewc.penalty())
+    torch.testing.assert_close(restored.penalty(), reference_penalty(model, state["fishers"], state["anchors"], 2.0),
+                               rtol=1e-6, atol=0)
+
+
 def test_penalty_with_no_matching_parameters_is_none():
     model = Net()
     ewc = EWC()
