@@ -102,6 +102,26 @@ def test_gradient_matches_the_svd_based_penalty_once_converged():
         torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-3 * w.abs().max().item())
 
 
+def test_penalty_and_gradient_equal_the_per_layer_reference_from_the_same_vectors():
+    net = Net()
+    s = Spectral(spectral_lambda=0.3, k=3.0, bias_weight=0.5, iterations=2)
+    s.setup(net)
+    start = {n: u.clone() for n, u in s.u.items()}
+    params = list(net.parameters())
+    got = s.penalty()
+    # one layer at a time, as the definition reads: power iteration, then u^T W v with autograd
+    want = 0.0
+    for n, p in net.named_parameters():
+        if p.ndim >= 2:
+            u, v = power_iteration(as_matrix(p.detach()), start[n], 2)
+            torch.testing.assert_close(s.u[n], u, rtol=1e-6, atol=1e-7)
+            want = want + ((u @ as_matrix(p) @ v) ** 3 - 1) ** 2
+    want = 0.3 * (want + 0.5 * ((net.fc1.bias**2).sum() + (net.fc2.bias**2).sum()))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    for a, b in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
+
+
 def test_bias_weight_zero_leaves_biases_alone_and_layers_select_weights():
     net = Net()
     s = Spectral(bias_weight=0.0, layers=["fc1.*"])
