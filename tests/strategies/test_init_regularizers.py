@@ -10,7 +10,7 @@ import pytest
 import torch
 from clframe.strategies.l2_init import L2Init
 from clframe.strategies.shrink_perturb import ShrinkPerturb
-from clframe.strategies.wasserstein_init import WassersteinInit
+from clframe.strategies.wasserstein_init import WassersteinInit, sorted_flat
 from torch import nn
 
 from clframe.config import compose
@@ -84,6 +84,24 @@ def test_wasserstein_never_exceeds_the_l2_distance_per_weight():
     assert 0 < d_w < d_l2
 
 
+def test_wasserstein_and_its_gradient_equal_the_per_tensor_sort_reference():
+    net = Net()
+    w = WassersteinInit(wasserstein_lambda=0.7)
+    w.setup(net)
+    init = {n: sorted_flat(p.detach()) for n, p in net.named_parameters()}
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    params = list(net.parameters())
+    # the definition: sort each tensor (differentiably) and compare with its sorted initial values
+    want = 0.7 * sum(((sorted_flat(p) - init[n]) ** 2).mean() for n, p in net.named_parameters())
+    got = w.penalty()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    for a, b in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("setup_first", [True, False])
 def test_wasserstein_state_keeps_the_sorted_initial_weights(setup_first):
     net = Hand()
@@ -113,6 +131,23 @@ def test_l2_init_is_zero_at_init_and_lambda_times_the_squared_distance():
     grad = torch.autograd.grad(r.penalty(), [net.a])[0]
     torch.testing.assert_close(grad, 2 * 0.25 * torch.tensor([-3.0, 4.0, -1.0]))
     assert list(r.loss_terms(None)) == ["l2_init"]
+
+
+def test_l2_init_and_its_gradient_equal_the_per_parameter_reference():
+    net = Net()
+    r = L2Init(l2_lambda=0.3)
+    r.setup(net)
+    init = {n: p.detach().clone() for n, p in net.named_parameters()}
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g))
+    params = list(net.parameters())
+    want = 0.3 * sum(((p - init[n]) ** 2).sum() for n, p in net.named_parameters())
+    got = r.penalty()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    for a, b in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
 
 
 def test_l2_init_anchor_is_a_copy_and_survives_a_state_round_trip():
