@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("upgd_step.py", ["--steps", "3", "--repeats", "1"]),
     ("checkpoint_cost.py", ["--epochs", "1", "--mem-size", "50"]),
     ("rnn_throughput.py", ["--epochs", "1", "--repeats", "1"]),
+    ("penalty_step.py", ["--steps", "2", "--repeats", "1"]),
     ("startup.py", ["--short"]),
     ("kalman_head.py", ["--steps", "20", "--warmup", "5", "--block", "10", "--features", "16"]),
 ])
