@@ -155,40 +155,31 @@ class KalmanHead(nn.Module):
         phi = h.flatten(1).to(self.cov.dtype)
         return F.pad(phi, (0, 1), value=1.0) if self.bias else phi
 
-    def _moments(self, phi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """After the drift step: the latent means [B, K] and variances [B], gamma; and (for the
-        gradients and the update) ``phi m`` [B, K], ``phi A`` [B, m] of the current posterior and
-        ``phi A phi - s_w^2 |phi|^2`` [B]."""
+    def _moments(self, phi: Tensor) -> tuple[Tensor, Tensor]:
+        """After the drift step: the latent means [B, K] and variances [B] (differentiable in ``phi``;
+        the training step's no-grad version is ``kalman_update.score``)."""
         gamma = torch.sigmoid(self.hyper[0])
         mu0 = phi @ self.mean
         pa = phi @ self.cov
         c = self.prior_var * (phi * phi).sum(-1)
         d = (pa * phi).sum(-1) - c
         v = torch.addcmul(c, gamma * gamma, d)  # gamma^2 phi A phi + (1 - gamma^2) s_w^2 |phi|^2
-        return gamma * mu0, v, gamma, mu0, pa, d
+        return gamma * mu0, v
 
     def class_log_probs(self, mu: Tensor, v: Tensor) -> Tensor:
         """Log class probabilities [B, K] of Gaussian logits with means ``mu`` [B, K] and variance ``v`` [B]
         (differentiable: a fine-tuned backbone learns through it)."""
-        return self._predictive(mu, v)[0]
-
-    def _predictive(self, mu: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Log class probabilities [B, K]; the tempered logits z ([S, B, K] for Monte Carlo, [B, K]
-        for probit), their softmax, and the probit's ``beta = pi v / 8 T^2`` [B] (for Monte Carlo, ``v``: unused)."""
         temp = self.log_temperature.exp()
         if self.predictive == "probit":
             beta = math.pi * v / (8 * temp**2)
-            z = mu / (temp * torch.sqrt(1 + beta)).unsqueeze(-1)
-            logp = F.log_softmax(z, -1)
-            return logp, z, logp.exp(), beta
+            return F.log_softmax(mu / (temp * torch.sqrt(1 + beta)).unsqueeze(-1), -1)
         z = torch.addcmul(mu, v.clamp_min(0).sqrt().unsqueeze(-1), self.eps.unsqueeze(1)) / temp  # [S, B, K]
-        p = torch.softmax(z, -1)
-        return p.mean(0).clamp_min(torch.finfo(p.dtype).tiny).log(), z, p, v
+        return torch.softmax(z, -1).mean(0).clamp_min(torch.finfo(z.dtype).tiny).log()
 
     def forward(self, h: Tensor, t: Tensor) -> Tensor:
         """One-step-ahead prediction from the current posterior (the state is not changed):
         log class probabilities [B, K], or the predictive mean [B, D] for regression."""
-        mu, v = self._moments(self._features(h))[:2]
+        mu, v = self._moments(self._features(h))
         return (mu if self.regression else self.class_log_probs(mu, v)).float()
 
     def set_objective(self, name: str) -> None:
@@ -217,7 +208,7 @@ class KalmanHead(nn.Module):
 
     def _differentiable_loglik(self, phi: Tensor, y: Tensor) -> Tensor:
         """The backbone's objective per sample [B, 1], with autograd through ``phi``."""
-        mu, v = self._moments(phi)[:2]
+        mu, v = self._moments(phi)
         if self.regression or self.backbone_objective == "gaussian":
             with torch.no_grad():
                 target = y.reshape(len(y), -1).to(phi.dtype) if self.regression else \
@@ -239,9 +230,8 @@ class KalmanHead(nn.Module):
         torch.exp(ws.hyper, out=ws.ex)  # s^2 = ex[1], T = ex[2]
         cfg = Settings(self.regression, self.regression or self.backbone_objective == "gaussian",
                        self.predictive == "probit", self.learn_gamma, self.learn_temperature, self.prior_var)
-        args = (cfg, phi, torch.mm(phi, ws.cov), torch.mm(phi, ws.mean), ws.gamma, ws.noise, ws.temp, y, w,
-                ws.eye, ws.eps, ws.draw_mean)
-        sc = score(*args, phi_t=ws.phi_t if one else None, G_out=ws.G if one else None)
+        sc = score(cfg, phi, torch.mm(phi, ws.cov), torch.mm(phi, ws.mean), ws.gamma, ws.noise, ws.temp, y, w,
+                   ws.eye, ws.eps, ws.draw_mean, phi_t=ws.phi_t if one else None, G_out=ws.G if one else None)
         # plain attribute writes here and below: nn.Module.__setattr__ costs ~1 us
         self.__dict__["_pending"] = (phi, sc.G, sc.resid, ws.gamma, sc.g2, sc.q, ws.noise, sc.s, sc.grads)
         return sc.out, sc.loglik, sc.loss
