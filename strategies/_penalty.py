@@ -70,7 +70,8 @@ class Quadratic:
         return _QuadraticFn.apply(self, scale, self.anchor if anchor is None else anchor, *self.flat.params)
 
     def terms(self, anchor: Tensor) -> tuple[list[Tensor], Tensor]:
-        """``weight * (theta - anchor)`` summed over K as new tensors shaped like the parameters, and the penalty."""
+        """``weight * (theta - anchor)`` summed over K, shaped like the parameters (new tensors; for K > 1
+        views of one), and the penalty."""
         theta = self.flat.read()
         if anchor.numel() == len(theta):
             # the difference in the reused buffer (a fresh [N] tensor costs page faults besides its pass);

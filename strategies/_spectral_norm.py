@@ -42,36 +42,47 @@ def power_iterations(ws: list[Tensor], us: list[Tensor], iterations: int) -> tup
     return us, vs, torch.stack(norms)
 
 
-class _Terms(torch.autograd.Function):
+class _Penalty(torch.autograd.Function):
+    """``spectral_penalty`` as one autograd node."""
+
     @staticmethod
-    def forward(ctx, us: list[Tensor], vs: list[Tensor], sigma: Tensor, biases: FlatParams | None,
-                *params: Tensor) -> Tensor:
+    def forward(ctx, us: list[Tensor], vs: list[Tensor], sigma: Tensor, biases: FlatParams | None, k: float,
+                bias_weight: float, scale: float, *params: Tensor) -> Tensor:
         weights = params[: len(us)]
         # u [out, 1, ...] times v [1, in, ...] is the outer product in the weight's own shape: a new tensor
         # that autograd adds the task's gradient into in place (it could not into a reshaped view)
         ctx.us = [u.view(-1, *[1] * (w.ndim - 1)) for u, w in zip(us, weights)]
         ctx.vs = [v.view(1, *w.shape[1:]) for v, w in zip(vs, weights)]
-        ctx.biases = params[len(us):]
+        ctx.biases, ctx.bias_weight, ctx.scale = params[len(us):], bias_weight, scale
+        excess = sigma.pow(k) - 1  # [L]
+        # d/dsigma of (sigma^k - 1)^2, by hand: one autograd node for the whole penalty
+        ctx.slope = 2 * k * excess * sigma.pow(k - 1)
         flat = biases.read() if biases is not None else sigma.new_zeros(1)
-        return torch.cat([sigma, flat.mul_(flat).sum().view(1)])
+        return scale * (excess.square().sum() + bias_weight * flat.mul_(flat).sum())
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, out: Tensor) -> tuple[Tensor | None, ...]:
-        grads = torch._foreach_mul(torch._foreach_mul(ctx.us, out[:-1].unbind()), ctx.vs)
-        biases = torch._foreach_mul(ctx.biases, 2 * out[-1]) if ctx.biases else []
-        return (None, None, None, None, *grads, *biases)
+        slope = ctx.slope * (out * ctx.scale)  # [L]
+        grads = torch._foreach_mul(torch._foreach_mul(ctx.us, slope.unbind()), ctx.vs)
+        biases = torch._foreach_mul(ctx.biases, out * (2 * ctx.scale * ctx.bias_weight)) if ctx.biases else []
+        return (None,) * 7 + (*grads, *biases)
 
 
-def spectral_terms(weights: list[Tensor], us: list[Tensor], vs: list[Tensor], sigma: Tensor,
-                   biases: FlatParams | None = None) -> Tensor:
-    """``[sigma_1, ..., sigma_L, sum ||b||^2]`` [L + 1] with ``sigma_l = u_l^T W_l v_l`` for fixed unit
-    columns ``us`` [m, 1], ``vs`` [n, 1] whose value ``sigma`` [L] is known (``power_iterations``): the
-    gradient of ``sigma_l`` is ``u_l v_l^T``, of the last entry ``2 b``.
+def spectral_penalty(weights: list[Tensor], us: list[Tensor], vs: list[Tensor], sigma: Tensor,
+                     biases: FlatParams | None = None, k: float = 2.0, bias_weight: float = 1.0,
+                     scale: float = 1.0) -> Tensor:
+    """``scale * (sum_l (sigma_l^k - 1)^2 + bias_weight * sum ||b||^2)`` with ``sigma_l = u_l^T W_l v_l``
+    for fixed unit columns ``us`` [m, 1], ``vs`` [n, 1] whose value ``sigma`` [L] is known
+    (``power_iterations``): the gradient of ``sigma_l`` is ``u_l v_l^T``, one outer product per weight.
 
     Args:
         weights: the weights ``W_l`` (any shape whose first dimension is ``m``).
         us, vs, sigma: from ``power_iterations`` on ``weights``.
-        biases: the biases, or None for a last entry 0 (default None).
+        biases: the biases (default None: none).
+        k: exponent of ``sigma`` (default 2.0).
+        bias_weight: weight of the biases' term (default 1.0).
+        scale: factor of the whole (default 1.0).
     """
-    return _Terms.apply(us, vs, sigma, biases, *weights, *(biases.params if biases is not None else ()))
+    bias_params = biases.params if biases is not None else ()
+    return _Penalty.apply(us, vs, sigma, biases, k, bias_weight, scale, *weights, *bias_params)

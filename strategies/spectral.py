@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import torch
 from annotated_types import Ge
 from clframe.strategies._penalty import FlatParams
-from clframe.strategies._spectral_norm import as_matrix, power_iteration, power_iterations, spectral_terms
+from clframe.strategies._spectral_norm import as_matrix, power_iteration, power_iterations, spectral_penalty
 from torch import Tensor, nn
 
 from clframe.config.registry import STRATEGIES, ParamError
@@ -122,8 +122,8 @@ class Spectral(Strategy):
         weights = list(self._weights.values())
         # new vectors rather than in-place updates: the sigma of this step keeps u, v for its backward
         self._us, self._vs, sigma = power_iterations([as_matrix(w) for w in weights], self._us, self.iterations)
-        terms = spectral_terms(weights, self._us, self._vs, sigma, self._biases)  # [L + 1]
-        return self.spectral_lambda * ((terms[:-1].pow(self.k) - 1).pow(2).sum() + self.bias_weight * terms[-1])
+        return spectral_penalty(weights, self._us, self._vs, sigma, self._biases, self.k, self.bias_weight,
+                                self.spectral_lambda)
 
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
         return {"spectral": self.penalty()} if self._weights else {}

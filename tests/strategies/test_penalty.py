@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 from clframe.strategies._penalty import FlatParams, Quadratic, sort_order
-from clframe.strategies._spectral_norm import as_matrix, power_iteration, power_iterations, spectral_terms
+from clframe.strategies._spectral_norm import as_matrix, power_iteration, power_iterations, spectral_penalty
 from clframe.strategies.ewc import EWC
 from clframe.strategies.l2_init import L2Init
 from clframe.strategies.spectral import Spectral
@@ -109,25 +109,24 @@ def test_sort_order_sorts_like_torch_sort(dtype, n):
     assert torch.equal(order.sort().values, torch.arange(n))
 
 
-# -- spectral terms --------------------------------------------------------------------
-def test_spectral_terms_equal_per_layer_power_iteration_and_autograd():
+# -- spectral penalty ------------------------------------------------------------------
+def test_spectral_penalty_equals_per_layer_power_iteration_and_autograd():
     g = torch.Generator().manual_seed(2)
     weights = [torch.randn(s, generator=g).requires_grad_() for s in [(7, 5), (4, 3, 3, 3), (3, 7)]]
     biases = [torch.randn(s, generator=g).requires_grad_() for s in [(7,), (3,)]]
     starts = [torch.randn(w.shape[0], generator=g) for w in weights]
     us, vs, sigma = power_iterations([as_matrix(w) for w in weights], [u.view(-1, 1) for u in starts], 2)
-    got = spectral_terms(weights, us, vs, sigma, FlatParams(biases))
-    want = []
+    got = spectral_penalty(weights, us, vs, sigma, FlatParams(biases), k=3.0, bias_weight=0.5, scale=0.7)
+    want = torch.zeros(())
     for w, u0, u, v in zip(weights, starts, us, vs):
         u_ref, v_ref = power_iteration(as_matrix(w.detach()), u0, 2)
         torch.testing.assert_close(u.view(-1), u_ref, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(v.view(-1), v_ref, rtol=1e-6, atol=1e-7)
-        want.append(u_ref @ as_matrix(w) @ v_ref)
-    want = torch.stack([*want, sum((b**2).sum() for b in biases)])
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    mix = torch.tensor([0.3, -1.2, 2.0, 0.7])
-    for a, b in zip(grads((mix * got).sum(), weights + biases), grads((mix * want).sum(), weights + biases)):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        want = want + ((u_ref @ as_matrix(w) @ v_ref) ** 3 - 1) ** 2
+    want = 0.7 * (want + 0.5 * sum((b**2).sum() for b in biases))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    for a, b in zip(grads(got, weights + biases), grads(want, weights + biases)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
 
 
 # -- the strategies' steps ---------------------------------------------------------------
