@@ -74,6 +74,7 @@ class WassersteinInit(Strategy):
         q, segments = self._packed
         theta = q.flat.read()
         matched = torch.empty_like(theta)  # [N]: the initial value each weight is transported to
+        # one sort per tensor (torch sorts no batch of different lengths), the rest over the flat vector
         for w, m, init in zip(theta.split(q.flat.numels), matched.split(q.flat.numels), segments):
             m.scatter_(0, sort_order(w), init)
         return q(self.wasserstein_lambda, anchor=matched)
