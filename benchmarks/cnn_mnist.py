@@ -147,7 +147,7 @@ def main() -> None:
     add_args(parser)
     args = parser.parse_args()
     if args.short:
-        args.epochs, args.repeats = 1, 3
+        args.epochs, args.repeats = 1, 5
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     from clframe.run.build import quiet
