@@ -71,6 +71,8 @@ def test_validate_builds_the_run_without_lightning(validate_modules):
 def test_a_run_imports_no_optional_package_and_records_its_startup(tmp_path):
     modules = imported(["run", "experiment=quickstart", "strategy=naive", *TINY, "hydra.run.dir=run"], tmp_path)
     assert loaded(modules, OPTIONAL) == []
+    # one process trains through clframe's own loop: Lightning is for Fabric and Trainer.fit
+    assert loaded(modules, ("lightning", "torchmetrics", "torchvision")) == []
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # counted from the process start (Linux), so the imports are in it; a run is far shorter than a minute here
     assert summary["startup_from"] == ("process" if Path("/proc/self/stat").exists() else "clframe.cli")

@@ -66,10 +66,11 @@ class TrainerConfig:
         devices: devices per node (default 1); more than one needs a distributed ``strategy``.
         strategy: Lightning strategy, e.g. ``auto``, ``ddp``, ``ddp_spawn`` (default ``auto``).
         num_nodes: machines (default 1).
-        engine: ``auto``, ``trainer`` or ``fabric`` (default ``auto``). ``fabric``: Lightning Fabric
-            drives the module's ``training_step`` (one process, the least per-step overhead);
-            ``trainer``: Lightning ``Trainer.fit`` (several processes, Lightning callbacks); ``auto``:
-            ``fabric`` for one process, ``trainer`` for several.
+        engine: ``auto``, ``loop``, ``fabric`` or ``trainer`` (default ``auto``). ``loop``: clframe's
+            own loop drives the module's ``training_step`` (one process; the least per-step overhead,
+            no Lightning import); ``fabric``: the same loop set up by Lightning Fabric (one process,
+            Fabric's plugins); ``trainer``: Lightning ``Trainer.fit`` (several processes, DDP,
+            Lightning callbacks); ``auto``: ``loop`` for one process, ``trainer`` for several.
         split_across_ranks: with several processes, ``train.batch_size`` and the strategies'
             sizes (replay's ``mem_size`` and ``batch_size_mem``) are global and split across the
             ranks, so the experiment is the one a single process runs, only faster; false: every
@@ -81,7 +82,7 @@ class TrainerConfig:
     devices: Annotated[int, Ge(1)] | str = 1
     strategy: str = "auto"
     num_nodes: Annotated[int, Ge(1)] = 1
-    engine: Literal["auto", "trainer", "fabric"] = "auto"
+    engine: Literal["auto", "loop", "fabric", "trainer"] = "auto"
     split_across_ranks: bool = True
 
 

@@ -53,8 +53,8 @@ def processes(trainer: dict[str, Any]) -> tuple[int, int]:
     if isinstance(devices, str) and not devices.isdigit():
         raise ConfigError(f"trainer.devices must be a number of devices, got '{devices}'.")
     world = int(devices) * trainer["num_nodes"]
-    if world > 1 and trainer["engine"] == "fabric":
-        raise ConfigError("trainer.engine=fabric runs one process; use trainer.engine=trainer for "
+    if world > 1 and trainer["engine"] in ("fabric", "loop"):
+        raise ConfigError(f"trainer.engine={trainer['engine']} runs one process; use trainer.engine=trainer for "
                           f"trainer.devices={devices} trainer.num_nodes={trainer['num_nodes']}.")
     if world > 1 and trainer["strategy"] in ("single_device",):
         raise ConfigError(f"trainer.strategy={trainer['strategy']} runs one device; use trainer.strategy=ddp.")
@@ -71,13 +71,14 @@ def processes(trainer: dict[str, Any]) -> tuple[int, int]:
 
 
 def engine(trainer: dict[str, Any]) -> str:
-    """The engine ``trainer.engine`` names; ``auto`` is Fabric for one process (the least per-step
-    overhead, see docs/performance.md) and ``Trainer.fit`` for several (DDP)."""
+    """The engine ``trainer.engine`` names; ``auto`` is clframe's own loop for one process (the least
+    per-step overhead, no Lightning import; see docs/performance.md) and ``Trainer.fit`` for several
+    processes or a distributed strategy named for one."""
     if trainer["engine"] != "auto":
         return trainer["engine"]
     # a distributed strategy named for one device (e.g. to test DDP on one process) keeps the Trainer
     one = processes(trainer)[1] == 1 and trainer["strategy"] in ("auto", "single_device")
-    return "fabric" if one else "trainer"
+    return "loop" if one else "trainer"
 
 
 def _split_name(node: dict[str, Any], default: str | None = None) -> tuple[str, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -27,10 +28,12 @@ def is_main_rank() -> bool:
     """True on rank 0: the process that evaluates and writes the run's records."""
     if initialized():
         return dist.get_rank() == 0
-    # before the process group exists, Lightning's launcher has already set the rank in the environment
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
+    # before the process group exists, the launcher (Lightning's, torchrun, Slurm) has set the rank in the
+    # environment; read as Lightning's rank_zero_only does, without importing Lightning
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return True
 
 
 def share(n: int, rank: int, world_size: int) -> int:

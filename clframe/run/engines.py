@@ -1,20 +1,26 @@
-"""The engines that drive ``CLModule.training_step`` over the stream: Lightning Fabric (one process,
-the least per-step overhead; the default for one process) or Lightning's ``Trainer.fit`` (several
-processes, Lightning callbacks). Both run the same step; the module sends every event to the
-strategies and monitors itself."""
+"""The engines that drive ``CLModule.training_step`` over the stream (``trainer.engine``):
+
+- ``loop``: clframe's own loop, for one process on one device (the default there, ``auto``): no
+  per-step machinery but the module's, and no Lightning import (2.4 s of start-up);
+- ``fabric``: the same loop set up by Lightning Fabric (one process; Fabric's accelerator and
+  precision plugins, backpropagation through Fabric);
+- ``trainer``: Lightning's ``Trainer.fit`` through ``clframe.run.trainer_adapter`` (several processes,
+  DDP, Lightning callbacks; the default for several processes).
+
+All run the same step; the module sends every event to the strategies and monitors itself.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 
 from clframe.core.module import CLModule
 from clframe.data.curriculum import CurriculumIterator
 from clframe.data.iterator import StreamIterator
-from clframe.run.build import Built, engine
-from clframe.run.progress import StreamProgressBar, progress_metrics
+from clframe.run.build import Built, device_for, engine
+from clframe.run.progress import progress_metrics
 
 
 def fit(built: Built, callbacks: list | None = None) -> None:
@@ -24,34 +30,36 @@ def fit(built: Built, callbacks: list | None = None) -> None:
         built: what ``build`` returned.
         callbacks: extra Lightning callbacks (default None). Under ``Trainer.fit`` they get every
             Lightning hook, with the adapter (``clframe.run.trainer_adapter.LightningCL``, the module
-            as ``.cl``) as ``pl_module``; under Fabric only ``on_train_start``, ``on_train_batch_end``
-            and ``on_train_end``, with ``trainer=None`` and the module itself.
+            as ``.cl``) as ``pl_module``; under ``loop`` and ``fabric`` only ``on_train_start``,
+            ``on_train_batch_end`` and ``on_train_end``, with ``trainer=None`` and the module itself.
     """
     tn, progress = built.config["trainer"], built.config["logger"]["progress"]
-    if engine(tn) == "fabric":
+    chosen = engine(tn)
+    if chosen == "loop":
+        fit_loop(built.module, built.loader, tn["accelerator"], progress, callbacks)
+    elif chosen == "fabric":
         fit_fabric(built.module, built.loader, tn["accelerator"], progress, callbacks)
-        return
-    from clframe.run.trainer_adapter import LightningCL
+    else:
+        fit_trainer(built, progress, callbacks)
 
-    trainer = L.Trainer(
-        accelerator=tn["accelerator"], devices=tn["devices"], strategy=tn["strategy"], num_nodes=tn["num_nodes"],
-        max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=progress, callbacks=list(callbacks or []) + ([StreamProgressBar()] if progress else []),
-        num_sanity_val_steps=0, use_distributed_sampler=False,
-    )
-    adapter = LightningCL(built.module)
-    try:
-        trainer.fit(adapter, train_dataloaders=built.loader)
-    finally:
-        built.module.backward_loss = torch.Tensor.backward  # the module outlives the Trainer
+
+def fit_loop(
+    module: CLModule, loader: StreamIterator | CurriculumIterator, accelerator: str, progress: bool = True,
+    callbacks: list[Any] | None = None
+) -> None:
+    """clframe's own loop drives the module's ``training_step`` on the device of ``accelerator``
+    (one process): plain autograd, the optimizer the module configures."""
+    module.to(device_for(accelerator))
+    module.configure_optimizers()
+    _loop(module, loader, progress, callbacks or [])
 
 
 def fit_fabric(
     module: CLModule, loader: StreamIterator | CurriculumIterator, accelerator: str, progress: bool = True,
     callbacks: list[Any] | None = None
 ) -> None:
-    """Lightning Fabric drives the module's own ``training_step``: the same step as under
-    ``Trainer.fit`` without the Trainer's per-step machinery (single device)."""
+    """Lightning Fabric sets up the module and its optimizer and backpropagates; the loop is
+    ``fit_loop``'s (one process)."""
     from lightning.fabric import Fabric
 
     fabric = Fabric(accelerator=accelerator, devices=1)
@@ -67,10 +75,31 @@ def fit_fabric(
         module.backward_loss = torch.Tensor.backward
 
 
+def fit_trainer(built: Built, progress: bool, callbacks: list | None = None) -> None:
+    """Lightning's ``Trainer.fit`` trains the module through ``LightningCL`` (any number of processes)."""
+    import lightning as L
+
+    from clframe.run.trainer_adapter import LightningCL, StreamProgressBar
+
+    tn = built.config["trainer"]
+    trainer = L.Trainer(
+        accelerator=tn["accelerator"], devices=tn["devices"], strategy=tn["strategy"], num_nodes=tn["num_nodes"],
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=progress, callbacks=list(callbacks or []) + ([StreamProgressBar()] if progress else []),
+        num_sanity_val_steps=0, use_distributed_sampler=False,
+    )
+    adapter = LightningCL(built.module)
+    try:
+        trainer.fit(adapter, train_dataloaders=built.loader)
+    finally:
+        built.module.backward_loss = torch.Tensor.backward  # the module outlives the Trainer
+
+
 def _loop(module: CLModule, loader: StreamIterator | CurriculumIterator, progress: bool, callbacks: list[Any]
           ) -> None:
     from tqdm.auto import tqdm
 
+    module.train()
     module.on_fit_start()
     for cb in callbacks:
         cb.on_train_start(None, module)

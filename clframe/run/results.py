@@ -4,10 +4,10 @@ figures and every monitor's files, and the same to wandb."""
 from __future__ import annotations
 
 import platform
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 
@@ -97,7 +97,7 @@ def make_summary(built: Built, curve: Curve, source: str, times: dict[str, float
         "checkpoint_mb": last.stat().st_size / 2**20 if last is not None and last.exists() else None,
         "resumed_from": None if resume is None else str(resume.path),
         "run_dir": str(run_dir),
-        "versions": {"clframe": clframe.__version__, "torch": torch.__version__, "lightning": L.__version__,
+        "versions": {"clframe": clframe.__version__, "torch": torch.__version__, "lightning": version("lightning"),
                      "python": platform.python_version()},
     }
 

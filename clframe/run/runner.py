@@ -13,8 +13,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
 from clframe.checkpoint.checkpointer import Checkpointer, StopRequest
 from clframe.checkpoint.resume import Resume, for_rank, resolve, restore
 from clframe.config import validate
@@ -24,12 +22,12 @@ from clframe.errors import DivergenceError, RunInterrupted
 from clframe.evaluation.evaluate import evaluation_seconds
 from clframe.run.build import Built, build, processes, quiet
 from clframe.run.distributed import is_main_rank
-from clframe.run.engines import fit, fit_fabric
+from clframe.run.engines import fit, fit_fabric, fit_loop
 from clframe.run.records import RunRecorder, make_wandb_logger
 from clframe.run.results import fit_times, make_summary, run_curve, write_results
 from clframe.run.startup import now, origin
 
-__all__ = ["Built", "build", "fit", "fit_fabric", "quiet", "run"]
+__all__ = ["Built", "build", "fit", "fit_fabric", "fit_loop", "quiet", "run"]
 
 
 class FirstStep(Plugin):
@@ -54,6 +52,17 @@ def _resumed(c: dict[str, Any], overrides: list[str] | None) -> tuple[Resume | N
                              "add resume_trust=true")
 
 
+def _lightning_stops() -> tuple[type[BaseException], ...]:
+    """Lightning's SIGTERM exception, if Lightning is in use (a run under clframe's loop never imports it)."""
+    import sys
+
+    if "lightning.pytorch" not in sys.modules:
+        return ()
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return (SIGTERMException,)
+
+
 def _train(built: Built, checkpointer: Checkpointer, stop: StopRequest, recorder: RunRecorder | None,
            resume: Resume | None, run_dir: Path) -> None:
     """Train over the stream; a divergence names the last good checkpoint, a signal stops with one."""
@@ -65,7 +74,7 @@ def _train(built: Built, checkpointer: Checkpointer, stop: StopRequest, recorder
         hint = f"The last good checkpoint is {last}." if last else "No checkpoint was written before it."
         raise DivergenceError(f"{e} {hint} Lower the learning rate or check the data; nothing was trained "
                               "past it.") from None
-    except (RunInterrupted, SIGTERMException) as e:
+    except (RunInterrupted, *_lightning_stops()) as e:
         if recorder is not None:
             recorder.write_metrics()
         if isinstance(e, RunInterrupted):

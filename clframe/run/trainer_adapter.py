@@ -9,9 +9,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from clframe.core.module import CLModule
 from clframe.data.batch import Batch
+from clframe.run.progress import progress_metrics
 
 
 class LightningCL(L.LightningModule):
@@ -50,3 +52,17 @@ class LightningCL(L.LightningModule):
                 batch, x=batch.x.to(device), y=batch.y.to(device), t=batch.t.to(device),
                 weight=None if batch.weight is None else batch.weight.to(device))
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+
+class StreamProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar showing stream progress instead of epochs."""
+
+    def __init__(self, refresh_rate: int = 10) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        return progress_metrics(pl_module.cl)  # the Trainer trains the adapter, LightningCL
+
+    def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description("clframe")
