@@ -200,3 +200,29 @@ def test_the_mnist_test_set_is_looked_for_beside_the_repository(monkeypatch):
     monkeypatch.delenv("CLFRAME_MNIST_T10K", raising=False)
     repo = Path(__file__).resolve().parents[1]
     assert Path(importlib.reload(m).T10K_DEFAULT) == repo.parent / "shared" / "data" / "mnist-t10k"
+
+
+def test_digits_read_without_scikit_learn_are_scikit_learns_digits(monkeypatch):
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from clframe.data.datasets import digits as module
+
+    monkeypatch.delitem(sys.modules, "sklearn.datasets", raising=False)
+    images, target = module.load_digits_arrays()
+    assert "sklearn.datasets" not in sys.modules  # read from the bundled file, SciPy not imported
+    ref = load_digits()
+    np.testing.assert_array_equal(images, ref.images)
+    np.testing.assert_array_equal(target, ref.target)
+
+
+def test_digits_fall_back_to_scikit_learn_where_the_file_is_not(monkeypatch):
+    import numpy as np
+
+    from clframe.data.datasets import digits as module
+
+    monkeypatch.setattr(module, "_bundled_csv", lambda: None)
+    images, target = module.load_digits_arrays()
+    assert images.shape == (1797, 8, 8) and np.bincount(target).tolist()[:2] == [178, 182]
