@@ -30,12 +30,12 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so the run can import cnn_mnist:SmallCNN
 
 from figures import Figure, add_args, interleaved, report  # noqa: E402
+from throughput import plain_loop  # noqa: E402
 
 BATCH, LR, N_EXP = 32, 0.01, 5
 
@@ -91,17 +91,8 @@ def plain(x: torch.Tensor, y: torch.Tensor, epochs: int,
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     start = time.perf_counter()
     matrix = [accuracy_row(model, tests)] if tests else []
-    for xe, ye in experiences(x, y):
-        for _ in range(epochs):
-            perm = torch.randperm(len(ye))
-            xs, ys = xe[perm], ye[perm]
-            for i in range(0, len(ys), BATCH):
-                loss = F.cross_entropy(model(xs[i: i + BATCH]), ys[i: i + BATCH])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        if tests:
-            matrix.append(accuracy_row(model, tests))
+    plain_loop(model, opt, experiences(x, y), epochs, BATCH,
+               (lambda: matrix.append(accuracy_row(model, tests))) if tests else None)
     return time.perf_counter() - start
 
 

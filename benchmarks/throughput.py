@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -54,22 +55,32 @@ def experiences(x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, to
     return [(x[(y // 2) == i], y[(y // 2) == i]) for i in range(N_EXP)]
 
 
-def plain(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
-    """The reference: a hand-written loop over the same experiences and batches."""
-    model = mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
+def plain_loop(model: nn.Module, opt: torch.optim.Optimizer, exps: list[tuple[torch.Tensor, torch.Tensor]],
+               epochs: int, batch: int, after_experience: Callable[[], object] | None = None) -> int:
+    """The reference every benchmark compares with: a hand-written loop over the experiences (shuffled
+    each epoch, contiguous batches); ``after_experience`` runs at each experience end. Returns the samples."""
     n = 0
-    start = time.perf_counter()
-    for xe, ye in experiences(x, y):
+    for xe, ye in exps:
         for _ in range(epochs):
             perm = torch.randperm(len(ye))
             xs, ys = xe[perm], ye[perm]
-            for i in range(0, len(ys), BATCH):
-                loss = F.cross_entropy(model(xs[i : i + BATCH]), ys[i : i + BATCH])
+            for i in range(0, len(ys), batch):
+                loss = F.cross_entropy(model(xs[i : i + batch]), ys[i : i + batch])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                n += len(ys[i : i + BATCH])
+                n += len(ys[i : i + batch])
+        if after_experience is not None:
+            after_experience()
+    return n
+
+
+def plain(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    """Samples/s of the plain loop on the MLP over the same experiences and batches."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    start = time.perf_counter()
+    n = plain_loop(model, opt, experiences(x, y), epochs, BATCH)
     return n / (time.perf_counter() - start)
 
 
