@@ -64,6 +64,12 @@ class DivergenceError(RuntimeError):
     """A loss term or a parameter became NaN or infinite; training stopped."""
 
 
+class StoppedBetweenSteps(Exception):
+    """An engine stopped on a signal between two steps, where the state is consistent, before the run
+    wrote its checkpoint (Lightning's ``Trainer.fit`` does, at the end of the stream); the runner then
+    writes one and raises ``RunInterrupted``."""
+
+
 class RunInterrupted(Exception):
     """SIGTERM or SIGINT stopped a run after it wrote a checkpoint.
 

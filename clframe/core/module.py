@@ -45,8 +45,9 @@ class CLModule(nn.Module):
     """A continual learner: a model, strategies hooked into its training step, and monitors.
 
     A plain ``nn.Module``: nothing here imports Lightning, so building and validating a run does not
-    pay for it. The engines (``clframe.run.engines``) drive it: Lightning Fabric directly, Lightning's
-    ``Trainer.fit`` through an adapter (``clframe.run.trainer_adapter``); each sets ``backward_loss``.
+    pay for it. The engines (``clframe.run.engines``) drive it: clframe's own loop or Lightning Fabric
+    directly, Lightning's ``Trainer.fit`` through an adapter (``clframe.run.trainer_adapter``); Fabric
+    and the Trainer set ``backward_loss``.
 
     The whole stream is one ``fit``: batches carry their experience index and the
     module sends the experience events when it changes. One batch is one optimizer step

@@ -19,6 +19,7 @@ import torch
 from clframe.core.module import CLModule
 from clframe.data.curriculum import CurriculumIterator
 from clframe.data.iterator import StreamIterator
+from clframe.errors import StoppedBetweenSteps
 from clframe.run.build import Built, device_for, engine
 from clframe.run.progress import progress_metrics
 
@@ -78,6 +79,7 @@ def fit_fabric(
 def fit_trainer(built: Built, progress: bool, callbacks: list | None = None) -> None:
     """Lightning's ``Trainer.fit`` trains the module through ``LightningCL`` (any number of processes)."""
     import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from clframe.run.trainer_adapter import LightningCL, StreamProgressBar
 
@@ -91,6 +93,8 @@ def fit_trainer(built: Built, progress: bool, callbacks: list | None = None) -> 
     adapter = LightningCL(built.module)
     try:
         trainer.fit(adapter, train_dataloaders=built.loader)
+    except SIGTERMException:  # raised between two steps: the runner writes the checkpoint
+        raise StoppedBetweenSteps from None
     finally:
         built.module.backward_loss = torch.Tensor.backward  # the module outlives the Trainer
 

@@ -18,7 +18,7 @@ from clframe.checkpoint.resume import Resume, for_rank, resolve, restore
 from clframe.config import validate
 from clframe.config.trust import from_file
 from clframe.core.hooks import Plugin
-from clframe.errors import DivergenceError, RunInterrupted
+from clframe.errors import DivergenceError, RunInterrupted, StoppedBetweenSteps
 from clframe.evaluation.evaluate import evaluation_seconds
 from clframe.run.build import Built, build, processes, quiet
 from clframe.run.distributed import is_main_rank
@@ -52,17 +52,6 @@ def _resumed(c: dict[str, Any], overrides: list[str] | None) -> tuple[Resume | N
                              "add resume_trust=true")
 
 
-def _lightning_stops() -> tuple[type[BaseException], ...]:
-    """Lightning's SIGTERM exception, if Lightning is in use (a run under clframe's loop never imports it)."""
-    import sys
-
-    if "lightning.pytorch" not in sys.modules:
-        return ()
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    return (SIGTERMException,)
-
-
 def _train(built: Built, checkpointer: Checkpointer, stop: StopRequest, recorder: RunRecorder | None,
            resume: Resume | None, run_dir: Path) -> None:
     """Train over the stream; a divergence names the last good checkpoint, a signal stops with one."""
@@ -74,12 +63,11 @@ def _train(built: Built, checkpointer: Checkpointer, stop: StopRequest, recorder
         hint = f"The last good checkpoint is {last}." if last else "No checkpoint was written before it."
         raise DivergenceError(f"{e} {hint} Lower the learning rate or check the data; nothing was trained "
                               "past it.") from None
-    except (RunInterrupted, *_lightning_stops()) as e:
+    except (RunInterrupted, StoppedBetweenSteps) as e:
         if recorder is not None:
             recorder.write_metrics()
         if isinstance(e, RunInterrupted):
             raise
-        # Lightning raises this between two steps (at the end of the stream), when the state is consistent
         raise RunInterrupted(stop.signum or signal.SIGTERM, str(checkpointer.save(built.module)),
                              str(run_dir)) from None
 
