@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from os import PathLike
 from typing import Any
 
 import torch
@@ -65,31 +66,61 @@ def from_avalanche(bench: Any, max_samples_per_experience: int | None = None, ba
                     n_tasks=int(tasks.max()) + 1, name=f"avalanche:{type(bench).__name__} ({len(exps)} experiences)")
 
 
-def _takes_dataset_root(factory: Any) -> bool:
+DEFAULT_BENCHMARK = "avalanche.benchmarks.classic:SplitMNIST"
+# the default benchmark's own argument (the usual 5 x 2 classes); no other factory gets it
+DEFAULT_ARGS = {"n_experiences": 5}
+
+
+def _dataset_root(factory: Any) -> inspect.Parameter | None:
+    """The factory's ``dataset_root`` parameter, if it has one."""
     try:
-        return "dataset_root" in inspect.signature(factory).parameters
+        return inspect.signature(factory).parameters.get("dataset_root")
     except (TypeError, ValueError):  # no signature to inspect (a builtin)
-        return False
+        return None
 
 
-def _call(factory: Any, benchmark: str, args: dict[str, Any], data_root: str, download: bool) -> Any:
-    # data_root becomes the factory's dataset_root; without an allowed download, no network
+def _is_avalanches(benchmark: str) -> bool:
+    """Whether ``benchmark`` is one of Avalanche's own (``avalanche.*``): its ``dataset_root`` is
+    where its data lives, so ``data_root`` is passed to it."""
+    return benchmark.replace(":", ".").split(".")[0] == "avalanche"
+
+
+def factory_args(factory: Any, benchmark: str, args: dict[str, Any] | None, data_root: str) -> dict[str, Any]:
+    """The keyword arguments ``factory`` is called with: exactly ``args`` for a factory of the user's
+    own; Avalanche's own factories also get ``data_root`` as ``dataset_root`` and the default
+    benchmark its ``n_experiences``, unless ``args`` sets them.
+
+    Args:
+        factory: the benchmark factory.
+        benchmark: its dotted path (``scenario.benchmark``).
+        args: ``scenario.benchmark_args`` (None: none).
+        data_root: ``scenario.data_root``.
+    """
+    args = dict(args or {})
+    if benchmark == DEFAULT_BENCHMARK:
+        args = {**DEFAULT_ARGS, **args}
+    # checked before data_root is added: an unknown key is one the user wrote (or the default
+    # benchmark's), and the message lists this factory's own parameters
     check_params("scenario.benchmark_args", benchmark, factory, args)
-    key = "scenario.benchmark_args.dataset_root" if "dataset_root" in args else "scenario.data_root"
-    if "dataset_root" not in args and _takes_dataset_root(factory):
-        args = {**args, "dataset_root": data_root}
+    if _is_avalanches(benchmark) and "dataset_root" not in args and _dataset_root(factory) is not None:
+        args["dataset_root"] = data_root
+    return args
+
+
+def _call(factory: Any, benchmark: str, args: dict[str, Any], user_args: dict[str, Any], download: bool) -> Any:
+    # without an allowed download, no network (and no empty directories left under the root)
     if download and downloads_allowed():
         return factory(**args)
-    root = args.get("dataset_root")
+    root, key = args.get("dataset_root"), "scenario.data_root"
+    if "dataset_root" in user_args:
+        key = "scenario.benchmark_args.dataset_root"
+    elif root is None and (param := _dataset_root(factory)) is not None and isinstance(param.default, (str, PathLike)):
+        # a factory of the user's own looks where its default says
+        root, key = param.default, "its dataset_root default; +scenario.benchmark_args.dataset_root sets it"
     where = f"put its dataset under {root} ({key})" if root is not None else "put its dataset on disk"
     with no_network(f"Avalanche benchmark '{benchmark}'", f"{where} or allow the download with scenario.download=true",
                     root=root):
         return factory(**args)
-
-
-DEFAULT_BENCHMARK = "avalanche.benchmarks.classic:SplitMNIST"
-# the default benchmark's own argument: its number of experiences (the usual 5 x 2 classes)
-DEFAULT_ARGS = {"n_experiences": 5}
 
 
 @SCENARIOS.register("avalanche")
@@ -100,17 +131,19 @@ def avalanche(
     data_root: str = "data/avalanche",
     download: bool = False,
 ) -> Scenario:
-    """Build an Avalanche benchmark and convert it.
+    """Build an Avalanche benchmark and convert it. A factory of your own is called with exactly
+    ``benchmark_args``: ``scenario.benchmark=my_pkg.benches:my_split +scenario.benchmark_args.n_tasks=3``
+    (an argument it does not take is refused with the factory's parameters).
 
     Args:
         benchmark: dotted path to a benchmark factory (called with ``benchmark_args``) or to
             a benchmark object (default ``avalanche.benchmarks.classic:SplitMNIST``; its data
             must be under ``data_root``, or ``download`` true).
-        benchmark_args: keyword arguments for the factory (default None: ``{n_experiences: 5}`` for the
-            default SplitMNIST, none for any other factory).
+        benchmark_args: keyword arguments for the factory (default None: none; the default
+            SplitMNIST adds ``n_experiences: 5`` unless they set it).
         max_samples_per_experience: keep at most this many samples per experience, at least 1 (default: all).
-        data_root: passed as ``dataset_root`` to a factory that takes one, unless
-            ``benchmark_args`` sets it (default ``data/avalanche``).
+        data_root: passed as ``dataset_root`` to Avalanche's own factories (``avalanche.*``) that take
+            one, unless ``benchmark_args`` sets it; never to a factory of yours (default ``data/avalanche``).
         download: let the factory download missing data (default False: any network access
             stops the build with a ``DatasetNotFoundError``; never allowed under ``clframe validate``).
     """
@@ -121,9 +154,12 @@ def avalanche(
         warnings.simplefilter("ignore")  # avalanche warns about optional solvers at import
         factory = import_dotted(benchmark, "scenario.benchmark")
         if callable(factory):
-            if benchmark_args is None:
-                benchmark_args = dict(DEFAULT_ARGS) if benchmark == DEFAULT_BENCHMARK else {}
-            bench = _call(factory, benchmark, benchmark_args, data_root, download)
+            args = factory_args(factory, benchmark, benchmark_args, data_root)
+            bench = _call(factory, benchmark, args, benchmark_args or {}, download)
+        elif benchmark_args:
+            raise ConfigError(f"scenario.benchmark '{benchmark}' is a benchmark object, not a factory, so it takes no "
+                              f"scenario.benchmark_args (got {', '.join(benchmark_args)}). Name a factory, or drop "
+                              "the arguments.")
         else:
             bench = factory
     return from_avalanche(bench, max_samples_per_experience)

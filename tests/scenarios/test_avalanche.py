@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import sys
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from clframe.scenarios.avalanche import avalanche, from_avalanche
+from cli_helpers import run_main
 
 from clframe.config import compose
 from clframe.config.registry import SCENARIOS
@@ -171,8 +174,10 @@ def test_trains_end_to_end(tmp_path, task_labels):
     assert "avalanche" in summary["scenario"]
 
 
-def test_unknown_benchmark_arg_is_a_config_error():
-    with pytest.raises(ConfigError, match="dataset_root"):
+def test_unknown_benchmark_arg_is_a_config_error_naming_the_factorys_parameters():
+    with pytest.raises(ConfigError, match=r"^Unknown key 'scenario.benchmark_args.dataset_root' for "
+                                          rf"scenario.benchmark_args '{__name__}:make_benchmark'\. "
+                                          r"Valid keys: task_labels, n_experiences\.$"):
         avalanche(benchmark=f"{__name__}:make_benchmark", benchmark_args={"dataset_root": "data/avalanche"})
 
 
@@ -216,20 +221,53 @@ def test_a_user_factory_gets_no_dataset_root_from_the_config():
     assert CALLS == [{"n_experiences": 2}] and len(s.stream) == 2
 
 
-def test_a_factory_with_dataset_root_gets_the_data_root(tmp_path):
+def test_a_user_factory_with_dataset_root_gets_only_what_the_user_gives(tmp_path):
     CALLS.clear()
     params = scenario_params(f"scenario.benchmark={__name__}:rooted_factory", f"scenario.data_root={tmp_path}",
                              "scenario.benchmark_args={n_experiences: 3}")
     SCENARIOS.build("avalanche", params)
-    assert CALLS == [{"dataset_root": str(tmp_path), "network": False}]  # download=false: guarded
+    # its own default, not scenario.data_root (which is Avalanche's own benchmarks'); download=false: guarded
+    assert CALLS == [{"dataset_root": None, "network": False}]
     avalanche(benchmark=f"{__name__}:rooted_factory", benchmark_args={"dataset_root": "mine"}, download=True)
-    assert CALLS[1] == {"dataset_root": "mine", "network": True}  # benchmark_args wins; download=true: open
+    assert CALLS[1] == {"dataset_root": "mine", "network": True}  # given in benchmark_args; download=true: open
+
+
+def test_an_avalanche_factory_gets_the_data_root_but_not_the_default_benchmarks_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fmnist = "avalanche.benchmarks.classic:SplitFMNIST"
+    # n_experiences: 5 belongs to the default SplitMNIST only
+    with pytest.raises(ConfigError, match=rf"^scenario.benchmark_args '{fmnist}' needs "
+                                          r"'scenario.benchmark_args.n_experiences' \(int\)\.$"):
+        avalanche(benchmark=fmnist)
+    with pytest.raises(DatasetNotFoundError, match=r"put its dataset under here \(scenario\.data_root\)"):
+        avalanche(benchmark=fmnist, benchmark_args={"n_experiences": 5}, data_root="here")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_default_benchmark_keeps_its_experiences_beside_the_users_arguments():
+    from clframe.scenarios.avalanche import DEFAULT_BENCHMARK, factory_args
+
+    def split_mnist(n_experiences: int, seed: int | None = None, dataset_root: str | None = None) -> None:
+        """Stands in for SplitMNIST's signature."""
+
+    assert factory_args(split_mnist, DEFAULT_BENCHMARK, {"seed": 1}, "data/avalanche") == {
+        "n_experiences": 5, "seed": 1, "dataset_root": "data/avalanche"}
+    assert factory_args(split_mnist, DEFAULT_BENCHMARK, {"n_experiences": 2}, "d")["n_experiences"] == 2
+    assert factory_args(split_mnist, "my_pkg.benches:split_mnist", {"n_experiences": 2}, "d") == {"n_experiences": 2}
+
+
+def test_arguments_for_a_benchmark_object_are_refused(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "BENCH", make_benchmark(), raising=False)
+    with pytest.raises(ConfigError, match=r"is a benchmark object, not a factory, so it takes no "
+                                          r"scenario.benchmark_args \(got n_experiences\)"):
+        avalanche(benchmark=f"{__name__}.BENCH", benchmark_args={"n_experiences": 2})
 
 
 def test_a_refused_download_names_the_benchmark_and_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DatasetNotFoundError, match=re.escape(f"'{__name__}:downloading_factory'") +
-                       r".*under data/avalanche \(scenario\.data_root\)"):
+    # a factory of the user's own looks under its own default dataset_root, not scenario.data_root
+    with pytest.raises(DatasetNotFoundError, match=re.escape(f"'{__name__}:downloading_factory'") + r".*under unused "
+                       r"\(its dataset_root default; \+scenario\.benchmark_args\.dataset_root sets it\)"):
         avalanche(benchmark=f"{__name__}:downloading_factory")
     with pytest.raises(DatasetNotFoundError, match=r"under here \(scenario\.benchmark_args\.dataset_root\)"):
         avalanche(benchmark=f"{__name__}:downloading_factory", benchmark_args={"dataset_root": "here"})
@@ -241,3 +279,52 @@ def test_offline_never_downloads_even_when_asked(tmp_path, monkeypatch):
     with offline(), pytest.raises(DatasetNotFoundError, match=r"`clframe validate` never downloads.*clframe run"):
         avalanche(benchmark=f"{__name__}:downloading_factory", download=True)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the newcomer's case: a benchmark factory of one's own package, through the command line ----
+
+USER_BENCHES = '''
+import torch
+from avalanche.benchmarks import nc_benchmark
+from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as tensors
+
+CALLS = []
+
+
+def tiny_split(n_tasks: int = 2, per_class: int = 10, root: str = "nowhere"):
+    """Two classes per experience over random 8-feature inputs; records what it was called with."""
+    CALLS.append({"n_tasks": n_tasks, "per_class": per_class, "root": root})
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(2 * n_tasks).repeat(per_class)
+    data = [tensors(torch.rand(len(y), 8, generator=g) + y[:, None], y) for _ in range(2)]
+    return nc_benchmark(*data, n_experiences=n_tasks, task_labels=False, shuffle=False, seed=0)
+'''
+
+
+@pytest.fixture
+def user_factory(user_package, tmp_path, monkeypatch) -> str:
+    """The dotted path of a user's benchmark factory (its package on sys.path, the cwd a fresh directory)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # clframe run hands sys.argv to Hydra
+    return f"{user_package({'benches.py': USER_BENCHES})}.benches:tiny_split"
+
+
+def test_a_users_factory_runs_with_exactly_its_own_arguments(user_factory, capsys):
+    code, _, err = run_main(["run", "scenario=avalanche", f"scenario.benchmark={user_factory}",
+                             "+scenario.benchmark_args.n_tasks=3", "+scenario.benchmark_args.per_class=6",
+                             "backbone.hidden=[8]", "train.epochs=1", "logger.progress=false", "hydra.run.dir=run"],
+                            capsys)
+    assert code == 0, err
+    calls = sys.modules[user_factory.split(":")[0]].CALLS
+    assert calls and all(c == {"n_tasks": 3, "per_class": 6, "root": "nowhere"} for c in calls)  # no dataset_root
+    summary = json.loads((Path("run") / "summary.json").read_text())
+    assert len(summary["acc_matrix"]) == 3 and summary["samples"] == 3 * 2 * 6
+
+
+def test_a_wrong_argument_for_a_users_factory_names_its_parameters(user_factory, capsys):
+    code, _, err = run_main(["run", "scenario=avalanche", f"scenario.benchmark={user_factory}",
+                             "+scenario.benchmark_args.n_experiences=3", "logger.progress=false"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: Unknown key 'scenario.benchmark_args.n_experiences' for scenario.benchmark_args "
+                          f"'{user_factory}'.")
+    assert err.rstrip().endswith("Valid keys: n_tasks, per_class, root.")
