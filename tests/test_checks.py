@@ -4,6 +4,7 @@ for classes the dataset lacks, a head with too few logits, a replay buffer of si
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import Literal
 
@@ -214,6 +215,50 @@ def test_a_backbone_without_out_features_or_input_shape_is_a_config_error(regist
     with pytest.raises(ConfigError, match=rf"backbone '{name}' must accept the argument input_shape, which clframe "
                                           "passes to every backbone"):
         build(compose(["backbone=custom", f"backbone.name={name}", "logger.progress=false"]))
+
+
+USER_SCENARIO = """
+import torch
+
+
+def tensors(n_experiences: int = 2):
+    \"\"\"The newcomer's builder: tensors, not a Scenario.\"\"\"
+    return torch.rand(20, 1, 8, 8), torch.arange(20) % 10
+"""
+
+USER_CNN = """
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    \"\"\"A convolution, then flatten; forgets to set out_features.\"\"\"
+
+    def __init__(self, input_shape, channels: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(input_shape[0], channels, 3, padding=1), nn.Flatten())
+
+    def forward(self, x):
+        return self.net(x)
+"""
+
+
+def test_the_newcomers_contract_errors_are_one_line_through_clframe_run(user_package, tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # clframe run hands sys.argv to Hydra
+    pkg = user_package({"scen.py": USER_SCENARIO, "cnn.py": USER_CNN})
+    code, _, err = run_main(["run", "scenario=custom", f"scenario.name={pkg}.scen:tensors", "logger.progress=false",
+                             "hydra.run.dir=run"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: scenario '{pkg}.scen:tensors' under 'scenario' returned tuple, not a Scenario. "
+                          "A scenario builder returns ")
+    assert "Scenario(stream=Stream([Experience(index, train=TensorData(x, y, t), eval=TensorData(x, y, t)" in err
+    code, _, err = run_main(["run", "backbone=custom", f"backbone.name={pkg}.cnn:SmallCNN", "logger.progress=false",
+                             "hydra.run.dir=run2"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: backbone '{pkg}.cnn:SmallCNN' must set self.out_features (an int: the size of "
+                          "the features it returns, which sizes the head)")
 
 
 # -- non-finite inputs -------------------------------------------------------------------------

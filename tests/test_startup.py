@@ -77,3 +77,13 @@ def test_a_run_imports_no_optional_package_and_records_its_startup(tmp_path):
     # counted from the process start (Linux), so the imports are in it; a run is far shorter than a minute here
     assert summary["startup_from"] == ("process" if Path("/proc/self/stat").exists() else "clframe.cli")
     assert 0.5 < summary["startup_s"] < 60
+
+
+def test_the_plugin_api_imports_no_training_stack_and_no_optional_package(tmp_path):
+    # a plug-in package imports clframe.api at its own import time: that must stay cheap
+    out = tmp_path / "modules.json"
+    code = f"import json, sys; import clframe.api; json.dump(sorted(sys.modules), open({str(out)!r}, 'w'))"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    modules = set(json.loads(out.read_text()))
+    assert "clframe.api" in modules
+    assert loaded(modules, OPTIONAL + TRAINING + ("hydra",)) == []
