@@ -19,6 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from clframe.config.compat import renamed_message
 from clframe.config.registry import REGISTRIES, check_params
+from clframe.config.strategy_settings import apply as apply_strategy_settings
 from clframe.config.trust import UntrustedConfigError
 from clframe.config.typecheck import matches, type_name, violations
 from clframe.errors import ConfigError, did_you_mean
@@ -146,7 +147,7 @@ SECTIONS = {"train": TrainConfig, "trainer": TrainerConfig, "eval": EvalConfig, 
 COMPONENT_KEYS = ("scenario", "backbone", "head", "hypernet", "strategies", "monitors")
 TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "resume_trust": bool, "scenario": dict,
             "backbone": dict, "head": dict, "hypernet": dict, "strategies": dict, "monitors": dict,
-            **{k: dict for k in SECTIONS}}
+            "strategy_settings": dict, **{k: dict for k in SECTIONS}}
 # how to switch off what a bound forbids, appended to its message
 OFF_HINT = {"checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null.",
             "train.clip_norm": " For no clipping, set train.clip_norm=null."}
@@ -223,6 +224,8 @@ def validate(cfg: DictConfig | dict) -> dict[str, Any]:
             errors.append(f"'resume' must be a run directory, a checkpoint file or 'auto', got {v!r}.")
         elif k == "resume_trust" and not matches(v, bool):
             errors.append(f"'resume_trust' must be true or false, got {v!r}.")
+    # settings for the runs that choose a strategy (clframe.config.strategy_settings): merged, then dropped
+    apply_strategy_settings(plain, errors)
     for k, cls in SECTIONS.items():
         _check_section(k, cls, plain.get(k, {}), errors)
     _check_train(plain.get("train"), errors)
