@@ -80,11 +80,34 @@ def check_overrides(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None
                 addable = isinstance(node, dict) and parts[0] in COMPONENT_KEYS and not close
                 hint = (f" A component named by dotted path takes keys its node does not list: write "
                         f"'+{key}=...'." if addable else "")
+                if addable and parts[0] == "strategies" and depth == 1 and part in group_options("strategy"):
+                    hint = _strategy_hint(key, part)  # '+' would add the strategy to the run: not a fix
                 raise ConfigError(
                     f"Unknown key '{key}' ('{part}' is not in {where}).{close} "
                     f"Valid keys there: {', '.join(map(str, valid)) or '(none)'}.{hint}"
                 )
             node = node[part]
+        settings = ".".join(parts[1:])
+        if parts[0] == "strategies" and len(parts) > 2 and _holds(base.get("strategy_settings"), parts[1:]):
+            # validate merges strategy_settings over strategies: this override would be lost without a word
+            raise ConfigError(f"'{o.input_line}' would not apply: the config's strategy_settings.{settings} is merged "
+                              f"over strategies.{parts[1]}. Set strategy_settings.{settings}=... instead.")
+
+
+def _holds(node: Any, parts: list[str]) -> bool:
+    """Whether nested mapping ``node`` has the key path ``parts``."""
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _strategy_hint(key: str, name: str) -> str:
+    """How to set strategy ``name``'s settings when the run does not choose it."""
+    other = "replay" if name == "naive" else "naive"
+    return (f" Choose it with strategy={name} (strategy=[...,{name}] to combine); in a strategy sweep, e.g. "
+            f"'clframe run -m strategy={other},{name} {key}=...', it applies to the jobs that choose {name}.")
 
 
 def _fmt(v: Any) -> str:
