@@ -30,6 +30,21 @@ def _sweep_combinations(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.product(*choices)]
 
 
+def _per_strategy(overrides: list[str], args: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """A strategy sweep's settings of one strategy (``strategies.replay.mem_size=500`` with
+    ``strategy=naive,replay``) in the form Hydra applies to the jobs that choose it only
+    (``clframe.config.strategy_settings``): the overrides, ``args``, and a line per setting saying
+    which jobs it applies to."""
+    from clframe.config.strategy_settings import describe, per_strategy
+
+    found = per_strategy(overrides)
+    if not found:
+        return overrides, args, []
+    jobs = _sweep_combinations(overrides)
+    new = {p.line: p.rewritten for p in found}
+    return [new.get(o, o) for o in overrides], [new.get(a, a) for a in args], [describe(p, jobs) for p in found]
+
+
 def _precheck(overrides: list[str], multirun: bool) -> list[dict[str, Any]]:
     """Validate every job's config before any of them trains; return them."""
     from clframe.config import compose, validate
@@ -122,7 +137,10 @@ def cmd_run(args: list[str]) -> None:
     _SWEEP_DIRS.clear()
     claimed = None
     try:
+        overrides, args, notes = _per_strategy(overrides, args) if multirun else (overrides, args, [])
         configs = _precheck(overrides, multirun)
+        for note in notes:  # which jobs a strategy's own setting reaches, before any job runs
+            print(note)
         resume_dir = None if multirun else _resume_dir(overrides)
         if resume_dir is None:  # a process of rank > 0 writes where rank 0 claimed, creating nothing
             identity = overrides if multirun else configs[0]
