@@ -10,12 +10,12 @@ from clframe.cli.common import USER_ERRORS, fail
 
 
 def compare_dirs(paths: list[str], metrics: list[str] | None = None, out: str | None = None,
-                 options: dict[str, dict[str, Any]] | None = None) -> None:
+                 options: dict[str, dict[str, Any]] | None = None, wandb: bool = False) -> None:
     """``clframe.compare.compare`` with user errors as one line."""
     from clframe.compare import compare
 
     try:
-        compare(paths, metrics=metrics, out=out, options=options)
+        compare(paths, metrics=metrics, out=out, options=options, wandb=wandb)
     except USER_ERRORS as e:
         fail(e)
 
@@ -39,6 +39,9 @@ def cmd_compare(args: list[str]) -> None:
                              "final_avg_acc, avg_forgetting, bwt, and min_acc, wc_acc, stability_gap_depth "
                              "when recorded)")
     parser.add_argument("--out", metavar="DIR", help="where comparison.csv/png go (default: the first DIR)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and figures as one wandb run (job type 'compare') in the runs' "
+                             "project and group; offline unless WANDB_MODE says otherwise, its files in DIR/wandb")
     declared = compare_options()
     for monitor, opts in declared.items():  # the monitors' own options: --<monitor>-<option>
         for name, opt in opts.items():
@@ -46,7 +49,7 @@ def cmd_compare(args: list[str]) -> None:
                                 dest=f"{monitor}__{name}", help=f"{opt.help} (default {opt.default})")
     ns = parser.parse_args(args)
     options = {m: {name: getattr(ns, f"{m}__{name}") for name in opts} for m, opts in declared.items()}
-    compare_dirs(ns.paths or ["runs", "multirun"], ns.metric, ns.out, options)
+    compare_dirs(ns.paths or ["runs", "multirun"], ns.metric, ns.out, options, wandb=ns.wandb)
 
 
 def cmd_ablate(args: list[str]) -> None:

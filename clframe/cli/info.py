@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
 from clframe.cli.common import USER_ERRORS, fail
 from clframe.errors import ConfigError
 
+
+def _default(f: dataclasses.Field) -> object:
+    """A run setting's default (a mutable one comes from its ``default_factory``)."""
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 def cmd_validate(args: list[str]) -> None:
     from omegaconf import OmegaConf
@@ -98,7 +103,6 @@ def catalogue(builtin_only: bool = False) -> list[dict[str, Any]]:
 
 def markdown() -> str:
     """The component reference (``docs/components.md``): every built-in component and run setting."""
-    import dataclasses
 
     from clframe.config import SECTIONS, group_options
 
@@ -131,7 +135,7 @@ def markdown() -> str:
         hints = __import__("typing").get_type_hints(cls, include_extras=True)
         from clframe.config.typecheck import type_name
 
-        lines += [f"| `{section}.{f.name}` | {cell(type_name(hints[f.name]))} | `{f.default!r}` | "
+        lines += [f"| `{section}.{f.name}` | {cell(type_name(hints[f.name]))} | `{_default(f)!r}` | "
                   f"{cell(docs.get(f.name, ''))} |" for f in dataclasses.fields(cls)]
         lines.append("")
     lines += ["## Config groups", ""]
@@ -141,7 +145,6 @@ def markdown() -> str:
 
 
 def cmd_list(args: list[str]) -> None:
-    import dataclasses
 
     from clframe.config import SECTIONS, group_options
 
@@ -164,6 +167,6 @@ def cmd_list(args: list[str]) -> None:
     for section, cls in SECTIONS.items():
         print(f"{section}:")
         for f in dataclasses.fields(cls):
-            print(f"      {f.name} = {f.default!r}")
+            print(f"      {f.name} = {_default(f)!r}")
     for group in ("scenario", "backbone", "head", "hypernet", "strategy", "experiment"):
         print(f"config group {group}/: {', '.join(group_options(group))}")

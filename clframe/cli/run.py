@@ -166,7 +166,8 @@ def cmd_run(args: list[str]) -> None:
     dirs = [claimed[0]] if multirun and claimed is not None else sorted(set(_SWEEP_DIRS))
     if multirun and any(next(Path(d).rglob("summary.json"), None) is not None for d in dirs):
         print()
-        compare_dirs(dirs)  # the table, and comparison.csv/png in the (first) sweep dir
+        # the table, and comparison.csv/png in the (first) sweep dir; with wandb, the comparison run beside the jobs
+        compare_dirs(dirs, wandb=any(c["logger"]["wandb"] for c in configs))
 
 
 def _resume_hint(run_dir: Path) -> str:
@@ -186,14 +187,14 @@ def _make_hydra_entry():
     def entry(cfg: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from clframe.run.report import format_run
         from clframe.run.runner import run
 
         hc = HydraConfig.get()
         if hc.mode.name == "MULTIRUN":
             _SWEEP_DIRS.append(hc.sweep.dir)
         try:
-            summary = run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task))
+            run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task),
+                sweep_dir=hc.sweep.dir if hc.mode.name == "MULTIRUN" else None, report=True)
         except USER_ERRORS as e:
             fail(e)
         except RunInterrupted as e:
@@ -208,8 +209,6 @@ def _make_hydra_entry():
         except StorageError as e:
             print(f"error: {e} {_resume_hint(Path(hc.runtime.output_dir))}", file=sys.stderr)
             sys.exit(1)
-        if summary:  # empty on the other ranks of a multi-process run: rank 0 reports
-            print("\n" + format_run(summary) + "\n")
 
     return entry
 

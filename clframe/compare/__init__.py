@@ -54,7 +54,7 @@ def default_out(paths: Sequence[str | Path]) -> Path:
 
 
 def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, out: str | Path | None = None,
-            write: bool = True, options: dict[str, dict[str, Any]] | None = None) -> Comparison:
+            write: bool = True, options: dict[str, dict[str, Any]] | None = None, wandb: bool = False) -> Comparison:
     """``clframe compare``: load, group, print the table (and any comparability warning), write the files.
 
     Args:
@@ -67,6 +67,8 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
             ``default_out(paths)``).
         write: whether to write those files.
         options: per monitor, the values of its ``compare_options`` (default: their defaults).
+        wandb: also log the table and the figures as one wandb run (job type ``compare``) in the runs'
+            project and group, its files in ``<out>/wandb`` (``clframe.compare.wandb_run``) (default False).
 
     Raises:
         ConfigError: nothing found, or an unknown metric.
@@ -95,5 +97,11 @@ def compare(paths: Sequence[str | Path], metrics: Iterable[str] | None = None, o
             written += MONITORS.get(name).compare(cmp, out_dir, **(options or {}).get(name, {}))
         note = "" if png else " (no metrics.csv found: no plot)"
         console.print(f"wrote {', '.join(map(str, written))}{note}", markup=False, highlight=False, soft_wrap=True)
+        if wandb:
+            from clframe.compare.wandb_run import log_comparison
+
+            run_id = log_comparison(cmp, names, [p for p in written if p.suffix == ".png"], out_dir)
+            console.print(f"wandb: comparison run {run_id} in {out_dir / 'wandb'}", markup=False, highlight=False,
+                          soft_wrap=True)
     sys.stdout.flush()
     return cmp

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Le
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -116,11 +116,16 @@ class EvalConfig:
             conv net fall out of the caches and run up to 1.7x slower; on a GPU raise it, e.g. 1024).
         gap_window: evaluations after a switch in which the stability-gap depth is sought (default 100).
         lca_beta: number of evaluations (beta) of the learning-curve area LCA (default 10).
+        budget: the continual evaluator's time budget: its evaluations take at most this fraction of
+            the training steps' time, in (0, 1], e.g. 0.2; it picks its period (at least
+            ``monitors.continual.every``) from measured times, so which steps are evaluated depends on
+            the machine. null: evaluate every ``monitors.continual.every`` steps (default null).
     """
 
     batch_size: Annotated[int, Ge(1)] = 256
     gap_window: Annotated[int, Ge(1)] = 100
     lca_beta: Annotated[int, Ge(1)] = 10
+    budget: Annotated[float, Gt(0), Le(1)] | None = None
 
 
 @dataclass
@@ -131,6 +136,12 @@ class LoggerConfig:
         wandb: also log to Weights & Biases (offline unless ``WANDB_MODE`` says otherwise) (default False).
         project: wandb project (default ``clframe``).
         entity: wandb entity (default: the user's).
+        group: wandb group; null: the experiment name, plus ``/<sweep_id>`` for the jobs of a sweep
+            (default null).
+        job_type: wandb job type; null: the strategy, e.g. ``replay+ewc`` (default null).
+        tags: wandb tags added to the automatic ones (experiment, strategies, scenario, backbone) (default []).
+        console: wandb console capture: ``wrap`` (stdout and stderr through Python), ``redirect`` (the file
+            descriptors), ``auto`` or ``off`` (default ``wrap``).
         progress: show a progress bar (default True).
         log_every: steps between host syncs that log the loss terms (default 50).
     """
@@ -138,6 +149,10 @@ class LoggerConfig:
     wandb: bool = False
     project: str = "clframe"
     entity: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    console: Literal["wrap", "redirect", "auto", "off"] = "wrap"
     progress: bool = True
     log_every: Annotated[int, Ge(1)] = 50
 
@@ -150,7 +165,9 @@ TOP_KEYS = {"seed": int, "experiment_name": str, "resume": str, "resume_trust": 
             "strategy_settings": dict, **{k: dict for k in SECTIONS}}
 # how to switch off what a bound forbids, appended to its message
 OFF_HINT = {"checkpoint.every": " For checkpoints at experience ends only, set checkpoint.every=null.",
-            "train.clip_norm": " For no clipping, set train.clip_norm=null."}
+            "train.clip_norm": " For no clipping, set train.clip_norm=null.",
+            "eval.budget": " It is a fraction of the training time in (0, 1], e.g. 0.2; for fixed periods "
+                           "(monitors.continual.every), set eval.budget=null."}
 
 
 def _check_section(name: str, cls: type, values: Any, errors: list[str]) -> None:

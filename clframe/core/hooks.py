@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 # events dispatched through ``CLModule.emit`` (``setup`` runs in stages: strategies before the
 # untrained model is evaluated, the other plugins after)
 EVENTS = ("on_experience_start", "before_optimizer_step", "after_optimizer_step", "on_step_end",
-          "on_experience_end", "on_boundary_eval", "on_evaluation", "on_records", "on_losses", "on_train_end")
+          "on_experience_end", "on_boundary_eval", "on_evaluation", "on_records", "on_losses", "on_log_flush",
+          "on_train_end")
 
 
 class Plugin:
@@ -59,6 +60,11 @@ class Plugin:
     def on_losses(self, module: CLModule, values: dict[str, float]) -> None:
         """The pending loss terms were read (one host sync, every ``logger.log_every`` steps):
         their means by ``loss/<name>``."""
+
+    def on_log_flush(self, module: CLModule) -> None:
+        """The run is about to send its logged points to the logger (wandb), in step order: move what is
+        queued on the device to the host now and log it (``module.log_metrics``, ``on_records``). Only
+        with a logger on, every ``logger.log_every`` steps; a monitor that queues records overrides it."""
 
     def on_train_end(self, module: CLModule) -> None:
         """After the last experience's evaluation."""

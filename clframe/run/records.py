@@ -41,26 +41,30 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class RunRecorder(Plugin):
-    """Writes what a run produces into ``run_dir`` and, optionally, a Lightning ``WandbLogger``: a
-    plugin of the run that records the evaluation rows (``on_boundary_eval``, ``on_records``) and
-    logs the loss terms (``on_losses``) and what the monitors log (``log``).
+    """Writes what a run produces into ``run_dir`` and, optionally, a wandb run: a plugin of the run
+    that records the evaluation rows (``on_boundary_eval``, ``on_records``) and logs the loss terms
+    (``on_losses``) and what the monitors log (``log``).
+
+    wandb receives its points in step order: every ``logger.log_every`` steps (``on_losses``) the
+    monitors first move what they queued on the device to the host (``on_log_flush``, one host sync,
+    only with wandb on), then everything queued since the last release is sent, sorted by step.
 
     Args:
         run_dir: the run directory (created if missing).
         config: the resolved config (a plain dict), saved as ``config.yaml``.
-        wandb_logger: a ``lightning.pytorch.loggers.WandbLogger`` or None (default None).
+        wandb_run: a ``clframe.run.wandb_log.WandbRun`` or None (default None).
     """
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], wandb_logger: Any = None) -> None:
+    def __init__(self, run_dir: Path, config: dict[str, Any], wandb_run: Any = None) -> None:
         self.run_dir = Path(run_dir)
-        self.wandb = wandb_logger
+        self.wandb = wandb_run
         self.rows: list[dict[str, Any]] = []
         atomic_write(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        """Log scalars to wandb, if enabled (``CLModule.log_metrics`` lands here)."""
+        """Queue scalars at ``step`` for wandb, if enabled (``CLModule.log_metrics`` lands here)."""
         if self.wandb is not None:
-            self.wandb.log_metrics(metrics, step=step)
+            self.wandb.log(metrics, step)
 
     def on_records(self, module: Any, rows: list[dict[str, Any]]) -> None:
         self.rows.extend(rows)
@@ -77,14 +81,26 @@ class RunRecorder(Plugin):
             seen = [r["acc"] for r in rows[: experience + 1]]
             self.log({**{f"acc/exp{r['eval_experience']}": r["acc"] for r in rows},
                       "acc/avg_seen": sum(seen) / len(seen)}, module.cl_step)
+        if self.wandb is not None:
+            self.wandb.release()  # the monitors flushed at the boundary (they run before the recorder)
 
     def on_losses(self, module: Any, values: dict[str, float]) -> None:
+        if self.wandb is None:
+            return
+        module.emit("on_log_flush", module)  # the monitors' queued points first, so none comes late
         self.log(values, module.cl_step)
+        self.wandb.release()
+
+    def on_train_end(self, module: Any) -> None:
+        if self.wandb is not None:
+            self.wandb.release()
 
     def state_dict(self) -> dict[str, Any]:
-        """The rows recorded so far and the wandb run id (to continue the same wandb run)."""
-        wandb_id = getattr(self.wandb, "version", None) if self.wandb is not None else None
-        return {"rows": self.rows, "wandb_id": wandb_id}
+        """The rows recorded so far and the wandb run id (to continue the same wandb run). Taken for a
+        checkpoint, after the monitors flushed: wandb gets what is queued now, so a crash loses none of it."""
+        if self.wandb is not None:
+            self.wandb.release()
+        return {"rows": self.rows, "wandb_id": None if self.wandb is None else self.wandb.id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows = list(state["rows"])
@@ -97,35 +113,14 @@ class RunRecorder(Plugin):
         atomic_write(self.run_dir / "metrics.csv", buf.getvalue())
 
     def write_summary(self, summary: dict[str, Any], figures: list[Path] | None = None) -> None:
-        """Write ``summary.json`` (and the final metrics.csv); to wandb: scalars, a table of
-        the final metrics and the ``figures`` (PNG paths)."""
+        """Write ``summary.json`` (and the final metrics.csv); to wandb: the scalars, the accuracy matrix
+        and final metrics as tables, and the ``figures`` (PNG paths); then finish the wandb run."""
         self.write_metrics()
         atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if self.wandb is not None:
-            import wandb
+            self.wandb.finish_run(summary, summary.get("acc_matrix") or [], list(figures or []))
 
-            scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.wandb.experiment.summary.update(scalars)
-            self.wandb.log_metrics({f"final/{k}": v for k, v in scalars.items()})
-            self.wandb.experiment.log({
-                "final_metrics": wandb.Table(columns=["metric", "value"], data=[[k, v] for k, v in scalars.items()]),
-                **{f"plots/{Path(f).stem}": wandb.Image(str(f)) for f in figures or []},
-            })
-            self.wandb.finalize("success")
-            # finalize() does not finish the wandb run; without this, the next run of a
-            # sweep in the same process would log into this one
-            self.wandb.experiment.finish()
-
-
-def make_wandb_logger(run_dir: Path, config: dict[str, Any], run_id: str | None = None) -> Any:
-    """A ``WandbLogger`` grouped by experiment and named by strategies and seed; offline
-    unless the environment sets ``WANDB_MODE``. ``run_id`` continues that wandb run (a resume)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    log = config["logger"]
-    name = f"{'+'.join(config['strategies']) or 'naive'}-s{config['seed']}"
-    return WandbLogger(
-        project=log["project"], entity=log["entity"], group=config["experiment_name"], name=name,
-        save_dir=str(run_dir), config=config, mode=os.environ.get("WANDB_MODE", "offline"),
-        **({"id": run_id, "resume": "allow"} if run_id else {}),
-    )
+    def close(self, failed: bool) -> None:
+        """Finish the wandb run if it is still open (a failed or interrupted run: exit code 1)."""
+        if self.wandb is not None:
+            self.wandb.finish(1 if failed else 0)

@@ -23,7 +23,7 @@ from clframe.evaluation.evaluate import evaluation_seconds
 from clframe.run.build import Built, build, processes, quiet
 from clframe.run.distributed import is_main_rank
 from clframe.run.engines import fit, fit_fabric, fit_loop
-from clframe.run.records import RunRecorder, make_wandb_logger
+from clframe.run.records import RunRecorder
 from clframe.run.results import fit_times, make_summary, run_curve, write_results
 from clframe.run.startup import now, origin
 
@@ -72,7 +72,8 @@ def _train(built: Built, checkpointer: Checkpointer, stop: StopRequest, recorder
                              str(run_dir)) from None
 
 
-def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None,
+        sweep_dir: str | Path | None = None, report: bool = False) -> dict[str, Any]:
     """Validate, build, train and record one run; return its summary.
 
     With ``resume`` set, the run continues from its last checkpoint in the resumed run's
@@ -85,6 +86,10 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
         run_dir: where config.yaml, metrics.csv, summary.json and checkpoints/ go.
         overrides: the command-line overrides that composed ``cfg`` (default None: ``cfg`` is
             taken whole); with ``resume``, settings they do not touch come from the checkpoint.
+        sweep_dir: the sweep directory of a ``clframe run -m`` job (default None: a single run); with
+            ``logger.wandb``, it names the wandb group and holds the sweep's one ``wandb/`` folder.
+        report: print the accuracy matrix and the final metrics (``clframe.run.report.format_run``) when
+            training ends, before the wandb run closes, so its console log holds them (default False).
     """
     started, started_from = origin()
     quiet()
@@ -101,9 +106,31 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     c, module, run_dir = built.config, built.module, Path(run_dir)
     recorder = None
     if is_main_rank():
-        wandb_id = (resume.state["recorder"] or {}).get("wandb_id") if resume is not None else None
-        recorder = RunRecorder(run_dir, c, make_wandb_logger(run_dir, c, wandb_id) if c["logger"]["wandb"] else None)
+        recorder = RunRecorder(run_dir, c, _wandb_run(c, run_dir, sweep_dir, resume))
         module.log_sink = recorder.log
+    try:
+        return _run_built(built, run_dir, recorder, resume, (started, started_from, start), report)
+    except BaseException:
+        if recorder is not None:
+            recorder.close(failed=True)  # so the next job of a sweep in this process gets its own wandb run
+        raise
+
+
+def _wandb_run(c: dict[str, Any], run_dir: Path, sweep_dir: str | Path | None, resume: Resume | None) -> Any:
+    """The run's wandb run (``logger.wandb``), continuing the checkpoint's on a resume; else None."""
+    if not c["logger"]["wandb"]:
+        return None
+    from clframe.run.wandb_log import WandbRun
+
+    run_id = (resume.state["recorder"] or {}).get("wandb_id") if resume is not None else None
+    return WandbRun(run_dir, c, None if sweep_dir is None else Path(sweep_dir), run_id)
+
+
+def _run_built(built: Built, run_dir: Path, recorder: RunRecorder | None, resume: Resume | None,
+               clock: tuple[float, str, float], report: bool) -> dict[str, Any]:
+    """Train a built run and write its results (``run`` after the build); ``clock``: the start-up origin,
+    its name and the moment ``run`` was called."""
+    (started, started_from, start), c, module = clock, built.config, built.module
     ck, stop = c["checkpoint"], StopRequest()
     checkpointer = Checkpointer(run_dir, c, ck["every"], ck["at_experience_end"], ck["keep"], recorder, stop,
                                 enabled=ck["enabled"])
@@ -122,5 +149,9 @@ def run(cfg: Any, run_dir: str | Path, overrides: list[str] | None = None) -> di
     startup = None if first_step.at is None else first_step.at - started
     summary = make_summary(built, curve, source, times, time.perf_counter() - start, run_dir, checkpointer, resume,
                            startup={"startup_s": startup, "startup_from": started_from})
+    if report:
+        from clframe.run.report import format_run
+
+        print("\n" + format_run(summary) + "\n", flush=True)
     write_results(built, curve, summary, run_dir, recorder)
     return summary

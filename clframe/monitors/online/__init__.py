@@ -195,6 +195,9 @@ class OnlineMonitor(Monitor):
     def on_boundary_eval(self, module: CLModule, experience: int, rows: list[dict[str, Any]]) -> None:
         self._flush()
 
+    def on_log_flush(self, module: CLModule) -> None:
+        self._flush()  # the closed windows reach wandb before later steps do
+
     def on_train_end(self, module: CLModule) -> None:
         self._close(module)
         self._flush()
