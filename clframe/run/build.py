@@ -108,7 +108,8 @@ def build_model(c: dict[str, Any], scenario: Scenario) -> Model:
     if not isinstance(getattr(backbone, "out_features", None), int):
         raise ConfigError(f"backbone '{c['backbone']['name']}' must set self.out_features (an int: the size of the "
                           "features it returns, which sizes the head); it has "
-                          f"{getattr(backbone, 'out_features', 'none')!r}.")
+                          f"{getattr(backbone, 'out_features', 'none')!r}. The backbone contract: clframe.api, "
+                          "docs/extending.md.")
     if tr["freeze_backbone"]:
         backbone.requires_grad_(False)  # a fixed feature map: only the head learns
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,

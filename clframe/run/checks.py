@@ -25,9 +25,9 @@ def _labels(y: torch.Tensor) -> torch.Tensor:
     return y if y.is_floating_point() else y.masked_fill(y == IGNORE, 0)
 
 
-CONTRACT = ("A scenario builder returns clframe.data.stream.Scenario(stream=Stream([Experience(index, "
+CONTRACT = ("A scenario builder returns clframe.api.Scenario(stream=Stream([Experience(index, "
             "train=TensorData(x, y, t), eval=TensorData(x, y, t), classes_in_this_experience=[...]), ...]), "
-            "n_classes=..., input_shape=...)")
+            "n_classes=..., input_shape=...) (the contract: clframe.api, docs/extending.md)")
 
 
 def check_structure(scenario: Any, name: str, key: str = "scenario") -> None:
