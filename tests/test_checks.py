@@ -180,7 +180,7 @@ def test_a_regression_head_must_output_the_target_size(register):
 def test_a_scenario_that_returns_something_else_is_named_with_the_contract(register):
     name = register(SCENARIOS, lambda: (torch.zeros(4, 2), torch.zeros(4)))
     with pytest.raises(ConfigError, match=rf"^scenario '{name}' under 'scenario' returned tuple, not a Scenario\. "
-                                          r"A scenario builder returns clframe\.data\.stream\.Scenario\(stream=Stream"):
+                                          r"A scenario builder returns clframe\.api\.Scenario\(stream=Stream"):
         build(compose(["scenario=custom", f"scenario.name={name}", *BASE]))
 
     def listed() -> Scenario:
