@@ -4,41 +4,21 @@ with a one-line message instead of a traceback."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_main
+from cli_helpers import hydra_in_process, run_main
 
 from clframe import cli
-from clframe.cli import run as cli_run
 
 CLFRAME = Path(sys.executable).with_name("clframe")
 SWEEP = ["experiment=split_digits", "strategy=naive,replay", "seed=0", "scenario.n_experiences=2",
          "backbone.hidden=[16]", "train.epochs=1", "logger.progress=false"]
-
-
-@contextmanager
-def hydra_in_process():
-    """Undo what running Hydra in-process leaves behind: sys.argv, logging handlers, the sweep list."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(sys, "argv", list(sys.argv))
-    mp.setattr(cli_run, "_SWEEP_DIRS", [])
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        for h in root.handlers:
-            if h not in handlers:
-                h.close()
-        root.handlers[:], root.level = handlers, level
-        mp.undo()
 
 
 @pytest.fixture

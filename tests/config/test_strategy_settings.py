@@ -4,13 +4,11 @@ strategies.replay.mem_size=500`` sets replay's buffer in the replay job only, an
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import run_main
+from cli_helpers import hydra_in_process, run_main
 
 from clframe.cli import run as cli_run
 from clframe.config import compose, validate
@@ -22,18 +20,9 @@ SWEEP = ["strategy=naive,replay,ewc", "strategies.replay.mem_size=500"]
 
 @pytest.fixture
 def in_process():
-    """Undo what running Hydra in-process leaves behind: sys.argv, logging handlers, the sweep list."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(sys, "argv", list(sys.argv))
-    mp.setattr(cli_run, "_SWEEP_DIRS", [])
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in root.handlers:
-        if h not in handlers:
-            h.close()
-    root.handlers[:], root.level = handlers, level
-    mp.undo()
+    """Undo what running Hydra in-process leaves behind (``cli_helpers.hydra_in_process``)."""
+    with hydra_in_process():
+        yield
 
 
 def _configs(sweep: Path) -> dict[str, dict]:
