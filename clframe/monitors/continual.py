@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -11,15 +15,86 @@ from annotated_types import Ge
 from torch import Tensor
 
 from clframe.config.registry import MONITORS
-from clframe.core.monitor import Monitor
+from clframe.core.monitor import Monitor, RunContext
 from clframe.data.stream import TensorData
 from clframe.evaluation.curve import Curve
-from clframe.evaluation.evaluate import concat_segments, evaluation_mode, segment_scores
+from clframe.evaluation.evaluate import concat_segments, evaluation_mode, evaluation_seconds, segment_scores
 from clframe.run.distributed import is_main_rank
 
 if TYPE_CHECKING:
     from clframe.core.module import CLModule
     from clframe.core.strategy import StepContext
+
+
+def _clock(module: CLModule) -> tuple[float, float]:
+    """Host seconds now and the seconds spent inside ``evaluation_mode`` so far. On CUDA it first
+    waits for the queued work (a synchronize), so that the steps and the evaluation each get their own
+    GPU time; it is read at evaluation points only, never per step."""
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+    return time.perf_counter(), evaluation_seconds()
+
+
+class EvalBudget:
+    """The continual evaluator's period under a time budget: its evaluations take at most ``fraction``
+    of the training steps' time.
+
+    It is told the seconds of each evaluation (and its samples) and of the training steps between
+    evaluations. With ``s`` the median seconds per step and ``e`` the predicted seconds of the next
+    evaluation (its samples times the median seconds per sample), evaluating every ``P = e / (fraction
+    * s)`` steps spends ``fraction`` of the steps' time. ``P`` is lengthened to repay evaluation time
+    spent over the budget so far (the evaluations before training and at experience ends, which always
+    happen; a slow evaluation) or shortened to use time left under it, within ``[P/2, 2P]``, and is
+    never below ``every``. The medians (of the last ``window`` measurements) keep one slow evaluation
+    from stalling the curve.
+
+    Args:
+        fraction: evaluation seconds allowed per second of training steps, in (0, 1].
+        every: the smallest period in steps (default 1).
+        window: measurements each median is taken over (default 5).
+    """
+
+    def __init__(self, fraction: float, every: int = 1, window: int = 5) -> None:
+        self.fraction, self.every = fraction, every
+        self.step_s: deque[float] = deque(maxlen=window)
+        self.sample_s: deque[float] = deque(maxlen=window)
+        self.spent = self.trained = 0.0
+
+    def record_steps(self, seconds: float, steps: int) -> None:
+        """``steps`` training steps took ``seconds`` (host time)."""
+        if steps > 0:
+            self.step_s.append(max(seconds, 0.0) / steps)
+            self.trained += max(seconds, 0.0)
+
+    def record_evaluation(self, seconds: float, samples: int) -> None:
+        """An evaluation of ``samples`` samples took ``seconds`` (host time)."""
+        self.sample_s.append(seconds / max(samples, 1))
+        self.spent += seconds
+
+    def period(self, samples: int) -> int:
+        """Steps until the next evaluation, of ``samples`` samples; ``every`` until both a step and an
+        evaluation have been timed."""
+        if not self.step_s or not self.sample_s:
+            return self.every
+        step = statistics.median(self.step_s)
+        if step <= 0:
+            return self.every
+        per_step = self.fraction * step  # evaluation seconds each training step pays for
+        steady = statistics.median(self.sample_s) * samples / per_step
+        debt = (self.spent - self.fraction * self.trained) / per_step
+        p = min(max(steady + debt, steady / 2), 2 * steady)
+        return max(self.every, math.ceil(p))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_s": list(self.step_s), "sample_s": list(self.sample_s), "spent": self.spent,
+                "trained": self.trained}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_s.clear()
+        self.step_s.extend(state["step_s"])
+        self.sample_s.clear()
+        self.sample_s.extend(state["sample_s"])
+        self.spent, self.trained = state["spent"], state["trained"]
 
 
 @MONITORS.register("continual")
@@ -39,6 +114,17 @@ class ContinualEvaluator(Monitor):
     this way), and ``on_records`` with the rows for metrics.csv when they reach the host. Its
     ``curve`` is the one the run's curve metrics (min-ACC, WC-ACC, the stability gap) and
     ``plots/accuracy_curves.png`` come from; without this monitor, the boundary evaluations' are.
+
+    With ``eval.budget`` set (a fraction, e.g. 0.2) it picks its period so that its evaluations take
+    at most that fraction of the training steps' time (``EvalBudget``; ``every`` is then the smallest
+    period); the evaluations before training and at experience ends always happen and count against
+    the budget. After an experience switch the first evaluation comes half a period in (the stability
+    gap is early), and one due less than half a period before an experience's end is left to the
+    end's. It times with the host clock around each evaluation and over the steps between
+    (less the time of other evaluations: the accuracy matrix); on CUDA each timing point synchronizes,
+    at evaluation points only, never per step. Which steps are evaluated then depends on the machine's
+    timing, so it is not reproducible; training is (the evaluator restores the RNG state). Its summary
+    entry ``continual_budget`` holds the evaluations, the last period and the seconds it measured.
 
     Args:
         every: evaluate every this many optimizer steps (default 10).
@@ -72,6 +158,17 @@ class ContinualEvaluator(Monitor):
         self._module: CLModule | None = None
         self._resumed = False
         self._active = True
+        self._budget: EvalBudget | None = None
+        self._period = every  # steps from one evaluation to the next under a budget
+        self._next = every  # the step of the next evaluation under a budget
+        # (host s, evaluation s, step) after the last timing; the step is None until known after a resume
+        self._mark: tuple[float, float, int | None] | None = None
+
+    def attach(self, run: RunContext) -> bool:
+        """Takes ``eval.budget`` from the run's config (None: evaluate every ``every`` steps)."""
+        budget = run.config.get("eval", {}).get("budget")
+        self._budget = None if budget is None else EvalBudget(budget, self.every)
+        return True
 
     # -- data --------------------------------------------------------------
     def _subsets(self, module: CLModule) -> None:
@@ -93,10 +190,13 @@ class ContinualEvaluator(Monitor):
         return c["cat"]
 
     # -- evaluation --------------------------------------------------------
+    def _n_eval(self, module: CLModule) -> int:
+        n_total = len(module.stream)
+        return n_total if self.on == "all" else min(max(module.current_exp, 0) + 1, n_total)
+
     def evaluate(self, module: CLModule) -> None:
         """Record one evaluation at the module's current step (device-side, no host sync)."""
-        n_total = len(module.stream)
-        n_eval = n_total if self.on == "all" else min(max(module.current_exp, 0) + 1, n_total)
+        n_total, n_eval = len(module.stream), self._n_eval(module)
         with evaluation_mode(module.eval_target()) as model:
             scores = segment_scores(model, *self._eval_set(n_eval), n_eval, self.batch_size,
                                     module.objective)  # [2, n_eval]
@@ -133,6 +233,38 @@ class ContinualEvaluator(Monitor):
     def _last_step(self) -> int:
         return self._pending[-1][0] if self._pending else (self.steps[-1] if self.steps else -1)
 
+    def _samples(self, n_eval: int) -> int:
+        return sum(len(y) for y in self._cache["y"][:n_eval])
+
+    def _end_is_near(self, module: CLModule) -> bool:
+        # the experience-end evaluation always happens: one due less than half a period before it is left to it
+        end = module.exp_start_step + module.steps_per_experience[module.current_exp]
+        return end - module.cl_step < self._period / 2
+
+    def _evaluate(self, module: CLModule, at_end: bool = False) -> None:
+        """Evaluate; under a budget, also time the steps since the last evaluation and this one, and
+        set the period to the next (``at_end``: this is an experience's last evaluation, so the next
+        evaluates one experience more under ``on=seen``; default False)."""
+        if self._budget is None:
+            self.evaluate(module)
+            return
+        start, others = _clock(module)
+        if self._mark is not None:
+            # the steps' time: the host time since the last evaluation less other evaluations' (the matrix)
+            t, ev, step = self._mark
+            if step is not None:
+                self._budget.record_steps(start - t - (others - ev), module.cl_step - step)
+        n_eval = self._n_eval(module)
+        self.evaluate(module)
+        end, others = _clock(module)
+        self._budget.record_evaluation(end - start, self._samples(n_eval))
+        self._mark = (end, others, module.cl_step)
+        grows = at_end and self.on == "seen" and module.current_exp >= 0
+        self._period = self._budget.period(self._samples(n_eval + grows))
+        # after a switch the first evaluation comes half a period in: the stability gap is early
+        wait = max(self.every, math.ceil(self._period / 2)) if at_end else self._period
+        self._next = module.cl_step + wait
+
     # -- events ------------------------------------------------------------
     def setup(self, module: CLModule) -> None:
         # under multi-process training the weights are the same on every rank: rank 0 evaluates alone
@@ -144,30 +276,63 @@ class ContinualEvaluator(Monitor):
         self._module = module
         self._subsets(module)
         if not self._resumed:
-            self.evaluate(module)  # step 0, before any training: experience -1
+            self._evaluate(module)  # step 0, before any training: experience -1
+        elif self._budget is not None:
+            # the module's step is restored after the monitors' setup: the first step end gives it
+            self._mark = (*_clock(module), None)
 
     def on_step_end(self, ctx: StepContext) -> None:
-        if self._active and ctx.module.cl_step % self.every == 0:
-            self.evaluate(ctx.module)
+        if not self._active:
+            return
+        step = ctx.module.cl_step
+        if self._budget is None:
+            if step % self.every == 0:
+                self.evaluate(ctx.module)
+        else:
+            if self._mark is not None and self._mark[2] is None:
+                self._mark = (self._mark[0], self._mark[1], step - 1)
+            if step >= self._next and not self._end_is_near(ctx.module):
+                self._evaluate(ctx.module)
 
     def on_boundary_eval(self, module: CLModule, experience: int, rows: list[dict[str, Any]]) -> None:
         if not self._active:
             return
         if self._last_step() != module.cl_step:
-            self.evaluate(module)
+            self._evaluate(module, at_end=True)
         self.flush()
 
     def on_train_end(self, module: CLModule) -> None:
         self.flush()
 
+    def summary(self, module: CLModule) -> dict[str, Any]:
+        """Under a budget, ``continual_budget``: the budget, the evaluations, the last period and the
+        seconds measured (the evaluator's evaluations, the steps'; since the run or its resumption)."""
+        b = self._budget
+        if b is None or not self._active:
+            return {}
+        return {"continual_budget": {"budget": b.fraction, "evaluations": len(self.steps) + len(self._pending),
+                                     "last_period": self._period, "eval_s": b.spent, "steps_s": b.trained}}
+
+    def on_log_flush(self, module: CLModule) -> None:
+        if self._active:
+            self.flush()  # with a logger on: the queued evaluations reach wandb before later steps do
+
     # -- checkpoints ------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The recorded curve (flushes first)."""
+        """The recorded curve (flushes first) and, under a budget, its measurements and period."""
         self.flush()
-        return {"steps": self.steps, "experiences": self.experiences, "acc": self.acc, "loss": self.loss}
+        state = {"steps": self.steps, "experiences": self.experiences, "acc": self.acc, "loss": self.loss}
+        if self._budget is not None:
+            state["budget"] = {**self._budget.state_dict(), "period": self._period, "next": self._next}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue a recorded curve; the evaluation before training is then not repeated."""
+        """Continue a recorded curve (and a budget's period); the evaluation before training is then not
+        repeated."""
         self.steps, self.experiences = list(state["steps"]), list(state["experiences"])
         self.acc, self.loss = [list(r) for r in state["acc"]], [list(r) for r in state["loss"]]
         self._resumed = True
+        # a budget's measurements and period continue (a checkpoint without them: the period starts at every)
+        if self._budget is not None and "budget" in state:
+            self._budget.load_state_dict(state["budget"])
+            self._period, self._next = state["budget"]["period"], state["budget"]["next"]
