@@ -86,10 +86,12 @@ class EvalBudget:
         return max(self.every, math.ceil(p))
 
     def state_dict(self) -> dict[str, Any]:
+        """The measurements (recent rates and the totals), for a checkpoint."""
         return {"step_s": list(self.step_s), "sample_s": list(self.sample_s), "spent": self.spent,
                 "trained": self.trained}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict``'s measurements."""
         self.step_s.clear()
         self.step_s.extend(state["step_s"])
         self.sample_s.clear()
@@ -120,11 +122,12 @@ class ContinualEvaluator(Monitor):
     period); the evaluations before training and at experience ends always happen and count against
     the budget. After an experience switch the first evaluation comes half a period in (the stability
     gap is early), and one due less than half a period before an experience's end is left to the
-    end's. It times with the host clock around each evaluation and over the steps between
-    (less the time of other evaluations: the accuracy matrix); on CUDA each timing point synchronizes,
-    at evaluation points only, never per step. Which steps are evaluated then depends on the machine's
-    timing, so it is not reproducible; training is (the evaluator restores the RNG state). Its summary
-    entry ``continual_budget`` holds the evaluations, the last period and the seconds it measured.
+    end's. It times with the host clock around each evaluation and over the steps between (less the
+    time of other evaluations, the accuracy matrix; checkpoint writes count as steps); on CUDA each
+    timing point synchronizes, at evaluation points only, never per step. Which steps are evaluated
+    then depends on the machine's timing, so it is not reproducible; training is (the evaluator
+    restores the RNG state). Its summary entry ``continual_budget`` holds the evaluations, the last
+    period and the seconds it measured.
 
     Args:
         every: evaluate every this many optimizer steps (default 10).
