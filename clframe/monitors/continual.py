@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import statistics
-import time
-from collections import deque
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
@@ -17,86 +14,14 @@ from torch import Tensor
 from clframe.config.registry import MONITORS
 from clframe.core.monitor import Monitor, RunContext
 from clframe.data.stream import TensorData
+from clframe.evaluation.budget import EvalBudget, clock
 from clframe.evaluation.curve import Curve
-from clframe.evaluation.evaluate import concat_segments, evaluation_mode, evaluation_seconds, segment_scores
+from clframe.evaluation.evaluate import concat_segments, evaluation_mode, segment_scores
 from clframe.run.distributed import is_main_rank
 
 if TYPE_CHECKING:
     from clframe.core.module import CLModule
     from clframe.core.strategy import StepContext
-
-
-def _clock(module: CLModule) -> tuple[float, float]:
-    """Host seconds now and the seconds spent inside ``evaluation_mode`` so far. On CUDA it first
-    waits for the queued work (a synchronize), so that the steps and the evaluation each get their own
-    GPU time; it is read at evaluation points only, never per step."""
-    if module.device.type == "cuda":
-        torch.cuda.synchronize(module.device)
-    return time.perf_counter(), evaluation_seconds()
-
-
-class EvalBudget:
-    """The continual evaluator's period under a time budget: its evaluations take at most ``fraction``
-    of the training steps' time.
-
-    It is told the seconds of each evaluation (and its samples) and of the training steps between
-    evaluations. With ``s`` the median seconds per step and ``e`` the predicted seconds of the next
-    evaluation (its samples times the median seconds per sample), evaluating every ``P = e / (fraction
-    * s)`` steps spends ``fraction`` of the steps' time. ``P`` is lengthened to repay evaluation time
-    spent over the budget so far (the evaluations before training and at experience ends, which always
-    happen; a slow evaluation) or shortened to use time left under it, within ``[P/2, 2P]``, and is
-    never below ``every``. The medians (of the last ``window`` measurements) keep one slow evaluation
-    from stalling the curve.
-
-    Args:
-        fraction: evaluation seconds allowed per second of training steps, in (0, 1].
-        every: the smallest period in steps (default 1).
-        window: measurements each median is taken over (default 5).
-    """
-
-    def __init__(self, fraction: float, every: int = 1, window: int = 5) -> None:
-        self.fraction, self.every = fraction, every
-        self.step_s: deque[float] = deque(maxlen=window)
-        self.sample_s: deque[float] = deque(maxlen=window)
-        self.spent = self.trained = 0.0
-
-    def record_steps(self, seconds: float, steps: int) -> None:
-        """``steps`` training steps took ``seconds`` (host time)."""
-        if steps > 0:
-            self.step_s.append(max(seconds, 0.0) / steps)
-            self.trained += max(seconds, 0.0)
-
-    def record_evaluation(self, seconds: float, samples: int) -> None:
-        """An evaluation of ``samples`` samples took ``seconds`` (host time)."""
-        self.sample_s.append(seconds / max(samples, 1))
-        self.spent += seconds
-
-    def period(self, samples: int) -> int:
-        """Steps until the next evaluation, of ``samples`` samples; ``every`` until both a step and an
-        evaluation have been timed."""
-        if not self.step_s or not self.sample_s:
-            return self.every
-        step = statistics.median(self.step_s)
-        if step <= 0:
-            return self.every
-        per_step = self.fraction * step  # evaluation seconds each training step pays for
-        steady = statistics.median(self.sample_s) * samples / per_step
-        debt = (self.spent - self.fraction * self.trained) / per_step
-        p = min(max(steady + debt, steady / 2), 2 * steady)
-        return max(self.every, math.ceil(p))
-
-    def state_dict(self) -> dict[str, Any]:
-        """The measurements (recent rates and the totals), for a checkpoint."""
-        return {"step_s": list(self.step_s), "sample_s": list(self.sample_s), "spent": self.spent,
-                "trained": self.trained}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state_dict``'s measurements."""
-        self.step_s.clear()
-        self.step_s.extend(state["step_s"])
-        self.sample_s.clear()
-        self.sample_s.extend(state["sample_s"])
-        self.spent, self.trained = state["spent"], state["trained"]
 
 
 @MONITORS.register("continual")
@@ -251,7 +176,7 @@ class ContinualEvaluator(Monitor):
         if self._budget is None:
             self.evaluate(module)
             return
-        start, others = _clock(module)
+        start, others = clock(module)
         if self._mark is not None:
             # the steps' time: the host time since the last evaluation less other evaluations' (the matrix)
             t, ev, step = self._mark
@@ -259,7 +184,7 @@ class ContinualEvaluator(Monitor):
                 self._budget.record_steps(start - t - (others - ev), module.cl_step - step)
         n_eval = self._n_eval(module)
         self.evaluate(module)
-        end, others = _clock(module)
+        end, others = clock(module)
         self._budget.record_evaluation(end - start, self._samples(n_eval))
         self._mark = (end, others, module.cl_step)
         grows = at_end and self.on == "seen" and module.current_exp >= 0
@@ -282,7 +207,7 @@ class ContinualEvaluator(Monitor):
             self._evaluate(module)  # step 0, before any training: experience -1
         elif self._budget is not None:
             # the module's step is restored after the monitors' setup: the first step end gives it
-            self._mark = (*_clock(module), None)
+            self._mark = (*clock(module), None)
 
     def on_step_end(self, ctx: StepContext) -> None:
         if not self._active:

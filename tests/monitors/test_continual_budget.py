@@ -60,7 +60,7 @@ def clock(monkeypatch):
             fake.step()  # the step that just ended took its time
             step_end(self, ctx)
 
-        monkeypatch.setattr(continual, "_clock", fake)
+        monkeypatch.setattr(continual, "clock", fake)
         monkeypatch.setattr(ContinualEvaluator, "evaluate", timed)
         monkeypatch.setattr(ContinualEvaluator, "on_step_end", stepped)
         return fake
