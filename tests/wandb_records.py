@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ def records(path: str | Path) -> Iterator[Any]:
             pos += left
             continue
         payload = data[pos + CHUNK.size: pos + CHUNK.size + length]
+        if len(payload) < length:  # the tail is still being written
+            return
         assert zlib.crc32(payload, zlib.crc32(bytes([kind]))) == crc, f"bad checksum at byte {pos} of {path}"
         pos += CHUNK.size + length
         if kind == FULL:
@@ -69,9 +72,21 @@ class WandbRun:
     exit_code: int | None = None
 
 
-def read_run(run_dir: str | Path) -> WandbRun:
-    """Decode ``run_dir`` (``wandb/offline-run-*``): values are JSON-decoded; nested keys are joined by '/'."""
-    run_dir = Path(run_dir)
+def read_run(run_dir: str | Path, wait: float = 20.0) -> WandbRun:
+    """Decode ``run_dir`` (``wandb/offline-run-*``): values are JSON-decoded; nested keys are joined by '/'.
+
+    ``wandb.finish()`` returns before wandb's service process has written the whole file (it flushes
+    when it gets to it, at the latest when the process exits), so this reads again until the run's
+    exit record is there, for at most ``wait`` seconds (default 20), then returns what it has."""
+    deadline = time.monotonic() + wait
+    while True:
+        out = _read_once(Path(run_dir))
+        if out.exit_code is not None or time.monotonic() > deadline:
+            return out
+        time.sleep(0.1)
+
+
+def _read_once(run_dir: Path) -> WandbRun:
     (path,) = run_dir.glob("run-*.wandb")
     out = WandbRun(run_dir)
     for r in records(path):
