@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
     ("checkpoint_cost.py", ["--epochs", "1", "--mem-size", "50"]),
     ("rnn_throughput.py", ["--epochs", "1", "--repeats", "1"]),
     ("penalty_step.py", ["--steps", "2", "--repeats", "1"]),
+    ("strategy_cost.py", ["--steps", "2", "--repeats", "1"]),
     ("startup.py", ["--short"]),
     ("kalman_head.py", ["--steps", "20", "--warmup", "5", "--block", "10", "--features", "16"]),
 ])
