@@ -275,3 +275,27 @@ def test_final_accuracy_agrees_with_avalanche_on_split_digits_over_twenty_seeds(
                         ppe=50, sample_size=256, seed=seed) for seed in range(20)]
     ours, theirs = (sum(p[i] for p in pairs) / len(pairs) for i in (0, 1))
     assert ours == pytest.approx(theirs, abs=0.03), pairs
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_keep_the_ranks_in_step(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    cmd = [str(Path(sys.executable).parent / "clframe"), "run", "scenario.n_experiences=2", "backbone.hidden=[32]",
+           "logger.progress=false", "train.num_threads=1", "train.epochs=2", "trainer.strategy=ddp",
+           "trainer.devices=2", "trainer.accelerator=cpu", "strategy=agem", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((run_dir / "summary.json").read_text())
+    # the reference gradient is all-reduced: the projection, hence the weights, are the same on both ranks
+    assert s["world_size"] == 2 and s["rank_weight_max_abs_diff"] == 0.0
+    files = sorted((run_dir / "checkpoints").glob("step-*-rank*.ckpt"))
+    last = max(int(p.name.split("-")[1]) for p in files)
+    r0, r1 = (torch.load(run_dir / "checkpoints" / f"step-{last:08d}-rank{r}.ckpt", weights_only=True)["module"]
+              ["strategies"]["agem"] for r in (0, 1))
+    assert len(r0["y"]) == 2 * 250 and torch.equal(r0["x"], r1["x"])  # one memory, the same on every rank
