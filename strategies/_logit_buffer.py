@@ -1,0 +1,63 @@
+"""A reservoir buffer that also keeps each sample's model outputs from when it was stored (DER, DER++),
+and draws without replacement, as Mammoth's ``Buffer.get_data`` does (DER, DER++, ER-ACE)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from clframe.data.buffers import Buffer, ReservoirBuffer
+
+
+def draw(buffer: Buffer, n: int) -> Tensor:
+    """Indices of ``min(n, buffer.size)`` distinct stored samples, uniformly at random, on the
+    buffer's device (no host sync: ``buffer.size`` is a host int). The buffer must be non-empty."""
+    perm = torch.randperm(buffer.size, generator=buffer.gen, device=buffer.x.device)
+    return perm[:n]
+
+
+class LogitReservoir(ReservoirBuffer):
+    """``ReservoirBuffer`` plus ``z``: the outputs the model gave each sample when it was offered.
+    With the same seed it stores the same samples as ``ReservoirBuffer`` (same draws, same slots).
+
+    Args:
+        capacity: maximum number of stored samples.
+        seed: seed of the buffer's own random generator (default 0).
+    """
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        super().__init__(capacity, seed)
+        self.z: Tensor | None = None
+
+    def add(self, x: Tensor, y: Tensor, t: Tensor, z: Tensor | None = None) -> None:
+        """Offer a batch with its outputs ``z`` [B, ...], as if its samples arrived one by one."""
+        if z is None:
+            raise ValueError("LogitReservoir.add needs the batch's outputs z")
+        self._alloc(x, y, t)
+        if self.z is None:
+            self.z = z.new_zeros((self.capacity + 1, *z.shape[1:]))
+        # ReservoirBuffer.add's slot choice, repeated because it does not expose the slots it picks
+        b, dev = len(y), y.device
+        n = self.seen + torch.arange(b, device=dev)  # stream index of each sample
+        j = (torch.rand(b, generator=self.gen, device=dev) * (n + 1)).long()
+        slot = torch.where(n < self.capacity, n, j)
+        slot = torch.where(slot < self.capacity, slot, self.capacity)
+        # when two samples of the batch hit one slot the later one wins, as sequentially
+        order = torch.arange(b, device=dev)
+        owner = torch.full((self.capacity + 1,), -1, device=dev).scatter_reduce(0, slot, order, "amax")
+        slot = torch.where(owner[slot] == order, slot, self.capacity)
+        self.x[slot], self.y[slot], self.t[slot], self.z[slot] = x, y, t, z.detach()
+        self.seen += b
+        self.size = min(self.seen, self.capacity)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.z is not None:
+            state["z"] = self.z
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.z = state.get("z")

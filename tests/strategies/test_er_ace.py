@@ -1,0 +1,303 @@
+"""ER-ACE: the asymmetric loss, the batch it trains on, that it beats naive, resume, refusals, and the
+cross-check against Avalanche's ER_ACE."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from clframe.strategies.er_ace import ERACE
+from torch import nn
+
+from clframe.checkpoint.files import list_checkpoints, load_checkpoint
+from clframe.config import compose
+from clframe.core.module import CLModule
+from clframe.core.objectives import CLASSIFICATION, IGNORE, OBJECTIVES, task_loss
+from clframe.core.strategy import StepContext
+from clframe.data.batch import Batch
+from clframe.data.iterator import StreamIterator
+from clframe.errors import ConfigError
+from clframe.evaluation.evaluate import evaluate_many
+from clframe.evaluation.metrics import summary_metrics
+from clframe.models.model import Model
+from clframe.run.engines import fit_loop
+from clframe.run.results import TIMING_KEYS
+from clframe.run.runner import build, fit, run
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from avalanche.benchmarks import nc_benchmark
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
+    from avalanche.training import ER_ACE as AvalancheERACE
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.training.regularization import ACECriterion
+    from avalanche.training.templates import SupervisedTemplate
+
+from clframe.scenarios.avalanche import from_avalanche  # noqa: E402
+
+CLS = SimpleNamespace(objective=CLASSIFICATION)
+
+
+def batch_of(ids: list[int], exp: int = 1) -> Batch:
+    ids_t = torch.tensor(ids)
+    return Batch(ids_t.float().view(-1, 1).expand(-1, 4).clone(), ids_t % 6, ids_t // 100, exp)
+
+
+def ids_of(x: torch.Tensor) -> list[int]:
+    return x[:, 0].long().tolist()
+
+
+def filled(batch_size_mem: int | None = None) -> ERACE:
+    s = ERACE(mem_size=20, batch_size_mem=batch_size_mem)
+    b = batch_of(list(range(100, 130)))
+    s.buffer.add(b.x, b.y, b.t)
+    return s
+
+
+def test_the_first_experience_trains_plainly_and_fills_the_buffer():
+    s = filled()
+    b = batch_of([1, 2, 3], exp=0)
+    assert s.before_forward(b, CLS) is b
+    assert s.loss_terms(StepContext(CLS, b, torch.zeros(3, 6), torch.zeros(()), 0, 0)) == {}
+    s.after_optimizer_step(StepContext(CLS, b, torch.zeros(3, 6), torch.zeros(()), 0, 0))
+    assert s.buffer.seen == 33
+    empty = ERACE()
+    b1 = batch_of([1, 2], exp=1)
+    assert empty.before_forward(b1, CLS) is b1  # nothing to replay yet
+
+
+def test_later_experiences_replay_with_the_incoming_samples_moved_to_the_ace_term():
+    s = filled()
+    out = s.before_forward(batch_of([1, 2, 3, 4]), CLS)
+    assert len(out) == 8 and out.n_new == 4 and ids_of(out.x[:4]) == [1, 2, 3, 4]
+    assert len(set(ids_of(out.x[4:]))) == 4 and set(ids_of(out.x[4:])) <= set(range(100, 130))
+    assert torch.allclose(out.weight, torch.tensor([0.0] * 4 + [0.25] * 4))
+    assert len(filled(batch_size_mem=10).before_forward(batch_of([1, 2]), CLS)) == 12
+
+
+def test_the_loss_is_avalanches_asymmetric_cross_entropy_doubled():
+    """Task loss (buffer CE) + ace (CE on the present classes) = CE_b + CE_in, as in the paper; Avalanche's
+    ACECriterion averages the two."""
+    s = filled(batch_size_mem=6)
+    # incoming classes 1 and 3 only
+    batch = s.before_forward(Batch(torch.zeros(5, 4), torch.tensor([1, 3, 3, 1, 1]), torch.zeros(5, dtype=torch.long),
+                                   2), CLS)
+    torch.manual_seed(0)
+    logits = torch.randn(11, 6)
+    ctx = StepContext(CLS, batch, logits, task_loss(logits, batch.y, batch.weight), 0, 2)
+    terms = s.loss_terms(ctx)
+    assert set(terms) == {"ace"}
+    expected = 2 * ACECriterion()(logits[:5], batch.y[:5], logits[5:], batch.y[5:])
+    assert (ctx.loss + terms["ace"]).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert ctx.loss.item() == pytest.approx(F.cross_entropy(logits[5:], batch.y[5:]).item(), rel=1e-6)
+
+
+def test_the_incoming_batch_does_not_push_down_the_absent_classes():
+    s = filled()
+    batch = s.before_forward(Batch(torch.zeros(3, 4), torch.tensor([4, 5, 4]), torch.zeros(3, dtype=torch.long), 1),
+                             CLS)
+    logits = torch.randn(6, 6, requires_grad=True)
+    s.loss_terms(StepContext(CLS, batch, logits, torch.zeros(()), 0, 1))["ace"].backward()
+    g = logits.grad[:3]
+    assert (g[:, :4] == 0).all() and (g[:, 4:] != 0).all()
+    assert (logits.grad[3:] == 0).all()  # the drawn samples' loss is the module's task loss
+
+
+def test_ignored_labels_mark_no_class():
+    s = ERACE(mem_size=4)
+    s.buffer.add(torch.ones(4, 4), torch.tensor([[0, 1]] * 4), torch.zeros(4, dtype=torch.long))  # 2 labels a sample
+    batch = s.before_forward(Batch(torch.zeros(2, 4), torch.tensor([[3, IGNORE], [3, 3]]),
+                                   torch.zeros(2, dtype=torch.long), 1), CLS)
+    logits = torch.randn(2 + 2, 2, 6, requires_grad=True)
+    s.loss_terms(StepContext(CLS, batch, logits, torch.zeros(()), 0, 1))["ace"].backward()
+    assert (logits.grad[:2, :, [0, 1, 2, 4, 5]] == 0).all()  # class 0 is not made present by IGNORE
+
+
+def test_regression_is_refused():
+    with pytest.raises(ConfigError, match="strategy 'er_ace' masks the logits .* objective is regression"):
+        ERACE().setup(SimpleNamespace(objective=OBJECTIVES["regression"]))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"mem_size": 0}, r"^'mem_size' must be >= 1, got 0: the buffer needs room"),
+    ({"batch_size_mem": 0}, r"^'batch_size_mem' must be >= 1 or null, got 0"),
+])
+def test_settings_that_cannot_work_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        ERACE(**kwargs)
+
+
+# -- in a run ------------------------------------------------------------------------
+SPLIT5 = ["scenario.n_experiences=5", "backbone.hidden=[64]", "train.epochs=3", "train.lr=0.1", "logger.progress=false"]
+
+
+def test_er_ace_beats_naive_on_class_incremental_split_digits():
+    acc = {}
+    for strategy in ("naive", "er_ace"):
+        built = build(compose(SPLIT5 + [f"strategy={strategy}"]))
+        fit(built)
+        acc[strategy] = summary_metrics(built.module.acc_matrix)["final_avg_acc"]
+    assert acc["naive"] < 0.3
+    assert acc["er_ace"] > acc["naive"] + 0.4
+
+
+RESUME = ["scenario.n_experiences=3", "backbone.hidden=[32]", "train.epochs=1", "logger.progress=false",
+          "strategy=er_ace", "strategies.er_ace.mem_size=50", "backbone.dropout=0.1", "train.momentum=0.9",
+          "checkpoint.every=7", "checkpoint.keep=1000"]
+
+
+def test_resume_is_bit_identical(tmp_path):
+    ref = run(compose(RESUME), tmp_path / "ref")
+    steps = [s for s, _ in list_checkpoints(tmp_path / "ref")]
+    k = next(s for s in steps if s > ref["steps"] // 3 + 7)  # inside the second experience: masking and replay
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(tmp_path / "ref", copy_dir)
+    for s, p in list_checkpoints(copy_dir):
+        if s > k:
+            p.unlink()
+    for name in ("summary.json", "metrics.csv"):
+        (copy_dir / name).unlink()
+    resumed = run(compose(RESUME + [f"resume={copy_dir}"]), tmp_path / "unused")
+    same = {key: v for key, v in ref.items() if key not in TIMING_KEYS and key not in ("run_dir", "resumed_from")}
+    assert json.dumps(same, sort_keys=True) == json.dumps({key: resumed[key] for key in same}, sort_keys=True)
+    assert (copy_dir / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
+    a = load_checkpoint(list_checkpoints(tmp_path / "ref")[-1][1])["module"]
+    b = load_checkpoint(list_checkpoints(copy_dir)[-1][1])["module"]
+    for key, v in a["model"].items():
+        assert torch.equal(v, b["model"][key]), key
+    buf_a, buf_b = a["strategies"]["er_ace"]["buffer"], b["strategies"]["er_ace"]["buffer"]
+    for key in ("x", "y", "t", "rng"):
+        assert torch.equal(buf_a[key], buf_b[key]), key
+
+
+# -- cross-check against Avalanche 0.6 -------------------------------------------------
+class PaperBuffer:
+    """Mammoth's ``Buffer``, written independently: reservoir sampling one sample at a time, draws
+    without replacement, with NumPy's generator."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seen, self.rng, self.data = size, 0, np.random.default_rng(seed), None
+
+    def add(self, *tensors: torch.Tensor) -> None:
+        if self.data is None:
+            self.data = [t.new_zeros((self.size, *t.shape[1:])) for t in tensors]
+        for i in range(len(tensors[0])):
+            j = self.seen if self.seen < self.size else int(self.rng.integers(0, self.seen + 1))
+            if j < self.size:
+                for store, t in zip(self.data, tensors):
+                    store[j] = t[i]
+            self.seen += 1
+
+    def get(self, n: int) -> list[torch.Tensor]:
+        k = min(self.seen, self.size)
+        idx = torch.from_numpy(self.rng.choice(k, size=min(n, k), replace=False))
+        return [d[idx] for d in self.data]
+
+
+class PaperERACE(AvalancheERACE):
+    """Avalanche's ER_ACE with its ACECriterion doubled (the paper adds the two terms) and the paper's buffer
+    (a reservoir of what was trained on, filled at every step) in place of Avalanche's class-balanced one,
+    which takes the whole experience before training on it."""
+
+    def __init__(self, *, seed: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.paper_buffer = PaperBuffer(self.mem_size, seed)
+
+    def _before_training_exp(self, **kwargs):
+        SupervisedTemplate._before_training_exp(self, **kwargs)
+
+    def training_epoch(self, **kwargs):
+        for self.mbatch in self.dataloader:  # noqa: B020 (Avalanche keeps the batch on the strategy)
+            self._unpack_minibatch()
+            self.optimizer.zero_grad()
+            out = self.model(self.mb_x)
+            if self.experience.current_experience > 0:
+                bx, by = self.paper_buffer.get(self.batch_size_mem)
+                loss = 2 * self.ace_criterion(out, self.mb_y, self.model(bx), by)
+            else:
+                loss = F.cross_entropy(out, self.mb_y)
+            loss.backward()
+            self.optimizer.step()
+            self.paper_buffer.add(self.mb_x, self.mb_y)
+
+
+class Head(nn.Module):
+    def __init__(self, fc: nn.Module) -> None:
+        super().__init__()
+        self.fc = fc
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.fc(h)
+
+
+def blobs(seed: int, n: int = 1800):
+    """3 experiences of 2 Gaussian-blob classes in 10 dimensions (2/3 train, 1/3 test)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(6, 10, generator=g) * 1.5
+    y = torch.arange(n) % 6
+    x = centers[y] + torch.randn(n, 10, generator=g)
+    k = 2 * n // 3
+    return nc_benchmark(make(x[:k], y[:k]), make(x[k:], y[k:]), n_experiences=3, task_labels=False,
+                        fixed_class_order=list(range(6)))
+
+
+def split_digits():
+    from clframe.data.datasets.digits import digits
+
+    d = digits()
+    return nc_benchmark(make(d.x_train.flatten(1), d.y_train), make(d.x_test.flatten(1), d.y_test), n_experiences=5,
+                        task_labels=False, fixed_class_order=list(range(10)))
+
+
+def final_accuracies(bench, seed: int, paper: bool = True, epochs: int = 1, lr: float = 0.03, batch_size: int = 10,
+                     mem_size: int = 200) -> tuple[float, float]:
+    """Final average accuracy of clframe's and Avalanche's ER-ACE (``paper``: with the paper's buffer) on
+    ``bench``: same MLP and initial weights, SGD, epochs, batch size, buffer and draw size (the batch
+    size), and the same batches in the same order (no shuffling)."""
+    scenario = from_avalanche(bench)
+    torch.manual_seed(seed)
+    backbone = nn.Sequential(nn.Linear(scenario.input_shape[0], 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+    fc = nn.Linear(64, scenario.n_classes)
+    theirs_model = nn.Sequential(copy.deepcopy(backbone), copy.deepcopy(fc))
+    loader = StreamIterator(scenario.stream, batch_size, epochs, seed=seed, shuffle=False)
+    module = CLModule(Model(backbone, Head(fc)), {"er_ace": ERACE(mem_size=mem_size, seed=seed)}, scenario.stream,
+                      loader.steps_per_experience(), lr=lr)
+    fit_loop(module, loader, "cpu", progress=False)
+    ours = float(np.mean(module.acc_matrix[-1]))
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        common = {"model": theirs_model, "optimizer": torch.optim.SGD(theirs_model.parameters(), lr=lr),
+                  "mem_size": mem_size, "batch_size_mem": batch_size, "train_mb_size": batch_size,
+                  "train_epochs": epochs, "eval_mb_size": 256, "evaluator": EvaluationPlugin(loggers=[]),
+                  "device": "cpu"}
+        theirs = PaperERACE(seed=seed, **common) if paper else AvalancheERACE(**common)
+        for exp in bench.train_stream:
+            theirs.train(exp, shuffle=False)
+    theirs_model.eval()
+    accs = evaluate_many(lambda x, t: theirs_model(x), [e.eval for e in scenario.stream], 256)[0]
+    return ours, float(np.mean(accs))
+
+
+# Avalanche's ER_ACE as shipped departs from the paper (see ERACE's docstring): its buffer takes the
+# current experience before training on it, and it halves the loss. The cross-check runs its loop
+# and its ACECriterion with the paper's buffer and sum (PaperERACE).
+def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs():
+    pairs = np.array([final_accuracies(blobs(seed), seed) for seed in range(3)])
+    ours, theirs = pairs.mean(0)
+    assert ours > 0.5 and abs(ours - theirs) < 0.03, pairs
+
+
+@pytest.mark.slow
+def test_final_accuracy_agrees_with_avalanche_on_split_digits():
+    pairs = np.array([final_accuracies(split_digits(), seed, epochs=3, lr=0.05) for seed in range(3)])
+    ours, theirs = pairs.mean(0)
+    assert abs(ours - theirs) < 0.03, pairs
