@@ -65,8 +65,7 @@ class AGEM(Strategy):
                               "stream does not signal (scenario.boundary_free=true): the projection would never "
                               "start. Use a stream with experience boundaries, or replay (strategy=replay, "
                               "buffer=reservoir) on a boundary-free one.")
-        params = [p for p in module.parameters() if p.requires_grad]
-        self.flat = FlatParams(params) if params else None
+        self.flat = None  # built at the first projection, from the parameters then (a model may grow)
         self.world = world_size()
         self.split = self.world > 1 and module.split_across_ranks
         if self.world > 1 and not self.split:
@@ -77,6 +76,9 @@ class AGEM(Strategy):
             self.gen = torch.Generator(device=device).manual_seed(self.seed)
         return self.gen
 
+    def on_experience_start(self, exp: Any, module: Any) -> None:
+        self.flat = None  # a growing model gains parameters between experiences
+
     def on_experience_end(self, exp: Any, module: Any) -> None:
         data = exp.train
         gen = self._generator(data.y.device)
@@ -86,6 +88,13 @@ class AGEM(Strategy):
             self.x, self.y, self.t = new
         else:
             self.x, self.y, self.t = (torch.cat([old, n]) for old, n in zip((self.x, self.y, self.t), new))
+
+    def _flat(self, module: Any) -> FlatParams | None:
+        """The trainable parameters as one flat vector (None if there are none)."""
+        if self.flat is None:
+            params = [p for p in module.parameters() if p.requires_grad]
+            self.flat = FlatParams(params) if params else None
+        return self.flat
 
     def reference_gradient(self, module: Any) -> Tensor:
         """The flat gradient [N] of the mean loss on a batch drawn from the memory, at the current weights
@@ -100,7 +109,7 @@ class AGEM(Strategy):
             start = sum(share(n, q, self.world) for q in range(r))
             idx = idx[start: start + share(n, r, self.world)]
             scale = len(idx) / n
-        params = self.flat.params
+        params = self._flat(module).params
         if len(idx) == 0:
             grads: tuple[Tensor | None, ...] = (None,) * len(params)
         else:
@@ -114,7 +123,9 @@ class AGEM(Strategy):
         return ref
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
-        if self.y is None or self.flat is None:
+        if self.y is None:
+            return
+        if self._flat(ctx.module) is None:
             return
         params = self.flat.params
         for p in params:
@@ -139,5 +150,6 @@ class AGEM(Strategy):
         if "y" not in state:
             return
         self.x, self.y, self.t = state["x"], state["y"], state["t"]
+        self.flat = None  # a checkpoint may have replaced parameters
         self.gen = torch.Generator(device=self.y.device)
         self.gen.set_state(state["rng"].cpu())
