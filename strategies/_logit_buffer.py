@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from clframe.core.hooks import overrides
 from clframe.data.buffers import Buffer, ReservoirBuffer
+from clframe.errors import ConfigError
 
 
 def draw(buffer: Buffer, n: int) -> Tensor:
@@ -61,3 +63,17 @@ class LogitReservoir(ReservoirBuffer):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.z = state.get("z")
+
+
+def refuse_other_batch_writers(module: Any, strategy: object) -> None:
+    """Raise ``ConfigError`` if another of ``module``'s strategies also rewrites the batch
+    (``before_forward``, e.g. ``replay``): two replay methods in one step are not a meaningful
+    combination, and a later one would drop this one's loss weights and count its drawn samples as new."""
+    strategies = getattr(module, "strategies", {})
+    me = next((k for k, s in strategies.items() if s is strategy), type(strategy).__name__.lower())
+    others = [k for k, s in strategies.items() if s is not strategy and overrides(s, "before_forward")]
+    if others:
+        raise ConfigError(f"strategy '{me}' replays samples from its own buffer and cannot be combined with "
+                          f"'{others[0]}', which also adds samples to the batch (two replay methods in one step). "
+                          f"Use one of them; '{me}' combines with strategies that do not rewrite the batch "
+                          f"(e.g. strategy=[{me},ewc]).")

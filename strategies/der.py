@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import torch
 import torch.nn.functional as F
 from annotated_types import Ge
-from clframe.strategies._logit_buffer import LogitReservoir, draw
+from clframe.strategies._logit_buffer import LogitReservoir, draw, refuse_other_batch_writers
 from torch import Tensor
 
 from clframe.config.registry import STRATEGIES, ParamError
@@ -73,6 +73,7 @@ class DER(Strategy):
         self._z: Tensor | None = None
 
     def setup(self, module: Any) -> None:
+        refuse_other_batch_writers(module, self)
         if world_size() > 1:  # a buffer per rank, each with its own sampling stream
             self.buffer.seed += 7919 * rank()
 

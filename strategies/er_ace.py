@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from clframe.strategies._logit_buffer import draw
+from clframe.strategies._logit_buffer import draw, refuse_other_batch_writers
 from torch import Tensor
 
 from clframe.config.registry import STRATEGIES, ParamError
@@ -71,6 +71,7 @@ class ERACE(Strategy):
             raise ConfigError("strategy 'er_ace' masks the logits of the classes absent from the incoming batch "
                               "and needs class labels, but this scenario's objective is regression. Use "
                               "strategy=replay (or der, derpp) for replay on a regression scenario.")
+        refuse_other_batch_writers(module, self)
         if world_size() > 1:  # a buffer per rank, each with its own sampling stream
             self.buffer.seed += 7919 * rank()
 

@@ -219,6 +219,20 @@ def test_negative_weights_are_refused_from_a_config():
         STRATEGIES.build("derpp", {"beta": -0.5})
 
 
+@pytest.mark.parametrize("combo", ["[replay,derpp]", "[der,replay]", "[der,derpp]"])
+def test_two_replay_methods_are_refused(tiny, combo):
+    built = build(compose(tiny + [f"strategy={combo}"]))
+    with pytest.raises(ConfigError, match=r"strategy '(der|derpp)' replays samples from its own buffer and cannot "
+                                          r"be combined with '(replay|der|derpp)'"):
+        fit(built)
+
+
+def test_it_combines_with_a_penalty(tiny):
+    built = build(compose(tiny + ["strategy=[derpp,ewc]", "strategies.ewc.ewc_lambda=1.0"]))
+    fit(built)
+    assert {"loss/der_mse", "loss/der_ce", "loss/ewc"} <= set(built.module.loss_log[-1])
+
+
 # -- cross-check against Avalanche 0.6 -------------------------------------------------
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

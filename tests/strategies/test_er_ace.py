@@ -134,6 +134,13 @@ def test_settings_that_cannot_work_are_refused(kwargs, match):
         ERACE(**kwargs)
 
 
+def test_another_replay_method_is_refused(tiny):
+    built = build(compose(tiny + ["strategy=[er_ace,replay]"]))
+    with pytest.raises(ConfigError, match=r"strategy 'er_ace' replays samples from its own buffer and cannot be "
+                                          r"combined with 'replay'"):
+        fit(built)
+
+
 # -- in a run ------------------------------------------------------------------------
 SPLIT5 = ["scenario.n_experiences=5", "backbone.hidden=[64]", "train.epochs=3", "train.lr=0.1", "logger.progress=false"]
 
