@@ -19,15 +19,17 @@ class SI(Strategy):
     """Penalty ``si_lambda * sum_k Omega_k (theta_k - theta*_k)^2`` (Zenke et al. 2017, Eq. 4).
 
     Every step ``omega += -g * delta`` (Eq. 3's path integral, discretised as in the authors'
-    reference code ganguli-lab/pathint): ``g`` is the gradient of the loss without the SI penalty and
-    ``delta`` the parameter change the optimizer actually made. At each experience end
-    ``Omega += omega / (Delta^2 + xi)`` (Eq. 5), ``Delta`` the change over the whole experience, then
-    ``omega`` restarts and ``theta*`` becomes the current weights. Everything is one flat vector on the
-    device: two foreach copies and one fused multiply-add per step, no host sync.
+    reference code ganguli-lab/pathint, ``protocols.py``): ``g`` is the gradient of the loss without the
+    SI penalty (their ``unreg_grads``) and ``delta`` the parameter change the optimizer actually made. At
+    each experience end ``Omega = max(0, Omega + omega / (Delta^2 + xi))`` (Eq. 5), ``Delta`` the change
+    over the whole experience, then ``omega`` restarts and ``theta*`` becomes the current weights. The
+    ``max(0, .)`` is the authors' code's (a ``relu``; Eq. 5 does not show it): a negative importance would
+    push weights away from their anchor. Everything is one flat vector on the device: two foreach
+    copies and two fused multiply-adds per step, no host sync.
 
     Checked against Avalanche 0.6 (``SynapticIntelligencePlugin``), which departs from the paper in
     ways this class does not follow: it uses the gradient of the total loss, SI penalty included;
-    clips Omega at 0.001 from above; halves the penalty (``si_lambda / 2``); defaults to
+    clips Omega at 0.001 from above and not at 0 from below; halves the penalty (``si_lambda / 2``); defaults to
     ``eps = 1e-7``; and leaves out BatchNorm parameters. Here ``g`` excludes only this strategy's own
     penalty: other strategies' loss terms (replay's samples, LwF's distillation) are part of the loss
     whose path SI integrates; ``g`` is read before any clipping, at ``before_optimizer_step``, so a
@@ -93,7 +95,7 @@ class SI(Strategy):
     @torch.no_grad()
     def on_experience_end(self, exp: Any, module: Any) -> None:
         theta = self.flat.read()
-        self.importance.add_(self.omega / ((theta - self.start) ** 2 + self.xi))
+        self.importance.add_(self.omega / ((theta - self.start) ** 2 + self.xi)).clamp_(min=0)
         self.anchor.copy_(theta)
         self.omega.zero_()
         self.consolidated = True

@@ -93,7 +93,7 @@ def test_path_integral_uses_the_task_gradient_and_the_actual_change_and_consolid
     assert not si.consolidated and si.loss_terms(None) == {}  # no penalty before the first consolidation
     # the second experience's first step ends the first: Omega = omega / (Delta^2 + xi), anchored there
     end = flat(module)
-    importance = omega / ((end - start) ** 2 + 0.1)
+    importance = (omega / ((end - start) ** 2 + 0.1)).clamp(min=0)  # the authors' code's relu
     b1 = batches(stream, 1)
     module.training_step(b1[0], 0)
     torch.testing.assert_close(si.importance, importance)
@@ -105,6 +105,24 @@ def test_path_integral_uses_the_task_gradient_and_the_actual_change_and_consolid
     torch.testing.assert_close(step, -g * (flat(module) - before))
     total = g + 2 * 0.7 * importance * (before - end)
     assert not torch.allclose(step, -total * (flat(module) - before))
+
+
+def test_a_negative_importance_is_clipped_to_zero_as_in_the_authors_code():
+    stream = blob_stream()
+    si = SI(xi=0.5)
+    module = module_with(si, stream)
+    si.on_experience_start(stream[0], module)
+    si.omega.copy_(torch.linspace(-1, 1, len(si.omega)))  # weights that moved uphill have omega < 0
+    si.on_experience_end(stream[0], module)  # no change: Delta = 0
+    torch.testing.assert_close(si.importance, (torch.linspace(-1, 1, len(si.omega)) / 0.5).clamp(min=0))
+    # later experiences add to the clipped importance (not to an unclipped running sum), clipped again
+    si.omega.fill_(0.25)
+    si.on_experience_end(stream[1], module)
+    torch.testing.assert_close(si.importance, (torch.linspace(-1, 1, len(si.omega)) / 0.5).clamp(min=0) + 0.5)
+    si.omega.fill_(-1.0)
+    si.on_experience_end(stream[1], module)
+    torch.testing.assert_close(si.importance, ((torch.linspace(-1, 1, len(si.omega)) / 0.5).clamp(min=0) - 1.5)
+                               .clamp(min=0))
 
 
 def test_penalty_is_zero_at_the_anchor_grows_quadratically_and_its_gradient_is_2_c_omega_delta():
@@ -220,11 +238,12 @@ def test_resume_is_bit_identical(tmp_path, where):
 # -- Avalanche's SynapticIntelligencePlugin on the same stream -----------------------------------
 
 def paper_si_plugin(si_lambda: float, xi: float):
-    """Avalanche 0.6's SI brought to the paper where it departs from it, so that like is compared with like:
-    the path integral of the task-loss gradient (Avalanche's includes its penalty's), no clipping of Omega
-    at 0.001; ``si_lambda = 2 c`` (it halves the penalty), ``eps = xi``. Also a bug fix: it reads the
-    weights as ``param.detach().cpu().flatten()``, on the CPU a view of the live weights, so its old and new
-    weights and its anchor are one tensor and SI does nothing there; a copy restores the GPU behaviour."""
+    """Avalanche 0.6's SI brought to the paper and the authors' code where it departs from them, so that like
+    is compared with like: the path integral of the task-loss gradient (Avalanche's includes its penalty's),
+    Omega clipped at 0 from below (the authors' relu) and not at 0.001 from above; ``si_lambda = 2 c`` (it
+    halves the penalty), ``eps = xi``. Also a bug fix: it reads the weights as
+    ``param.detach().cpu().flatten()``, on the CPU a view of the live weights, so its old and new weights
+    and its anchor are one tensor and SI does nothing there; a copy restores the GPU behaviour."""
     from avalanche.training.plugins.synaptic_intelligence import SynapticIntelligencePlugin as Plugin
 
     class PaperSI(Plugin):
@@ -257,8 +276,8 @@ def paper_si_plugin(si_lambda: float, xi: float):
             syn, (anchor, importance) = self.syn_data, self.ewc_data
             for n in syn["cum_trajectory"]:
                 delta = syn["new_theta"][n].data - anchor[n].data
-                syn["cum_trajectory"][n].data += syn["trajectory"][n].data / (delta**2 + self.eps)
-                importance[n].data = -syn["cum_trajectory"][n].data.clone()
+                new = -syn["trajectory"][n].data / (delta**2 + self.eps)
+                importance[n].data = (importance[n].data + new).clamp(min=0)  # the authors' code's relu
                 anchor[n].data = syn["new_theta"][n].data.clone()
 
     return PaperSI(2 * si_lambda, eps=xi)
