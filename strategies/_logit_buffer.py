@@ -11,6 +11,7 @@ from torch import Tensor
 from clframe.core.hooks import overrides
 from clframe.data.buffers import Buffer, ReservoirBuffer
 from clframe.errors import ConfigError
+from clframe.models.protocols import GeneratesWeights
 
 
 def draw(buffer: Buffer, n: int) -> Tensor:
@@ -65,10 +66,12 @@ class LogitReservoir(ReservoirBuffer):
         self.z = state.get("z")
 
 
-def refuse_other_batch_writers(module: Any, strategy: object) -> None:
+def check_replay_setup(module: Any, strategy: object) -> None:
     """Raise ``ConfigError`` if another of ``module``'s strategies also rewrites the batch
     (``before_forward``, e.g. ``replay``): two replay methods in one step are not a meaningful
-    combination, and a later one would drop this one's loss weights and count its drawn samples as new."""
+    combination, and a later one would drop this one's loss weights and count its drawn samples as new.
+    Also when the model is a hypernetwork and the stream has several task labels: its training batch
+    must hold one task, and drawn samples come from any task."""
     strategies = getattr(module, "strategies", {})
     me = next((k for k, s in strategies.items() if s is strategy), type(strategy).__name__.lower())
     others = [k for k, s in strategies.items() if s is not strategy and overrides(s, "before_forward")]
@@ -77,3 +80,8 @@ def refuse_other_batch_writers(module: Any, strategy: object) -> None:
                           f"'{others[0]}', which also adds samples to the batch (two replay methods in one step). "
                           f"Use one of them; '{me}' combines with strategies that do not rewrite the batch "
                           f"(e.g. strategy=[{me},ewc]).")
+    tasks = {e.task_label for e in getattr(module, "stream", [])}
+    if len(tasks) > 1 and isinstance(getattr(module, "model", None), GeneratesWeights):
+        raise ConfigError(f"strategy '{me}' replays samples of every task in one batch, but this run's model is a "
+                          f"hypernetwork, whose training batch must hold one task label ({len(tasks)} tasks here). "
+                          "Use hypernet=none, or a hypernetwork's own regulariser (strategy=hnet_reg).")

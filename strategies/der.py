@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import torch
 import torch.nn.functional as F
 from annotated_types import Ge
-from clframe.strategies._logit_buffer import LogitReservoir, draw, refuse_other_batch_writers
+from clframe.strategies._logit_buffer import LogitReservoir, check_replay_setup, draw
 from torch import Tensor
 
 from clframe.config.registry import STRATEGIES, ParamError
@@ -46,7 +46,9 @@ class DER(Strategy):
         seed: seed of the buffer's insertion and draws (default 0).
 
     Under multi-process training every rank keeps its own buffer of ``mem_size`` samples of what it
-    trained on (seed ``seed + 7919 rank``) and draws from it for its own part of the batch.
+    trained on (seed ``seed + 7919 rank``) and draws from it for its own part of the batch. Refused
+    beside another strategy that rewrites the batch (``replay``, ``er_ace``, ``der``/``derpp``), and with
+    a hypernetwork on a stream of several tasks (its batch must hold one task).
     """
 
     n_draws = 1  # DER++ draws a second, independent batch for its label term
@@ -73,7 +75,7 @@ class DER(Strategy):
         self._z: Tensor | None = None
 
     def setup(self, module: Any) -> None:
-        refuse_other_batch_writers(module, self)
+        check_replay_setup(module, self)
         if world_size() > 1:  # a buffer per rank, each with its own sampling stream
             self.buffer.seed += 7919 * rank()
 

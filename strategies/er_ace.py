@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from clframe.strategies._logit_buffer import draw, refuse_other_batch_writers
+from clframe.strategies._logit_buffer import check_replay_setup, draw
 from torch import Tensor
 
 from clframe.config.registry import STRATEGIES, ParamError
@@ -51,6 +51,8 @@ class ERACE(Strategy):
 
     Under multi-process training every rank keeps its own buffer of ``mem_size`` samples of what it
     trained on (seed ``seed + 7919 rank``); the classes present are those of the rank's part of the batch.
+    Refused on a regression objective, beside another strategy that rewrites the batch (``replay``,
+    ``der``, ``derpp``), and with a hypernetwork on a stream of several tasks (its batch must hold one task).
     """
 
     def __init__(self, mem_size: int = 200, batch_size_mem: int | None = None, seed: int = 0) -> None:
@@ -71,7 +73,7 @@ class ERACE(Strategy):
             raise ConfigError("strategy 'er_ace' masks the logits of the classes absent from the incoming batch "
                               "and needs class labels, but this scenario's objective is regression. Use "
                               "strategy=replay (or der, derpp) for replay on a regression scenario.")
-        refuse_other_batch_writers(module, self)
+        check_replay_setup(module, self)
         if world_size() > 1:  # a buffer per rank, each with its own sampling stream
             self.buffer.seed += 7919 * rank()
 

@@ -227,6 +227,24 @@ def test_two_replay_methods_are_refused(tiny, combo):
         fit(built)
 
 
+@pytest.mark.parametrize("strategy", ["der", "derpp"])
+def test_a_hypernetwork_over_several_tasks_is_refused(tiny, strategy):
+    built = build(compose(tiny + [f"strategy={strategy}", "hypernet=hnet_mlp", "scenario.task_incremental=true"]))
+    with pytest.raises(ConfigError, match=rf"strategy '{strategy}' replays samples of every task in one batch, but "
+                                          r"this run's model is a hypernetwork"):
+        fit(built)
+
+
+def test_derpp_trains_on_a_regression_objective(tiny):
+    """The stored outputs are the regressor's; the label term is the squared error."""
+    built = build(compose(["scenario=toy_regression", "backbone.hidden=[32]", "train.lr=0.01", "logger.progress=false",
+                           "strategy=derpp"]))
+    fit(built)
+    last = built.module.loss_log[-1]
+    assert last["loss/der_mse"] > 0 and last["loss/der_ce"] > 0
+    assert np.isfinite(summary_metrics(built.module.acc_matrix)["final_avg_acc"])
+
+
 def test_it_combines_with_a_penalty(tiny):
     built = build(compose(tiny + ["strategy=[derpp,ewc]", "strategies.ewc.ewc_lambda=1.0"]))
     fit(built)

@@ -141,6 +141,12 @@ def test_another_replay_method_is_refused(tiny):
         fit(built)
 
 
+def test_a_hypernetwork_over_several_tasks_is_refused(tiny):
+    built = build(compose(tiny + ["strategy=er_ace", "hypernet=hnet_mlp", "scenario.task_incremental=true"]))
+    with pytest.raises(ConfigError, match=r"strategy 'er_ace' replays samples of every task in one batch"):
+        fit(built)
+
+
 # -- in a run ------------------------------------------------------------------------
 SPLIT5 = ["scenario.n_experiences=5", "backbone.hidden=[64]", "train.epochs=3", "train.lr=0.1", "logger.progress=false"]
 
