@@ -36,8 +36,8 @@ class SI(Strategy):
     strategy placed before SI that changes the gradients there (A-GEM's projection) changes ``g``.
 
     Args:
-        si_lambda: ``c``, the penalty strength, >= 0 (default 1.0: Zenke et al.'s split MNIST value).
-        xi: damping ``xi`` of Eq. 5, > 0 (default 0.1).
+        si_lambda: ``c``, the penalty strength, >= 0 (default 1.0).
+        xi: damping ``xi`` of Eq. 5, > 0 (default 0.1, the authors' permuted-MNIST setting).
     """
 
     def __init__(self, si_lambda: Annotated[float, Ge(0)] = 1.0, xi: Annotated[float, Gt(0)] = 0.1) -> None:
