@@ -73,6 +73,10 @@ class MAS(Strategy):
     train mode, and takes the absolute gradient of each minibatch's mean (the ``minibatch`` estimate up to
     the last partial batch); here ``per_sample`` (Eq. 4) is the default.
 
+    The importance grows with the squared logits and adds up over experiences: plain SGD on the penalty
+    is stable only while ``lr * 2 * mas_lambda * max(Omega) < 2`` (split digits at lr 0.1 wants
+    ``mas_lambda`` about 0.1 or less by the fourth experience; a divergence is reported naming ``mas``).
+
     Args:
         mas_lambda: penalty strength, >= 0 (default 1.0, the paper's and Avalanche's).
         importance: ``per_sample`` (mean absolute per-sample gradient, the paper's Eq. 4) or
