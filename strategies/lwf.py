@@ -14,6 +14,7 @@ from clframe.config.registry import STRATEGIES
 from clframe.core.objectives import CLASSIFICATION
 from clframe.core.strategy import StepContext, Strategy
 from clframe.errors import ConfigError
+from clframe.models.protocols import GeneratesWeights
 
 
 @STRATEGIES.register("lwf")
@@ -36,6 +37,8 @@ class LwF(Strategy):
     weighting, and Avalanche's ``alpha`` equals ``lwf_lambda * T^2`` here. The paper's cross-entropy
     with soft targets differs from the KL only by the targets' entropy, a constant. The paper's warm-up
     (training the new head alone first) has no counterpart with one shared head and is left out.
+    A hypernetwork is refused: its frozen copy would sync with the host at every step (``hnet_reg``
+    is its own output distillation).
 
     Args:
         lwf_lambda: weight of the distillation, >= 0 (default 1.0).
@@ -58,6 +61,10 @@ class LwF(Strategy):
             raise ConfigError("strategy lwf freezes a copy of the model at each new experience, which a boundary-free "
                               "stream does not signal (scenario.boundary_free=true). Use a stream with experience "
                               "boundaries, or replay (strategy=replay).")
+        if isinstance(module.model, GeneratesWeights):
+            raise ConfigError("strategy lwf distils a frozen copy of the model, and a hypernetwork's copy infers or "
+                              "gathers tasks on the host at every call. Regularise the hypernetwork's outputs with "
+                              "its own distillation instead (strategy=hnet_reg), or drop hypernet=.")
         self._module = module
         self._multi_task = len({e.task_label for e in module.stream}) > 1
 

@@ -195,6 +195,11 @@ def test_a_regression_objective_and_a_boundary_free_stream_are_refused():
         module_with(LwF(), stream)
 
 
+def test_a_hypernetwork_is_refused(tiny):
+    with pytest.raises(ConfigError, match=r"strategy lwf .*hypernetwork.*strategy=hnet_reg"):
+        fit(build(compose(tiny + ["strategy=lwf", "hypernet=hnet_mlp", "scenario.task_incremental=true"])))
+
+
 # -- in a run ------------------------------------------------------------------------------------
 
 PERMUTED = ["experiment=permuted_digits", "scenario.n_experiences=2", "backbone.hidden=[64]", "train.epochs=3",
