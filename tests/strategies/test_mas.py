@@ -331,3 +331,33 @@ def test_final_accuracy_agrees_with_avalanche_on_split_digits_over_three_seeds()
              for seed in range(3)]
     ours, theirs = (sum(p[i] for p in pairs) / 3 for i in (0, 1))
     assert ours == pytest.approx(theirs, abs=0.03), pairs
+
+
+@pytest.mark.slow
+def test_ddp_ranks_keep_the_same_si_mas_and_lwf_state(tmp_path):
+    """Two CPU processes over gloo: MAS estimates on every other sample per rank and reduces the sums, SI
+    integrates the all-reduced gradients, LwF copies the same weights: every rank holds the same state."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([str(Path(sys.executable).parent / "clframe"), "run", "scenario.n_experiences=2",
+                           "backbone.hidden=[32]", "logger.progress=false", "train.num_threads=1", "train.epochs=2",
+                           "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                           "strategy=[si,mas,lwf]", "strategies.mas.mas_lambda=0.1", f"hydra.run.dir={run_dir}"],
+                          cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["rank_weight_max_abs_diff"] == 0.0
+    files = sorted((run_dir / "checkpoints").glob("step-*-rank*.ckpt"))
+    last = max(int(p.name.split("-")[1]) for p in files)
+    r0, r1 = (torch.load(run_dir / "checkpoints" / f"step-{last:08d}-rank{r}.ckpt", weights_only=True)["module"]
+              ["strategies"] for r in (0, 1))
+    for name, keys in (("si", ("omega", "importance", "anchor", "start")), ("mas", ("importance", "anchor"))):
+        for key in keys:
+            assert torch.equal(r0[name][key], r1[name][key]), (name, key)
+    assert r0["mas"]["importance"].sum() > 0 and r0["si"]["importance"].sum() > 0
+    assert r0["lwf"]["old_classes"] == r1["lwf"]["old_classes"]
+    assert all(torch.equal(v, r1["lwf"]["teacher"][k]) for k, v in r0["lwf"]["teacher"].items())
