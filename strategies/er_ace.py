@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,14 +23,17 @@ class ERACE(Strategy):
     """ER-ACE: ``loss = CE_present(f(x_in), y_in) + CE(f(x_b), y_b)``. The incoming batch's
     cross-entropy sees only the logits of the classes present in that batch (the others are masked
     to the dtype's lowest value), so new classes do not push old ones down; a draw from a reservoir
-    buffer of past samples takes the full cross-entropy. Masking and replay start with the second
-    experience; the first trains with the plain cross-entropy (as the reference code and Mammoth:
-    ``if task > 0``). The buffer takes every incoming sample, at every step, by reservoir sampling.
+    buffer of past samples takes the full cross-entropy. Task-free, as the paper and its code (which
+    forces ``task_free``): masking from the first step, replay as soon as the buffer holds a sample; the
+    buffer takes every incoming sample, at every step, by reservoir sampling. No experience boundary is
+    used, so it runs on boundary-free streams too.
 
     Caccia, Aljundi, Asadi, Tuytelaars, Pineau, Belilovsky, "New Insights on Reducing Abrupt
     Representation Change in Online Continual Learning", ICLR 2022. Checked against Mammoth
     (aimagelab/mammoth, ``models/er_ace.py``) and Avalanche 0.6 (``avalanche.training.ER_ACE``,
     ``ACECriterion``). Where they depart from the paper, this follows the paper:
+    - Mammoth and Avalanche mask and replay only from the second experience on (``if task > 0``), and
+      train the first with the plain cross-entropy.
     - Avalanche averages the two terms (``(CE_in + CE_b) / 2``); the paper, its code and Mammoth add
       them (with SGD, Avalanche's is the same run at half the learning rate after the first experience).
     - Avalanche's buffer is class-balanced and takes the whole experience before training on it, so its
@@ -79,15 +83,15 @@ class ERACE(Strategy):
 
     def before_forward(self, batch: Batch, module: Any) -> Batch:
         self._incoming = None
-        if batch.exp == 0 or self.buffer.size == 0:
-            return batch
         n = len(batch)
         n_in = n if batch.n_new is None else batch.n_new
-        idx = draw(self.buffer, self.batch_size_mem or n_in)
         prev = batch.weight if batch.weight is not None else torch.full((n,), 1 / n, device=batch.y.device)
-        # the incoming samples' cross-entropy moves to the masked term; the drawn ones take a mean
-        # cross-entropy in the task loss; what an earlier strategy added keeps its weights
+        # the incoming samples' cross-entropy moves to the masked term (with their mean's weights, or
+        # those the batch came with); the drawn ones take a mean cross-entropy in the task loss
         self._incoming = (n_in, prev[:n_in] * (n / n_in if batch.weight is None else 1.0))
+        if self.buffer.size == 0:  # the first step: nothing to replay yet
+            return replace(batch, weight=torch.cat([prev.new_zeros(n_in), prev[n_in:]]))
+        idx = draw(self.buffer, self.batch_size_mem or n_in)
         weight = torch.cat([prev.new_zeros(n_in), prev[n_in:], prev.new_full((len(idx),), 1 / len(idx))])
         b = self.buffer
         return Batch(torch.cat([batch.x, b.x[idx]]), torch.cat([batch.y, b.y[idx]]), torch.cat([batch.t, b.t[idx]]),

@@ -61,19 +61,23 @@ def filled(batch_size_mem: int | None = None) -> ERACE:
     return s
 
 
-def test_the_first_experience_trains_plainly_and_fills_the_buffer():
-    s = filled()
-    b = batch_of([1, 2, 3], exp=0)
-    assert s.before_forward(b, CLS) is b
-    assert s.loss_terms(StepContext(CLS, b, torch.zeros(3, 6), torch.zeros(()), 0, 0)) == {}
-    s.after_optimizer_step(StepContext(CLS, b, torch.zeros(3, 6), torch.zeros(()), 0, 0))
-    assert s.buffer.seen == 33
-    empty = ERACE()
-    b1 = batch_of([1, 2], exp=1)
-    assert empty.before_forward(b1, CLS) is b1  # nothing to replay yet
+def test_the_first_step_masks_without_replay_and_the_buffer_fills():
+    s = ERACE(mem_size=20)
+    b = batch_of([1, 2, 4], exp=0)
+    out = s.before_forward(b, CLS)
+    assert len(out) == 3 and torch.equal(out.weight, torch.zeros(3))  # no draw; the incoming CE moves to ace
+    logits = torch.randn(3, 6, requires_grad=True)
+    ctx = StepContext(CLS, out, logits, task_loss(logits, out.y, out.weight), 0, 0)
+    ace = s.loss_terms(ctx)["ace"]
+    present = torch.tensor([1, 2, 4])
+    expected = F.cross_entropy(logits[:, present], torch.tensor([0, 1, 2]))  # classes 0, 3, 5 masked
+    assert ace.item() == pytest.approx(expected.item(), rel=1e-6) and ctx.loss.item() == 0
+    s.after_optimizer_step(ctx)
+    assert s.buffer.seen == 3
+    assert len(s.before_forward(batch_of([5, 6], exp=0), CLS)) == 4  # replay as soon as the buffer holds samples
 
 
-def test_later_experiences_replay_with_the_incoming_samples_moved_to_the_ace_term():
+def test_drawn_samples_join_the_batch_and_the_incoming_ones_move_to_the_ace_term():
     s = filled()
     out = s.before_forward(batch_of([1, 2, 3, 4]), CLS)
     assert len(out) == 8 and out.n_new == 4 and ids_of(out.x[:4]) == [1, 2, 3, 4]
@@ -215,9 +219,11 @@ class PaperBuffer:
 
 
 class PaperERACE(AvalancheERACE):
-    """Avalanche's ER_ACE with its ACECriterion doubled (the paper adds the two terms) and the paper's buffer
+    """Avalanche's ER_ACE with its ACECriterion doubled (the paper adds the two terms), the paper's buffer
     (a reservoir of what was trained on, filled at every step) in place of Avalanche's class-balanced one,
-    which takes the whole experience before training on it."""
+    which takes the whole experience before training on it, and the paper's task-free schedule (masking
+    from the first step, replay as soon as the buffer holds a sample) in place of Avalanche's second
+    experience on."""
 
     def __init__(self, *, seed: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -231,11 +237,12 @@ class PaperERACE(AvalancheERACE):
             self._unpack_minibatch()
             self.optimizer.zero_grad()
             out = self.model(self.mb_x)
-            if self.experience.current_experience > 0:
+            if self.paper_buffer.seen:
                 bx, by = self.paper_buffer.get(self.batch_size_mem)
                 loss = 2 * self.ace_criterion(out, self.mb_y, self.model(bx), by)
-            else:
-                loss = F.cross_entropy(out, self.mb_y)
+            else:  # the first step: the current classes' cross-entropy alone, as ACECriterion computes it
+                present = self.mb_y.unique()
+                loss = F.cross_entropy(out[:, present], torch.searchsorted(present, self.mb_y))
             loss.backward()
             self.optimizer.step()
             self.paper_buffer.add(self.mb_x, self.mb_y)
@@ -301,12 +308,15 @@ def final_accuracies(bench, seed: int, paper: bool = True, epochs: int = 1, lr: 
 
 
 # Avalanche's ER_ACE as shipped departs from the paper (see ERACE's docstring): its buffer takes the
-# current experience before training on it, and it halves the loss. The cross-check runs its loop
-# and its ACECriterion with the paper's buffer and sum (PaperERACE).
+# current experience before training on it, it starts at the second experience, and it halves the
+# loss. The cross-check runs its loop and its ACECriterion with the paper's buffer, schedule and sum
+# (PaperERACE). One seed's final accuracy moves by about 0.04 with the buffer's draws alone (sd of
+# the per-seed gap over 20 seeds of this stream; mean gap 0.003 +- 0.009), so the fast check averages
+# 10 seeds.
 def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs():
-    pairs = np.array([final_accuracies(blobs(seed), seed) for seed in range(3)])
+    pairs = np.array([final_accuracies(blobs(seed), seed, epochs=3) for seed in range(10)])
     ours, theirs = pairs.mean(0)
-    assert ours > 0.5 and abs(ours - theirs) < 0.03, pairs
+    assert ours > 0.8 and abs(ours - theirs) < 0.03, pairs
 
 
 @pytest.mark.slow
