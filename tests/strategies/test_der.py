@@ -381,19 +381,23 @@ def final_accuracies(bench, kind: str, seed: int, epochs: int = 1, lr: float = 0
     return ours, float(np.mean(accs))
 
 
-# Avalanche's DER as shipped departs from the paper (see DER's docstring); on these streams it is
-# far stronger than the paper's DER (split digits, 3 epochs: 0.42 against 0.20 for DER with
-# alpha 0.2) because it matches the logits of the model trained on the whole experience and keeps a
-# class-balanced memory. The cross-check therefore runs Avalanche's loop with the paper's step
-# (PaperDER). DER with alpha 0.2 is too weak here to be more than noise around naive, so its check
-# uses alpha 1.0 (Mammoth's best for perm-mnist with a buffer of 200).
-@pytest.mark.parametrize(("kind", "alpha"), [("paper_der", 1.0), ("paper_derpp", 0.2)])
-def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs(kind, alpha):
-    pairs = np.array([final_accuracies(blobs(seed), kind, seed, alpha=alpha) for seed in range(3)])
+# Avalanche's DER as shipped departs from the paper (see DER's docstring): it matches the logits of the
+# model trained on the whole experience, keeps a class-balanced memory and replays from the second
+# experience, and its final accuracy differs from the paper's method by up to 0.2 either way on these
+# streams (blobs, 1 epoch: 0.67 against 0.84 with alpha 1.0, 0.67 against 0.58 with alpha 0.2; split
+# digits shuffled, 3 epochs, alpha 0.2: 0.42 against 0.20). The cross-check therefore runs Avalanche's
+# loop with the paper's step (PaperDER). On blobs at 3 epochs one seed's gap has an sd of about 0.02
+# from the buffer's draws alone (20 seeds: mean gap -0.001 +- 0.004 for DER), so the fast check
+# averages 5 seeds.
+@pytest.mark.parametrize("kind", ["paper_der", "paper_derpp"])
+def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs(kind):
+    pairs = np.array([final_accuracies(blobs(seed), kind, seed, epochs=3) for seed in range(5)])
     ours, theirs = pairs.mean(0)
-    assert ours > 0.6 and abs(ours - theirs) < 0.03, pairs
+    assert ours > 0.85 and abs(ours - theirs) < 0.03, pairs
 
 
+# On split digits DER with alpha 0.2 stays near naive in both (0.14 and 0.15), which would make the
+# agreement say little; its check uses alpha 1.0 (Mammoth's best for perm-mnist with a buffer of 200).
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "alpha"), [("paper_der", 1.0), ("paper_derpp", 0.2)])
 def test_final_accuracy_agrees_with_avalanche_on_split_digits(kind, alpha):
