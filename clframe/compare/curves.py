@@ -69,6 +69,10 @@ def plot_comparison(cmp: Comparison, path: Path) -> Path | None:
     fig = Figure(figsize=(9, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    if len(curves) > 10:  # the default cycle repeats after 10 colours: a baseline table has more groups
+        from matplotlib import colormaps
+
+        ax.set_prop_cycle(color=[colormaps["tab20"](i % 20) for i in range(len(curves))])
     for g, (steps, mean, std, _) in curves:
         (line,) = ax.plot(steps, mean, lw=1.4, label=f"{g.label} (n={len(g.runs)})")
         ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],

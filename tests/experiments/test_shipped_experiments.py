@@ -5,7 +5,12 @@ Thresholds are the issue's; the runs are the shipped configs with seed 0, unchan
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from clframe.config import compose
+from clframe.data.datasets.mnist import T10K_DEFAULT
 from clframe.run.runner import run
 
 
@@ -46,3 +51,25 @@ def test_stability_gap_split_digits_replay_has_a_gap_hidden_at_boundaries(tmp_pa
     s = _run(tmp_path, "experiment=stability_gap_split_digits", "strategy=replay")
     past_final = s["final_accs"][:-1]
     assert s["min_acc"] < sum(past_final) / len(past_final) - 0.05
+
+
+T10K = pytest.mark.skipif(not Path(T10K_DEFAULT).is_dir(), reason=f"real MNIST test set not at {T10K_DEFAULT}")
+
+
+@pytest.mark.slow
+@T10K
+def test_baselines_split_mnist_keeps_the_published_ordering(tmp_path):
+    # van de Ven & Tolias 2019 (Table 4, class-IL): None ~ EWC ~ SI ~ 0.20, replay methods far above; DER++ >= ER
+    acc = {s: _run(tmp_path, "experiment=baselines_split_mnist", f"strategy={s}")["final_avg_acc"]
+           for s in ("naive", "ewc", "si", "replay", "derpp", "er_ace", "icarl", "gdumb")}
+    assert all(0.15 <= acc[s] <= 0.30 for s in ("naive", "ewc", "si")), acc
+    assert all(acc[s] > 0.60 for s in ("replay", "derpp", "er_ace", "icarl", "gdumb")), acc
+    assert acc["derpp"] >= acc["replay"], acc
+
+
+@pytest.mark.slow
+@T10K
+def test_baselines_split_mnist_til_regularisers_are_accurate(tmp_path):
+    acc = {s: _run(tmp_path, "experiment=baselines_split_mnist_til", f"strategy={s}")["final_avg_acc"]
+           for s in ("ewc", "si", "mas", "lwf")}
+    assert all(a >= 0.95 for a in acc.values()), acc
