@@ -4,15 +4,15 @@ experience end and evaluated; the stream's own steps change nothing; checked aga
 from __future__ import annotations
 
 import copy
-import shutil
 import statistics
 import warnings
 
 import numpy as np
 import pytest
+import strategy_helpers
 import torch
+from strategy_helpers import WithoutTask, resumed_matches
 
-from clframe.checkpoint.files import list_checkpoints
 from clframe.config import compose
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
@@ -20,8 +20,6 @@ from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # avalanche warns about optional dependencies at import
-    from avalanche.benchmarks import nc_benchmark
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
     from avalanche.training import GDumb as AvalancheGDumb
 
 TINY = ["experiment=split_digits", "train.epochs=2", "logger.progress=false", "++strategy_settings.gdumb.epochs=5"]
@@ -49,18 +47,8 @@ def test_gdumb_beats_naive_class_incrementally(tmp_path):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    over = [*TINY, "strategy=gdumb", "scenario.n_experiences=3", "checkpoint.every=20", "checkpoint.keep=20"]
-    ref = run(compose(over), tmp_path / "ref")
-    copy_dir = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy_dir)
-    steps = [s for s, _ in list_checkpoints(copy_dir)]
-    keep = steps[len(steps) // 2]  # a checkpoint inside the second experience
-    for s, p in list_checkpoints(copy_dir):
-        if s > keep:
-            p.unlink()
-    (copy_dir / "summary.json").unlink()
-    resumed = run(compose([*over, f"resume={copy_dir}"]), tmp_path / "unused")
-    assert resumed["acc_matrix"] == ref["acc_matrix"]
+    ref, resumed = resumed_matches([*TINY, "strategy=gdumb", "scenario.n_experiences=3"], tmp_path)
+    assert resumed == ref
 
 
 def test_settings_that_make_no_sense_are_refused():
@@ -72,25 +60,11 @@ def test_settings_that_make_no_sense_are_refused():
 
 # -- against Avalanche's GDumb ---------------------------------------------------------------------
 
-def blobs(seed: int, n_classes: int = 6, dim: int = 10):
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(n_classes, dim, generator=g) * 1.5
-    y = torch.arange(1200) % n_classes
-    x = centres[y] + torch.randn(len(y), dim, generator=g)
-    return x[:900], y[:900], x[900:], y[900:]
-
-
-def blob_benchmark(seed: int = 0):
-    """Three experiences of two Gaussian-blob classes (a factory a config names by dotted path)."""
-    xtr, ytr, xte, yte = blobs(seed)
-    return nc_benchmark(make(xtr, ytr), make(xte, yte), n_experiences=3, task_labels=False, shuffle=False, seed=0)
-
-
 def final_accuracies(seed: int, mem_size: int = 60, epochs: int = 5) -> tuple[float, float]:
     """The final average accuracy of clframe's and Avalanche's GDumb: the same stream, initial weights,
     SGD, epochs, batch size and memory size."""
     batch, lr = 16, 0.05
-    cfg = compose(["scenario=avalanche", f"scenario.benchmark={__name__}:blob_benchmark",
+    cfg = compose(["scenario=avalanche", "scenario.benchmark=strategy_helpers:blob_benchmark",
                    f"+scenario.benchmark_args.seed={seed}", "backbone.hidden=[32]", f"train.batch_size={batch}",
                    f"train.lr={lr}", "strategy=gdumb", f"strategies.gdumb.mem_size={mem_size}",
                    f"strategies.gdumb.epochs={epochs}", f"strategies.gdumb.batch_size={batch}", f"seed={seed}",
@@ -100,17 +74,10 @@ def final_accuracies(seed: int, mem_size: int = 60, epochs: int = 5) -> tuple[fl
     fit(built)
     ours = float(np.mean(built.module.acc_matrix[-1]))
 
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = twin
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x, torch.zeros(len(x), dtype=torch.long))
 
     torch.manual_seed(seed)
-    model = Model()
-    bench = blob_benchmark(seed)
+    model = WithoutTask(twin)
+    bench = strategy_helpers.blob_benchmark(seed)
     strategy = AvalancheGDumb(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), mem_size=mem_size,
                               criterion=torch.nn.CrossEntropyLoss(), train_mb_size=batch, train_epochs=epochs,
                               eval_mb_size=256, device="cpu", evaluator=None)

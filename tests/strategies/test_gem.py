@@ -4,16 +4,16 @@ than naive, resumes bit-identically, refuses what it cannot do, and agrees with 
 from __future__ import annotations
 
 import copy
-import shutil
 import statistics
 import warnings
 
 import numpy as np
 import pytest
+import strategy_helpers
 import torch
 from clframe.strategies.gem import GEM
+from strategy_helpers import WithoutTask, resumed_matches
 
-from clframe.checkpoint.files import list_checkpoints
 from clframe.config import compose
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
@@ -21,8 +21,6 @@ from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # avalanche warns about optional dependencies at import
-    from avalanche.benchmarks import nc_benchmark
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
     from avalanche.training import GEM as AvalancheGEM
 
 TINY = ["experiment=split_digits", "train.epochs=2", "logger.progress=false",
@@ -48,18 +46,8 @@ def test_gem_forgets_less_than_naive(tmp_path):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    over = [*TINY, "strategy=gem", "scenario.n_experiences=3", "checkpoint.every=20", "checkpoint.keep=20"]
-    ref = run(compose(over), tmp_path / "ref")
-    copy_dir = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy_dir)
-    steps = [s for s, _ in list_checkpoints(copy_dir)]
-    keep = steps[len(steps) // 2]
-    for s, p in list_checkpoints(copy_dir):
-        if s > keep:
-            p.unlink()
-    (copy_dir / "summary.json").unlink()
-    resumed = run(compose([*over, f"resume={copy_dir}"]), tmp_path / "unused")
-    assert resumed["acc_matrix"] == ref["acc_matrix"]
+    ref, resumed = resumed_matches([*TINY, "strategy=gem", "scenario.n_experiences=3"], tmp_path)
+    assert resumed == ref
 
 
 def test_a_regression_scenario_is_refused():
@@ -69,21 +57,11 @@ def test_a_regression_scenario_is_refused():
 
 # -- against Avalanche's GEM ------------------------------------------------------------------------
 
-def blob_benchmark(seed: int = 0):
-    """Three experiences of two Gaussian-blob classes (a factory a config names by dotted path)."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(6, 10, generator=g) * 1.5
-    y = torch.arange(1200) % 6
-    x = centres[y] + torch.randn(len(y), 10, generator=g)
-    return nc_benchmark(make(x[:900], y[:900]), make(x[900:], y[900:]), n_experiences=3, task_labels=False,
-                        shuffle=False, seed=0)
-
-
 def final_accuracies(seed: int, patterns: int = 50, epochs: int = 2) -> tuple[float, float]:
     """Final average accuracy of clframe's and Avalanche's GEM: the same stream, initial weights, SGD,
     epochs, batch size, memory per experience and margin."""
     batch, lr, strength = 16, 0.05, 0.5
-    cfg = compose(["scenario=avalanche", f"scenario.benchmark={__name__}:blob_benchmark",
+    cfg = compose(["scenario=avalanche", "scenario.benchmark=strategy_helpers:blob_benchmark",
                    f"+scenario.benchmark_args.seed={seed}", "backbone.hidden=[32]", f"train.batch_size={batch}",
                    f"train.lr={lr}", f"train.epochs={epochs}", "strategy=gem",
                    f"strategies.gem.patterns_per_exp={patterns}", f"strategies.gem.memory_strength={strength}",
@@ -93,23 +71,16 @@ def final_accuracies(seed: int, patterns: int = 50, epochs: int = 2) -> tuple[fl
     fit(built)
     ours = float(np.mean(built.module.acc_matrix[-1]))
 
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = twin
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x, torch.zeros(len(x), dtype=torch.long))
 
     torch.manual_seed(seed)
-    model = Model()
+    model = WithoutTask(twin)
     strategy = AvalancheGEM(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr),
                             patterns_per_exp=patterns, memory_strength=strength,
                             criterion=torch.nn.CrossEntropyLoss(), train_mb_size=batch, train_epochs=epochs,
                             eval_mb_size=256, device="cpu", evaluator=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for exp in blob_benchmark(seed).train_stream:
+        for exp in strategy_helpers.blob_benchmark(seed).train_stream:
             strategy.train(exp)
     model.eval()
     tests = [e.eval for e in built.scenario.stream]

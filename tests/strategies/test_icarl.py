@@ -4,17 +4,17 @@ classifier, the memory budget, iCaRL against naive and replay, resume, refusals,
 from __future__ import annotations
 
 import copy
-import shutil
 import statistics
 import warnings
 
 import numpy as np
 import pytest
+import strategy_helpers
 import torch
 import torch.nn.functional as F
 from clframe.strategies.icarl import NearestMeanOfExemplars, herding
+from strategy_helpers import resumed_matches
 
-from clframe.checkpoint.files import list_checkpoints
 from clframe.config import compose
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
@@ -22,8 +22,6 @@ from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # avalanche warns about optional dependencies at import
-    from avalanche.benchmarks import nc_benchmark
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
     from avalanche.training import ICaRL as AvalancheICaRL
 
 TINY = ["experiment=split_digits", "train.epochs=2", "logger.progress=false",
@@ -64,18 +62,8 @@ def test_icarl_beats_naive_class_incrementally(tmp_path):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    over = [*TINY, "strategy=icarl", "scenario.n_experiences=3", "checkpoint.every=20", "checkpoint.keep=20"]
-    ref = run(compose(over), tmp_path / "ref")
-    copy_dir = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy_dir)
-    steps = [s for s, _ in list_checkpoints(copy_dir)]
-    keep = steps[len(steps) // 2]
-    for s, p in list_checkpoints(copy_dir):
-        if s > keep:
-            p.unlink()
-    (copy_dir / "summary.json").unlink()
-    resumed = run(compose([*over, f"resume={copy_dir}"]), tmp_path / "unused")
-    assert resumed["acc_matrix"] == ref["acc_matrix"]
+    ref, resumed = resumed_matches([*TINY, "strategy=icarl", "scenario.n_experiences=3"], tmp_path)
+    assert resumed == ref
 
 
 def test_settings_that_make_no_sense_are_refused():
@@ -87,21 +75,11 @@ def test_settings_that_make_no_sense_are_refused():
 
 # -- against Avalanche's ICaRL ----------------------------------------------------------------------
 
-def blob_benchmark(seed: int = 0):
-    """Three experiences of two Gaussian-blob classes (a factory a config names by dotted path)."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(6, 10, generator=g) * 1.5
-    y = torch.arange(1200) % 6
-    x = centres[y] + torch.randn(len(y), 10, generator=g)
-    return nc_benchmark(make(x[:900], y[:900]), make(x[900:], y[900:]), n_experiences=3, task_labels=False,
-                        shuffle=False, seed=0)
-
-
 def final_accuracies(seed: int, memory: int = 60, epochs: int = 3) -> tuple[float, float]:
     """Final average accuracy of clframe's and Avalanche's iCaRL: the same stream, initial weights, SGD,
     epochs, batch size and memory."""
     batch, lr = 16, 0.05
-    cfg = compose(["scenario=avalanche", f"scenario.benchmark={__name__}:blob_benchmark",
+    cfg = compose(["scenario=avalanche", "scenario.benchmark=strategy_helpers:blob_benchmark",
                    f"+scenario.benchmark_args.seed={seed}", "backbone.hidden=[32]", f"train.batch_size={batch}",
                    f"train.lr={lr}", f"train.epochs={epochs}", "strategy=icarl",
                    f"strategies.icarl.memory_size={memory}", f"seed={seed}", "logger.progress=false",
@@ -128,7 +106,7 @@ def final_accuracies(seed: int, memory: int = 60, epochs: int = 3) -> tuple[floa
                               device="cpu", evaluator=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for exp in blob_benchmark(seed).train_stream:
+        for exp in strategy_helpers.blob_benchmark(seed).train_stream:
             strategy.train(exp)
     strategy.model.eval()
     tests = [e.eval for e in built.scenario.stream]

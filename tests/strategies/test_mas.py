@@ -3,51 +3,24 @@ the penalty, that it forgets less than naive, resume, refusals, and Avalanche's 
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
-import warnings
 
 import pytest
 import torch
 from clframe.strategies.mas import MAS, output_sensitivity
+from strategy_helpers import Head, blob_stream, blobs, crosscheck, flat
 from torch import nn
 
 from clframe.checkpoint.files import list_checkpoints, load_checkpoint
 from clframe.config import compose
 from clframe.config.registry import STRATEGIES
 from clframe.core.module import CLModule
-from clframe.data.iterator import StreamIterator
-from clframe.data.stream import Experience, Stream, TensorData
+from clframe.data.stream import Stream, TensorData
 from clframe.errors import ConfigError
-from clframe.evaluation.evaluate import evaluate_many
 from clframe.models.model import Model
-from clframe.run.engines import fit_loop
 from clframe.run.results import TIMING_KEYS
 from clframe.run.runner import build, fit, run
-
-
-class Head(nn.Module):
-    """A linear layer as a clframe head (task labels unused)."""
-
-    def __init__(self, fc: nn.Module) -> None:
-        super().__init__()
-        self.fc = fc
-
-    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-
-def blob_stream(n_exp: int = 2, per_class: int = 40, dim: int = 4, seed: int = 0) -> Stream:
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(2 * n_exp, dim, generator=g) * 3
-
-    def data(classes: list[int]) -> TensorData:
-        y = torch.tensor(classes).repeat_interleave(per_class)
-        return TensorData(centres[y] + torch.randn(len(y), dim, generator=g), y, torch.zeros_like(y))
-
-    return Stream([Experience(i, data([2 * i, 2 * i + 1]), data([2 * i, 2 * i + 1]), [2 * i, 2 * i + 1])
-                   for i in range(n_exp)])
 
 
 def module_with(mas: MAS, stream: Stream, momentum: float = 0.9, dropout: float = 0.0) -> CLModule:
@@ -58,10 +31,6 @@ def module_with(mas: MAS, stream: Stream, momentum: float = 0.9, dropout: float 
     module.configure_optimizers()
     mas.setup(module)
     return module
-
-
-def flat(module: CLModule) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
 def perturb(module: nn.Module, scale: float = 0.3, seed: int = 5) -> None:
@@ -266,48 +235,6 @@ def summed_mas_plugin(mas_lambda: float):
                 self.importance[k].data += v
 
     return SummedMAS(lambda_reg=mas_lambda, alpha=0.0)
-
-
-def crosscheck(ours: dict, plugins: list, x_tr, y_tr, x_te, y_te, n_exp: int, hidden: int, epochs: int, bs: int,
-               lr: float, seed: int) -> tuple[float, float]:
-    """Final average accuracy of clframe with ``ours`` and Avalanche's Naive with ``plugins``, from the same
-    initial weights on the same class-incremental stream (nc_benchmark over tensors); both evaluated by
-    clframe's evaluator."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from avalanche.benchmarks import nc_benchmark
-        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
-        from avalanche.training import Naive
-        from avalanche.training.plugins import EvaluationPlugin
-    from clframe.scenarios.avalanche import from_avalanche
-
-    n_classes = int(y_tr.max()) + 1
-    bench = nc_benchmark(make(x_tr, y_tr), make(x_te, y_te), n_experiences=n_exp, task_labels=False,
-                         fixed_class_order=list(range(n_classes)))
-    scenario = from_avalanche(bench)
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(x_tr[0].numel(), hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
-    twin = copy.deepcopy(net)
-    loader = StreamIterator(scenario.stream, bs, epochs, seed=seed)
-    module = CLModule(Model(net[:3], Head(net[3])), ours, scenario.stream, loader.steps_per_experience(), lr=lr)
-    fit_loop(module, loader, "cpu", progress=False)
-    torch.manual_seed(seed)
-    strategy = Naive(twin, torch.optim.SGD(twin.parameters(), lr=lr), nn.CrossEntropyLoss(), train_mb_size=bs,
-                     train_epochs=epochs, eval_mb_size=256, device="cpu", evaluator=EvaluationPlugin(loggers=[]),
-                     plugins=plugins)
-    for exp in bench.train_stream:
-        strategy.train(exp)
-    twin.eval()
-    theirs = evaluate_many(lambda xb, tb: twin(xb), [e.eval for e in scenario.stream], batch_size=256)[0]
-    return sum(module.acc_matrix[-1]) / n_exp, sum(theirs) / n_exp
-
-
-def blobs() -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(0)
-    centres = torch.randn(6, 10, generator=g) * 2.0
-    y = torch.arange(1800) % 6
-    x = centres[y] + torch.randn(1800, 10, generator=g) * 1.5
-    return x[:1200], y[:1200], x[1200:], y[1200:]
 
 
 def test_final_accuracy_equals_avalanches_on_gaussian_blobs_with_full_batches():

@@ -1,0 +1,136 @@
+"""Helpers shared by the tests of the penalty strategies (SI, MAS, LwF): a linear head, a tiny blob
+stream, the flat parameter vector, and the cross-check against Avalanche's Naive with plugins."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from clframe.core.module import CLModule
+from clframe.data.iterator import StreamIterator
+from clframe.data.stream import Experience, Stream, TensorData
+from clframe.evaluation.evaluate import evaluate_many
+from clframe.models.model import Model
+from clframe.run.engines import fit_loop
+
+
+class Head(nn.Module):
+    """A linear layer as a clframe head (task labels unused)."""
+
+    def __init__(self, fc: nn.Module) -> None:
+        super().__init__()
+        self.fc = fc
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.fc(h)
+
+
+def blob_stream(n_exp: int = 2, per_class: int = 40, dim: int = 4, seed: int = 0) -> Stream:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(2 * n_exp, dim, generator=g) * 3
+
+    def data(classes: list[int]) -> TensorData:
+        y = torch.tensor(classes).repeat_interleave(per_class)
+        return TensorData(centres[y] + torch.randn(len(y), dim, generator=g), y, torch.zeros_like(y))
+
+    return Stream([Experience(i, data([2 * i, 2 * i + 1]), data([2 * i, 2 * i + 1]), [2 * i, 2 * i + 1])
+                   for i in range(n_exp)])
+
+
+def flat(module: CLModule) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def crosscheck(ours: dict, plugins: list, x_tr, y_tr, x_te, y_te, n_exp: int, hidden: int, epochs: int, bs: int,
+               lr: float, seed: int) -> tuple[float, float]:
+    """Final average accuracy of clframe with ``ours`` and Avalanche's Naive with ``plugins``, from the same
+    initial weights on the same class-incremental stream (nc_benchmark over tensors); both evaluated by
+    clframe's evaluator."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from avalanche.benchmarks import nc_benchmark
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
+        from avalanche.training import Naive
+        from avalanche.training.plugins import EvaluationPlugin
+    from clframe.scenarios.avalanche import from_avalanche
+
+    n_classes = int(y_tr.max()) + 1
+    bench = nc_benchmark(make(x_tr, y_tr), make(x_te, y_te), n_experiences=n_exp, task_labels=False,
+                         fixed_class_order=list(range(n_classes)))
+    scenario = from_avalanche(bench)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(x_tr[0].numel(), hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+    twin = copy.deepcopy(net)
+    loader = StreamIterator(scenario.stream, bs, epochs, seed=seed)
+    module = CLModule(Model(net[:3], Head(net[3])), ours, scenario.stream, loader.steps_per_experience(), lr=lr)
+    fit_loop(module, loader, "cpu", progress=False)
+    torch.manual_seed(seed)
+    strategy = Naive(twin, torch.optim.SGD(twin.parameters(), lr=lr), nn.CrossEntropyLoss(), train_mb_size=bs,
+                     train_epochs=epochs, eval_mb_size=256, device="cpu", evaluator=EvaluationPlugin(loggers=[]),
+                     plugins=plugins)
+    for exp in bench.train_stream:
+        strategy.train(exp)
+    twin.eval()
+    theirs = evaluate_many(lambda xb, tb: twin(xb), [e.eval for e in scenario.stream], batch_size=256)[0]
+    return sum(module.acc_matrix[-1]) / n_exp, sum(theirs) / n_exp
+
+
+def blobs() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(6, 10, generator=g) * 2.0
+    y = torch.arange(1800) % 6
+    x = centres[y] + torch.randn(1800, 10, generator=g) * 1.5
+    return x[:1200], y[:1200], x[1200:], y[1200:]
+
+
+# -- the memory-based strategies (GEM, iCaRL, GDumb) ------------------------------------------------
+
+def blob_benchmark(seed: int = 0):
+    """Three Avalanche experiences of two Gaussian-blob classes (a factory a config names by dotted path:
+    ``scenario.benchmark=strategy_helpers:blob_benchmark``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from avalanche.benchmarks import nc_benchmark
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(6, 10, generator=g) * 1.5
+    y = torch.arange(1200) % 6
+    x = centres[y] + torch.randn(len(y), 10, generator=g)
+    return nc_benchmark(make(x[:900], y[:900]), make(x[900:], y[900:]), n_experiences=3, task_labels=False,
+                        shuffle=False, seed=0)
+
+
+class WithoutTask(nn.Module):
+    """A clframe model (``model(x, t)``) as a plain ``model(x)``, for Avalanche."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x, torch.zeros(len(x), dtype=torch.long))
+
+
+def resumed_matches(overrides: list[str], tmp_path) -> tuple[list, list]:
+    """The accuracy matrices of a run and of its copy resumed from a checkpoint half-way (the later
+    checkpoints and the summary removed, as after a crash)."""
+    import shutil
+
+    from clframe.checkpoint.files import list_checkpoints
+    from clframe.config import compose
+    from clframe.run.runner import run
+
+    over = [*overrides, "checkpoint.every=20", "checkpoint.keep=20"]
+    ref = run(compose(over), tmp_path / "ref")
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(tmp_path / "ref", copy_dir)
+    steps = [s for s, _ in list_checkpoints(copy_dir)]
+    for s, p in list_checkpoints(copy_dir):
+        if s > steps[len(steps) // 2]:
+            p.unlink()
+    (copy_dir / "summary.json").unlink()
+    resumed = run(compose([*over, f"resume={copy_dir}"]), tmp_path / "unused")
+    return ref["acc_matrix"], resumed["acc_matrix"]
