@@ -88,8 +88,9 @@ def blobs() -> tuple[torch.Tensor, ...]:
 
 # -- the memory-based strategies (GEM, iCaRL, GDumb) ------------------------------------------------
 
-def blob_benchmark(seed: int = 0):
-    """Three Avalanche experiences of two Gaussian-blob classes (a factory a config names by dotted path:
+def blob_benchmark(seed: int = 0, n: int = 1200, n_train: int = 900):
+    """Three Avalanche experiences of two Gaussian-blob classes in 10 dimensions, ``n`` samples of which
+    the first ``n_train`` train and the rest test (a factory a config names by dotted path:
     ``scenario.benchmark=strategy_helpers:blob_benchmark``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,10 +98,24 @@ def blob_benchmark(seed: int = 0):
         from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(6, 10, generator=g) * 1.5
-    y = torch.arange(1200) % 6
+    y = torch.arange(n) % 6
     x = centres[y] + torch.randn(len(y), 10, generator=g)
-    return nc_benchmark(make(x[:900], y[:900]), make(x[900:], y[900:]), n_experiences=3, task_labels=False,
-                        shuffle=False, seed=0)
+    k = n_train
+    return nc_benchmark(make(x[:k], y[:k]), make(x[k:], y[k:]), n_experiences=3, task_labels=False,
+                        fixed_class_order=list(range(6)))
+
+
+def split_digits_benchmark():
+    """Split digits as an Avalanche benchmark: 5 experiences of 2 classes, flat inputs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from avalanche.benchmarks import nc_benchmark
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
+    from clframe.data.datasets.digits import digits
+
+    d = digits()
+    return nc_benchmark(make(d.x_train.flatten(1), d.y_train), make(d.x_test.flatten(1), d.y_test), n_experiences=5,
+                        task_labels=False, fixed_class_order=list(range(10)))
 
 
 class WithoutTask(nn.Module):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from clframe.strategies._logit_buffer import LogitReservoir, draw
 from clframe.strategies.der import DER
 from clframe.strategies.derpp import DERpp
+from strategy_helpers import Head, blob_benchmark, split_digits_benchmark
 from torch import nn
 
 from clframe.checkpoint.files import list_checkpoints, load_checkpoint
@@ -254,8 +255,6 @@ def test_it_combines_with_a_penalty(tiny):
 # -- cross-check against Avalanche 0.6 -------------------------------------------------
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from avalanche.benchmarks import nc_benchmark
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
     from avalanche.training import DER as AvalancheDER
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.templates import SupervisedTemplate
@@ -318,34 +317,6 @@ class PaperDER(AvalancheDER):
             self.paper_buffer.add(self.mb_x, self.mb_y, out.detach())
 
 
-class Head(nn.Module):
-    def __init__(self, fc: nn.Module) -> None:
-        super().__init__()
-        self.fc = fc
-
-    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-
-def blobs(seed: int, n: int = 1800):
-    """3 experiences of 2 Gaussian-blob classes in 10 dimensions (2/3 train, 1/3 test)."""
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(6, 10, generator=g) * 1.5
-    y = torch.arange(n) % 6
-    x = centers[y] + torch.randn(n, 10, generator=g)
-    k = 2 * n // 3
-    return nc_benchmark(make(x[:k], y[:k]), make(x[k:], y[k:]), n_experiences=3, task_labels=False,
-                        fixed_class_order=list(range(6)))
-
-
-def split_digits():
-    from clframe.data.datasets.digits import digits
-
-    d = digits()
-    return nc_benchmark(make(d.x_train.flatten(1), d.y_train), make(d.x_test.flatten(1), d.y_test), n_experiences=5,
-                        task_labels=False, fixed_class_order=list(range(10)))
-
-
 def final_accuracies(bench, kind: str, seed: int, epochs: int = 1, lr: float = 0.03, alpha: float = 0.2,
                      beta: float = 1.0, batch_size: int = 10, mem_size: int = 200) -> tuple[float, float]:
     """Final average accuracy of clframe's and Avalanche's ``kind`` (``der``/``derpp``; ``paper``
@@ -391,7 +362,8 @@ def final_accuracies(bench, kind: str, seed: int, epochs: int = 1, lr: float = 0
 # averages 5 seeds.
 @pytest.mark.parametrize("kind", ["paper_der", "paper_derpp"])
 def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs(kind):
-    pairs = np.array([final_accuracies(blobs(seed), kind, seed, epochs=3) for seed in range(5)])
+    pairs = np.array([final_accuracies(blob_benchmark(seed, n=1800, n_train=1200), kind, seed, epochs=3)
+                      for seed in range(5)])
     ours, theirs = pairs.mean(0)
     assert ours > 0.85 and abs(ours - theirs) < 0.03, pairs
 
@@ -401,7 +373,7 @@ def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs(kind):
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "alpha"), [("paper_der", 1.0), ("paper_derpp", 0.2)])
 def test_final_accuracy_agrees_with_avalanche_on_split_digits(kind, alpha):
-    pairs = np.array([final_accuracies(split_digits(), kind, seed, epochs=3, lr=0.05, alpha=alpha)
+    pairs = np.array([final_accuracies(split_digits_benchmark(), kind, seed, epochs=3, lr=0.05, alpha=alpha)
                       for seed in range(3)])
     ours, theirs = pairs.mean(0)
     assert abs(ours - theirs) < 0.03, pairs

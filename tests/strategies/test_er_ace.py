@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from clframe.strategies.er_ace import ERACE
+from strategy_helpers import Head, blob_benchmark, split_digits_benchmark
 from torch import nn
 
 from clframe.checkpoint.files import list_checkpoints, load_checkpoint
@@ -33,8 +34,6 @@ from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    from avalanche.benchmarks import nc_benchmark
-    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
     from avalanche.training import ER_ACE as AvalancheERACE
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.regularization import ACECriterion
@@ -248,34 +247,6 @@ class PaperERACE(AvalancheERACE):
             self.paper_buffer.add(self.mb_x, self.mb_y)
 
 
-class Head(nn.Module):
-    def __init__(self, fc: nn.Module) -> None:
-        super().__init__()
-        self.fc = fc
-
-    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-
-def blobs(seed: int, n: int = 1800):
-    """3 experiences of 2 Gaussian-blob classes in 10 dimensions (2/3 train, 1/3 test)."""
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(6, 10, generator=g) * 1.5
-    y = torch.arange(n) % 6
-    x = centers[y] + torch.randn(n, 10, generator=g)
-    k = 2 * n // 3
-    return nc_benchmark(make(x[:k], y[:k]), make(x[k:], y[k:]), n_experiences=3, task_labels=False,
-                        fixed_class_order=list(range(6)))
-
-
-def split_digits():
-    from clframe.data.datasets.digits import digits
-
-    d = digits()
-    return nc_benchmark(make(d.x_train.flatten(1), d.y_train), make(d.x_test.flatten(1), d.y_test), n_experiences=5,
-                        task_labels=False, fixed_class_order=list(range(10)))
-
-
 def final_accuracies(bench, seed: int, paper: bool = True, epochs: int = 1, lr: float = 0.03, batch_size: int = 10,
                      mem_size: int = 200) -> tuple[float, float]:
     """Final average accuracy of clframe's and Avalanche's ER-ACE (``paper``: with the paper's buffer) on
@@ -314,13 +285,14 @@ def final_accuracies(bench, seed: int, paper: bool = True, epochs: int = 1, lr: 
 # the per-seed gap over 20 seeds of this stream; mean gap 0.003 +- 0.009), so the fast check averages
 # 10 seeds.
 def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs():
-    pairs = np.array([final_accuracies(blobs(seed), seed, epochs=3) for seed in range(10)])
+    pairs = np.array([final_accuracies(blob_benchmark(seed, n=1800, n_train=1200), seed, epochs=3)
+                      for seed in range(10)])
     ours, theirs = pairs.mean(0)
     assert ours > 0.8 and abs(ours - theirs) < 0.03, pairs
 
 
 @pytest.mark.slow
 def test_final_accuracy_agrees_with_avalanche_on_split_digits():
-    pairs = np.array([final_accuracies(split_digits(), seed, epochs=3, lr=0.05) for seed in range(3)])
+    pairs = np.array([final_accuracies(split_digits_benchmark(), seed, epochs=3, lr=0.05) for seed in range(3)])
     ours, theirs = pairs.mean(0)
     assert abs(ours - theirs) < 0.03, pairs
