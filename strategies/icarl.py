@@ -93,7 +93,9 @@ class ICaRL(Strategy):
 
     def on_experience_start(self, exp: Any, module: Any) -> None:
         self.old_classes = sorted(self.exemplars)
-        self.old = None
+        # a run resumed from an experience-end checkpoint restored the ended experience's old model: this
+        # experience distils from the model as it is now
+        self.old, self._old_state = None, None
         if self.exemplars:
             self.old = copy.deepcopy(module.model).eval().requires_grad_(False)
         n_ex = sum(len(v) for v in self.exemplars.values())
