@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -129,23 +131,73 @@ class WithoutTask(nn.Module):
         return self.inner(x, torch.zeros(len(x), dtype=torch.long))
 
 
-def resumed_matches(overrides: list[str], tmp_path) -> tuple[list, list]:
-    """The accuracy matrices of a run and of its copy resumed from a checkpoint half-way (the later
-    checkpoints and the summary removed, as after a crash)."""
+def interrupted_and_resumed(overrides: list[str], tmp_path,
+                            pick: Callable[[dict, list[int]], int]) -> tuple[dict, dict]:
+    """Run ``overrides`` to the end; copy the run as if it had been killed after writing the checkpoint of
+    step ``pick(summary, checkpoint_steps)`` and resume the copy. Assert that the resumed run's summary
+    (timings aside), metrics.csv and final weights equal the uninterrupted run's; return the module
+    states of both runs' last checkpoints, for the strategy's own state to be compared."""
+    import json
     import shutil
 
-    from clframe.checkpoint.files import list_checkpoints
+    from clframe.checkpoint.files import list_checkpoints, load_checkpoint
     from clframe.config import compose
+    from clframe.run.results import TIMING_KEYS
     from clframe.run.runner import run
 
-    over = [*overrides, "checkpoint.every=20", "checkpoint.keep=20"]
-    ref = run(compose(over), tmp_path / "ref")
-    copy_dir = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy_dir)
-    steps = [s for s, _ in list_checkpoints(copy_dir)]
+    ref_dir, copy_dir = tmp_path / "ref", tmp_path / "copy"
+    ref = run(compose(overrides), ref_dir)
+    steps = [s for s, _ in list_checkpoints(ref_dir)]
+    k = pick(ref, steps)
+    assert k in steps, f"no checkpoint at step {k}: {steps}"
+    shutil.copytree(ref_dir, copy_dir)
     for s, p in list_checkpoints(copy_dir):
-        if s > steps[len(steps) // 2]:
+        if s > k:
             p.unlink()
-    (copy_dir / "summary.json").unlink()
-    resumed = run(compose([*over, f"resume={copy_dir}"]), tmp_path / "unused")
-    return ref["acc_matrix"], resumed["acc_matrix"]
+    for name in ("summary.json", "metrics.csv"):
+        (copy_dir / name).unlink()
+    resumed = run(compose([*overrides, f"resume={copy_dir}"]), tmp_path / "unused")
+    same = {key: v for key, v in ref.items() if key not in TIMING_KEYS and key not in ("run_dir", "resumed_from")}
+    assert json.dumps(same, sort_keys=True) == json.dumps({key: resumed[key] for key in same}, sort_keys=True)
+    assert (copy_dir / "metrics.csv").read_bytes() == (ref_dir / "metrics.csv").read_bytes()
+    a = load_checkpoint(list_checkpoints(ref_dir)[-1][1])["module"]
+    b = load_checkpoint(list_checkpoints(copy_dir)[-1][1])["module"]
+    for key, v in a["model"].items():
+        assert torch.equal(v, b["model"][key]), key
+    return a, b
+
+
+def inside_second_of_three(ref: dict, steps: list[int]) -> int:
+    """A checkpoint step inside the second of three equal experiences (past its first 7 steps)."""
+    return next(s for s in steps if s > ref["steps"] // 3 + 7)
+
+
+def at(where: str) -> Callable[[dict, list[int]], int]:
+    """``interrupted_and_resumed``'s pick: the end of the first of three experiences (``boundary``) or a
+    step inside the second (``mid_exp1``)."""
+    return lambda ref, steps: ref["steps"] // 3 if where == "boundary" else inside_second_of_three(ref, steps)
+
+
+# -- the replay strategies (DER, DER++, ER-ACE) -----------------------------------------------------
+
+class PaperBuffer:
+    """Mammoth's ``Buffer``, written independently: reservoir sampling one sample at a time, draws
+    without replacement, with NumPy's generator."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seen, self.rng, self.data = size, 0, np.random.default_rng(seed), None
+
+    def add(self, *tensors: torch.Tensor) -> None:
+        if self.data is None:
+            self.data = [t.new_zeros((self.size, *t.shape[1:])) for t in tensors]
+        for i in range(len(tensors[0])):
+            j = self.seen if self.seen < self.size else int(self.rng.integers(0, self.seen + 1))
+            if j < self.size:
+                for store, t in zip(self.data, tensors):
+                    store[j] = t[i]
+            self.seen += 1
+
+    def get(self, n: int) -> list[torch.Tensor]:
+        k = min(self.seen, self.size)
+        idx = torch.from_numpy(self.rng.choice(k, size=min(n, k), replace=False))
+        return [d[idx] for d in self.data]

@@ -4,52 +4,27 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import warnings
 
 import pytest
 import torch
 from clframe.strategies.agem import AGEM
+from strategy_helpers import Head, blob_stream, inside_second_of_three, interrupted_and_resumed
 from torch import nn
 
-from clframe.checkpoint.files import list_checkpoints, load_checkpoint
 from clframe.config import compose
 from clframe.config.registry import STRATEGIES
 from clframe.core.module import CLModule
 from clframe.core.strategy import StepContext
 from clframe.data.batch import Batch
 from clframe.data.iterator import StreamIterator
-from clframe.data.stream import Experience, Stream, TensorData
+from clframe.data.stream import Stream
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
 from clframe.evaluation.metrics import summary_metrics
 from clframe.models.model import Model
 from clframe.run.engines import fit_loop
-from clframe.run.results import TIMING_KEYS
-from clframe.run.runner import build, fit, run
-
-
-class Head(nn.Module):
-    """A linear layer as a clframe head (task labels unused)."""
-
-    def __init__(self, fc: nn.Module) -> None:
-        super().__init__()
-        self.fc = fc
-
-    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.fc(h)
-
-
-def blob_stream(n_exp: int = 2, per_class: int = 40, dim: int = 4, seed: int = 0) -> Stream:
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn(2 * n_exp, dim, generator=g) * 3
-
-    def data(classes: list[int]) -> TensorData:
-        y = torch.tensor(classes).repeat_interleave(per_class)
-        return TensorData(centres[y] + torch.randn(len(y), dim, generator=g), y, torch.zeros_like(y))
-
-    return Stream([Experience(i, data([2 * i, 2 * i + 1]), data([2 * i, 2 * i + 1]), [2 * i, 2 * i + 1])
-                   for i in range(n_exp)])
+from clframe.run.runner import build, fit
 
 
 def module_with(agem: AGEM, stream: Stream, dim: int = 4, n_classes: int = 4) -> CLModule:
@@ -183,26 +158,7 @@ RESUME = ["scenario.n_experiences=3", "backbone.hidden=[32]", "train.epochs=1", 
 
 
 def test_resume_is_bit_identical(tmp_path):
-    ref = run(compose(RESUME), tmp_path / "ref")
-    steps = [s for s, _ in list_checkpoints(tmp_path / "ref")]
-    # a checkpoint inside the second experience: the memory holds the first one's samples
-    k = next(s for s in steps if s > ref["steps"] // 3 + 7)
-    copy = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy)
-    for s, p in list_checkpoints(copy):
-        if s > k:
-            p.unlink()
-    for name in ("summary.json", "metrics.csv"):
-        (copy / name).unlink()
-    resumed = run(compose(RESUME + [f"resume={copy}"]), tmp_path / "unused")
-    same = {key: v for key, v in ref.items() if key not in TIMING_KEYS and key not in ("run_dir", "resumed_from")}
-    assert json.dumps(same, sort_keys=True) == json.dumps(
-        {key: resumed[key] for key in same}, sort_keys=True)
-    assert (copy / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
-    a = load_checkpoint(list_checkpoints(tmp_path / "ref")[-1][1])["module"]
-    b = load_checkpoint(list_checkpoints(copy)[-1][1])["module"]
-    for key, v in a["model"].items():
-        assert torch.equal(v, b["model"][key]), key
+    a, b = interrupted_and_resumed(RESUME, tmp_path, inside_second_of_three)
     for key in ("x", "y", "t", "rng"):
         assert torch.equal(a["strategies"]["agem"][key], b["strategies"]["agem"][key]), key
 

@@ -4,8 +4,6 @@ resume, refusals, and the cross-check against Avalanche's DER."""
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import warnings
 from types import SimpleNamespace
 
@@ -16,10 +14,16 @@ import torch.nn.functional as F
 from clframe.strategies._logit_buffer import LogitReservoir, draw
 from clframe.strategies.der import DER
 from clframe.strategies.derpp import DERpp
-from strategy_helpers import Head, blob_benchmark, split_digits_benchmark
+from strategy_helpers import (
+    Head,
+    PaperBuffer,
+    blob_benchmark,
+    inside_second_of_three,
+    interrupted_and_resumed,
+    split_digits_benchmark,
+)
 from torch import nn
 
-from clframe.checkpoint.files import list_checkpoints, load_checkpoint
 from clframe.config import compose
 from clframe.config.registry import STRATEGIES
 from clframe.core.module import CLModule
@@ -33,8 +37,7 @@ from clframe.evaluation.evaluate import evaluate_many
 from clframe.evaluation.metrics import summary_metrics
 from clframe.models.model import Model
 from clframe.run.engines import fit_loop
-from clframe.run.results import TIMING_KEYS
-from clframe.run.runner import build, fit, run
+from clframe.run.runner import build, fit
 
 
 def batch_of(ids: list[int], exp: int = 0) -> Batch:
@@ -178,24 +181,7 @@ RESUME = ["scenario.n_experiences=3", "backbone.hidden=[32]", "train.epochs=1", 
 
 
 def test_resume_is_bit_identical(tmp_path):
-    ref = run(compose(RESUME), tmp_path / "ref")
-    steps = [s for s, _ in list_checkpoints(tmp_path / "ref")]
-    k = next(s for s in steps if s > ref["steps"] // 3 + 7)  # inside the second experience, buffer full
-    copy_dir = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy_dir)
-    for s, p in list_checkpoints(copy_dir):
-        if s > k:
-            p.unlink()
-    for name in ("summary.json", "metrics.csv"):
-        (copy_dir / name).unlink()
-    resumed = run(compose(RESUME + [f"resume={copy_dir}"]), tmp_path / "unused")
-    same = {key: v for key, v in ref.items() if key not in TIMING_KEYS and key not in ("run_dir", "resumed_from")}
-    assert json.dumps(same, sort_keys=True) == json.dumps({key: resumed[key] for key in same}, sort_keys=True)
-    assert (copy_dir / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
-    a = load_checkpoint(list_checkpoints(tmp_path / "ref")[-1][1])["module"]
-    b = load_checkpoint(list_checkpoints(copy_dir)[-1][1])["module"]
-    for key, v in a["model"].items():
-        assert torch.equal(v, b["model"][key]), key
+    a, b = interrupted_and_resumed(RESUME, tmp_path, inside_second_of_three)
     buf_a, buf_b = a["strategies"]["derpp"]["buffer"], b["strategies"]["derpp"]["buffer"]
     for key in ("x", "y", "t", "z", "rng"):
         assert torch.equal(buf_a[key], buf_b[key]), key
@@ -260,29 +246,6 @@ with warnings.catch_warnings():
     from avalanche.training.templates import SupervisedTemplate
 
 from clframe.scenarios.avalanche import from_avalanche  # noqa: E402
-
-
-class PaperBuffer:
-    """Mammoth's ``Buffer``, written independently: reservoir sampling one sample at a time, draws
-    without replacement, with NumPy's generator."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seen, self.rng, self.data = size, 0, np.random.default_rng(seed), None
-
-    def add(self, *tensors: torch.Tensor) -> None:
-        if self.data is None:
-            self.data = [t.new_zeros((self.size, *t.shape[1:])) for t in tensors]
-        for i in range(len(tensors[0])):
-            j = self.seen if self.seen < self.size else int(self.rng.integers(0, self.seen + 1))
-            if j < self.size:
-                for store, t in zip(self.data, tensors):
-                    store[j] = t[i]
-            self.seen += 1
-
-    def get(self, n: int) -> list[torch.Tensor]:
-        k = min(self.seen, self.size)
-        idx = torch.from_numpy(self.rng.choice(k, size=min(n, k), replace=False))
-        return [d[idx] for d in self.data]
 
 
 class PaperDER(AvalancheDER):

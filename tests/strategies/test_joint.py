@@ -4,16 +4,15 @@ JointTraining."""
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 
 import pytest
 import torch
 from clframe.strategies import joint as joint_module
 from clframe.strategies.joint import Joint
+from strategy_helpers import interrupted_and_resumed
 from torch import nn
 
-from clframe.checkpoint.files import list_checkpoints, load_checkpoint
 from clframe.config import compose
 from clframe.core.module import CLModule
 from clframe.data.batch import Batch
@@ -24,8 +23,7 @@ from clframe.evaluation.evaluate import evaluate_many
 from clframe.evaluation.metrics import summary_metrics
 from clframe.models.model import Model
 from clframe.run.engines import fit_loop
-from clframe.run.results import TIMING_KEYS
-from clframe.run.runner import build, fit, run
+from clframe.run.runner import build, fit
 
 
 class Head(nn.Module):
@@ -167,24 +165,8 @@ RESUME = ["scenario.n_experiences=3", "backbone.hidden=[32]", "train.epochs=2", 
 
 
 def test_resume_is_bit_identical(tmp_path):
-    ref = run(compose(RESUME), tmp_path / "ref")
-    steps = [s for s, _ in list_checkpoints(tmp_path / "ref")]
-    k = next(s for s in steps if s > ref["steps"] // 2)  # inside the second experience, in a later pass
-    copy = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy)
-    for s, p in list_checkpoints(copy):
-        if s > k:
-            p.unlink()
-    for name in ("summary.json", "metrics.csv"):
-        (copy / name).unlink()
-    resumed = run(compose(RESUME + [f"resume={copy}"]), tmp_path / "unused")
-    same = {key: v for key, v in ref.items() if key not in TIMING_KEYS and key not in ("run_dir", "resumed_from")}
-    assert json.dumps(same, sort_keys=True) == json.dumps({key: resumed[key] for key in same}, sort_keys=True)
-    assert (copy / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
-    a = load_checkpoint(list_checkpoints(tmp_path / "ref")[-1][1])["module"]
-    b = load_checkpoint(list_checkpoints(copy)[-1][1])["module"]
-    for key, v in a["model"].items():
-        assert torch.equal(v, b["model"][key]), key
+    # inside the second experience, in a later pass
+    a, b = interrupted_and_resumed(RESUME, tmp_path, lambda ref, steps: next(s for s in steps if s > ref["steps"] // 2))
     assert a["strategies"]["joint"] == b["strategies"]["joint"]
 
 

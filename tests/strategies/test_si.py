@@ -3,16 +3,12 @@ that it forgets less than naive, resume, refusals, and Avalanche's SynapticIntel
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 import torch
 from clframe.strategies.si import SI
-from strategy_helpers import Head, blob_stream, blobs, crosscheck, flat
+from strategy_helpers import Head, at, blob_stream, blobs, crosscheck, flat, interrupted_and_resumed
 from torch import nn
 
-from clframe.checkpoint.files import list_checkpoints, load_checkpoint
 from clframe.config import compose
 from clframe.config.registry import STRATEGIES
 from clframe.core.module import CLModule
@@ -20,8 +16,7 @@ from clframe.data.batch import Batch
 from clframe.data.stream import Stream
 from clframe.errors import ConfigError
 from clframe.models.model import Model
-from clframe.run.results import TIMING_KEYS
-from clframe.run.runner import build, fit, run
+from clframe.run.runner import build, fit
 
 
 def module_with(si: SI, stream: Stream, momentum: float = 0.9) -> CLModule:
@@ -180,26 +175,7 @@ RESUME = ["scenario.n_experiences=3", "backbone.hidden=[32]", "train.epochs=1", 
 
 @pytest.mark.parametrize("where", ["mid_exp1", "boundary"])
 def test_resume_is_bit_identical(tmp_path, where):
-    ref = run(compose(RESUME), tmp_path / "ref")
-    steps = [s for s, _ in list_checkpoints(tmp_path / "ref")]
-    per_exp = ref["steps"] // 3
-    k = per_exp if where == "boundary" else next(s for s in steps if s > per_exp + 7)
-    assert k in steps
-    copy_dir = tmp_path / "copy"
-    shutil.copytree(tmp_path / "ref", copy_dir)
-    for s, p in list_checkpoints(copy_dir):
-        if s > k:
-            p.unlink()
-    for name in ("summary.json", "metrics.csv"):
-        (copy_dir / name).unlink()
-    resumed = run(compose(RESUME + [f"resume={copy_dir}"]), tmp_path / "unused")
-    same = {key: v for key, v in ref.items() if key not in TIMING_KEYS and key not in ("run_dir", "resumed_from")}
-    assert json.dumps(same, sort_keys=True) == json.dumps({key: resumed[key] for key in same}, sort_keys=True)
-    assert (copy_dir / "metrics.csv").read_bytes() == (tmp_path / "ref" / "metrics.csv").read_bytes()
-    a = load_checkpoint(list_checkpoints(tmp_path / "ref")[-1][1])["module"]
-    b = load_checkpoint(list_checkpoints(copy_dir)[-1][1])["module"]
-    for key, v in a["model"].items():
-        assert torch.equal(v, b["model"][key]), key
+    a, b = interrupted_and_resumed(RESUME, tmp_path, at(where))
     for key in ("omega", "importance", "anchor", "start"):
         assert torch.equal(a["strategies"]["si"][key], b["strategies"]["si"][key]), key
 
