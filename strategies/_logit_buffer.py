@@ -41,19 +41,8 @@ class LogitReservoir(ReservoirBuffer):
         self._alloc(x, y, t)
         if self.z is None:
             self.z = z.new_zeros((self.capacity + 1, *z.shape[1:]))
-        # ReservoirBuffer.add's slot choice, repeated because it does not expose the slots it picks
-        b, dev = len(y), y.device
-        n = self.seen + torch.arange(b, device=dev)  # stream index of each sample
-        j = (torch.rand(b, generator=self.gen, device=dev) * (n + 1)).long()
-        slot = torch.where(n < self.capacity, n, j)
-        slot = torch.where(slot < self.capacity, slot, self.capacity)
-        # when two samples of the batch hit one slot the later one wins, as sequentially
-        order = torch.arange(b, device=dev)
-        owner = torch.full((self.capacity + 1,), -1, device=dev).scatter_reduce(0, slot, order, "amax")
-        slot = torch.where(owner[slot] == order, slot, self.capacity)
+        slot = self.take_slots(len(y), y.device)
         self.x[slot], self.y[slot], self.t[slot], self.z[slot] = x, y, t, z.detach()
-        self.seen += b
-        self.size = min(self.seen, self.capacity)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

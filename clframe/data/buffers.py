@@ -70,18 +70,22 @@ class ReservoirBuffer(Buffer):
     def add(self, x: Tensor, y: Tensor, t: Tensor) -> None:
         """Offer a batch, as if its samples arrived one by one in order."""
         self._alloc(x, y, t)
-        b, dev = len(y), y.device
-        n = self.seen + torch.arange(b, device=dev)  # stream index of each sample
-        j = (torch.rand(b, generator=self.gen, device=dev) * (n + 1)).long()
+        slot = self.take_slots(len(y), y.device)
+        self.x[slot], self.y[slot], self.t[slot] = x, y, t
+
+    def take_slots(self, b: int, device: torch.device) -> Tensor:
+        """The slot each of ``b`` offered samples is written to (``capacity``, the write-off slot, for those
+        not kept), counting them as seen; for a subclass that stores more per sample."""
+        n = self.seen + torch.arange(b, device=device)  # stream index of each sample
+        j = (torch.rand(b, generator=self.gen, device=device) * (n + 1)).long()
         slot = torch.where(n < self.capacity, n, j)
         slot = torch.where(slot < self.capacity, slot, self.capacity)
         # when two samples of the batch hit one slot the later one wins, as sequentially
-        order = torch.arange(b, device=dev)
-        owner = torch.full((self.capacity + 1,), -1, device=dev).scatter_reduce(0, slot, order, "amax")
-        slot = torch.where(owner[slot] == order, slot, self.capacity)
-        self.x[slot], self.y[slot], self.t[slot] = x, y, t
+        order = torch.arange(b, device=device)
+        owner = torch.full((self.capacity + 1,), -1, device=device).scatter_reduce(0, slot, order, "amax")
         self.seen += b
         self.size = min(self.seen, self.capacity)
+        return torch.where(owner[slot] == order, slot, self.capacity)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "seen": self.seen}
