@@ -120,6 +120,17 @@ def split_digits_benchmark():
                         task_labels=False, fixed_class_order=list(range(10)))
 
 
+def avalanche_final_accuracy(strategy, seed: int, tests: list) -> float:
+    """Train Avalanche ``strategy`` on ``blob_benchmark(seed)``'s stream, then score its model on ``tests``
+    (clframe's eval data of the same stream) with clframe's evaluator: the mean final accuracy."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. Avalanche 0.6's GDumb calls its own deprecated buffer update
+        for exp in blob_benchmark(seed).train_stream:
+            strategy.train(exp)
+    strategy.model.eval()
+    return float(np.mean(evaluate_many(lambda xb, tb: strategy.model(xb), tests, batch_size=256)[0]))
+
+
 class WithoutTask(nn.Module):
     """A clframe model (``model(x, t)``) as a plain ``model(x)``, for Avalanche."""
 

@@ -9,13 +9,11 @@ import warnings
 
 import numpy as np
 import pytest
-import strategy_helpers
 import torch
-from strategy_helpers import WithoutTask, interrupted_and_resumed
+from strategy_helpers import WithoutTask, avalanche_final_accuracy, interrupted_and_resumed
 
 from clframe.config import compose
 from clframe.errors import ConfigError
-from clframe.evaluation.evaluate import evaluate_many
 from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
@@ -77,17 +75,10 @@ def final_accuracies(seed: int, mem_size: int = 60, epochs: int = 5) -> tuple[fl
 
     torch.manual_seed(seed)
     model = WithoutTask(twin)
-    bench = strategy_helpers.blob_benchmark(seed)
     strategy = AvalancheGDumb(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), mem_size=mem_size,
                               criterion=torch.nn.CrossEntropyLoss(), train_mb_size=batch, train_epochs=epochs,
                               eval_mb_size=256, device="cpu", evaluator=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Avalanche 0.6's GDumb calls its own deprecated buffer update
-        for exp in bench.train_stream:
-            strategy.train(exp)
-    strategy.model.eval()
-    tests = [e.eval for e in built.scenario.stream]
-    theirs = float(np.mean(evaluate_many(lambda xb, tb: strategy.model(xb), tests, batch_size=256)[0]))
+    theirs = avalanche_final_accuracy(strategy, seed, [e.eval for e in built.scenario.stream])
     return ours, theirs
 
 

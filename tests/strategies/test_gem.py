@@ -9,14 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
-import strategy_helpers
 import torch
 from clframe.strategies.gem import GEM
-from strategy_helpers import WithoutTask, interrupted_and_resumed
+from strategy_helpers import WithoutTask, avalanche_final_accuracy, interrupted_and_resumed
 
 from clframe.config import compose
 from clframe.errors import ConfigError
-from clframe.evaluation.evaluate import evaluate_many
 from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
@@ -78,13 +76,7 @@ def final_accuracies(seed: int, patterns: int = 50, epochs: int = 2) -> tuple[fl
                             patterns_per_exp=patterns, memory_strength=strength,
                             criterion=torch.nn.CrossEntropyLoss(), train_mb_size=batch, train_epochs=epochs,
                             eval_mb_size=256, device="cpu", evaluator=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for exp in strategy_helpers.blob_benchmark(seed).train_stream:
-            strategy.train(exp)
-    model.eval()
-    tests = [e.eval for e in built.scenario.stream]
-    theirs = float(np.mean(evaluate_many(lambda xb, tb: model(xb), tests, batch_size=256)[0]))
+    theirs = avalanche_final_accuracy(strategy, seed, [e.eval for e in built.scenario.stream])
     return ours, theirs
 
 

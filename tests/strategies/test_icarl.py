@@ -9,15 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
-import strategy_helpers
 import torch
 import torch.nn.functional as F
 from clframe.strategies.icarl import NearestMeanOfExemplars, herding
-from strategy_helpers import interrupted_and_resumed
+from strategy_helpers import avalanche_final_accuracy, interrupted_and_resumed
 
 from clframe.config import compose
 from clframe.errors import ConfigError
-from clframe.evaluation.evaluate import evaluate_many
 from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
@@ -104,13 +102,7 @@ def final_accuracies(seed: int, memory: int = 60, epochs: int = 3) -> tuple[floa
                               optimizer=torch.optim.SGD(params, lr=lr), memory_size=memory, buffer_transform=None,
                               fixed_memory=True, train_mb_size=batch, train_epochs=epochs, eval_mb_size=256,
                               device="cpu", evaluator=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for exp in strategy_helpers.blob_benchmark(seed).train_stream:
-            strategy.train(exp)
-    strategy.model.eval()
-    tests = [e.eval for e in built.scenario.stream]
-    theirs = float(np.mean(evaluate_many(lambda xb, tb: strategy.model(xb), tests, batch_size=256)[0]))
+    theirs = avalanche_final_accuracy(strategy, seed, [e.eval for e in built.scenario.stream])
     return ours, theirs
 
 
