@@ -23,6 +23,9 @@ class Batch:
         shares: under multi-process training, how many of this step's stream samples each rank
             holds, in rank order (their sum is the global batch; a rank whose share is 0 holds a
             repeated sample that only keeps it in step); ``None`` in one process.
+        index: each of the leading ``n_new`` samples' position in its experience's training data
+            [n_new], set by the stream iterator (e.g. for a strategy that holds samples out of
+            training); ``None`` when the batch came from elsewhere.
     """
 
     x: Tensor
@@ -32,6 +35,7 @@ class Batch:
     weight: Tensor | None = None
     n_new: int | None = None
     shares: tuple[int, ...] | None = None
+    index: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)

@@ -81,15 +81,16 @@ class StreamIterator:
             e, ep = self.position["exp"], self.position["epoch"]
             data = self.stream[e].train
             # one gather per epoch, then contiguous slices: no per-step indexing copies
-            data = data.subset(self._order(e, ep, len(data), data.y.device))
+            order = self._order(e, ep, len(data), data.y.device)
+            data = data.subset(order)
             for b in range(self.position["batch"], self.batches_per_epoch(e)):
                 self.position["batch"] = b + 1
                 if self.world_size == 1:
                     s = slice(b * bs, (b + 1) * bs)
-                    yield Batch(data.x[s], data.y[s], data.t[s], e)
+                    yield Batch(data.x[s], data.y[s], data.t[s], e, index=order[s])
                 else:
                     s, shares = self._share(b, len(data))
-                    yield Batch(data.x[s], data.y[s], data.t[s], e, shares=shares)
+                    yield Batch(data.x[s], data.y[s], data.t[s], e, shares=shares, index=order[s])
             self.position = {"exp": e + (ep + 1) // self.epochs, "epoch": (ep + 1) % self.epochs, "batch": 0}
 
     def _share(self, b: int, n: int) -> tuple[slice, tuple[int, ...]]:
