@@ -32,8 +32,7 @@ class BiC(Strategy):
     Wu, Chen, Wang, Ye, Liu, Guo, Fu, "Large Scale Incremental Learning", CVPR 2019; checked against
     Avalanche 0.6 (``BiCPlugin``, after FACIL's ``bic.py`` and the authors' code) for stage 2's settings:
     SGD lr 0.1, momentum 0.9, ``stage_2_epochs`` 200 with the learning rate divided by 10 at 1/4, 1/2 and
-    3/4 of them, and the authors' ``0.1 β² / 2`` penalty. Where they depart from the
-    paper this follows the paper:
+    3/4 of them, and the authors' ``0.1 β² / 2`` penalty. Where they depart from the paper this follows it:
     - Avalanche's distillation takes the old model's softmax over the batch (``softmax(dim=0)``), not
       over the classes; here it is the paper's Eq. 1, over the old classes.
     - Avalanche keeps the validation samples beside a memory of ``mem_size`` (1.1 × the budget in all);
@@ -43,6 +42,9 @@ class BiC(Strategy):
       (``batch_size_mem`` sets a fixed number instead, as Avalanche's replay loader draws).
     Exemplars are chosen at random per class (Avalanche's and FACIL's default), not by herding.
     Stage 2 runs on the validation logits computed once (the model is frozen), not a forward per epoch.
+    Refused: a regression objective, a boundary-free stream, a stream with task labels or repeated classes
+    (BiC is class-incremental), another strategy that rewrites the batch. Under multi-process training
+    every rank keeps the same memory and bias layer (same seed, same data).
 
     Args:
         memory_size: exemplars kept in all, validation part included; at least 2 per class (default 2000).
