@@ -349,3 +349,11 @@ def test_continual_every_must_be_positive_and_enabled_false_turns_it_off(value):
 def test_the_eval_keys_of_clframe_0_2_name_their_monitor(old, value, new):
     msg = config_error([f"{old}={value}"])
     assert f"'{old}" in msg and "in clframe 0.3" in msg and f"write {new};" in msg
+
+
+def test_the_baseline_table_builds_the_cumulative_stream_only_for_cumulative():
+    # one sweep makes the whole table: strategy=cumulative brings its stream (experience i = 0..i's data)
+    assert compose(["experiment=baselines_split_mnist", "strategy=cumulative"]).scenario.cumulative is True
+    assert compose(["experiment=baselines_split_mnist", "strategy=replay"]).scenario.cumulative is False
+    assert compose(["experiment=baselines_split_mnist", "strategy=replay", "scenario.cumulative=true"]
+                   ).scenario.cumulative is True

@@ -44,6 +44,13 @@ def test_experiences_in_order_each_epoch_covers_every_sample_once():
             assert torch.equal(b.y, b.x[:, 0].long() % 10) and (b.t == e).all()
 
 
+def test_each_batch_says_where_its_samples_sit_in_the_experience():
+    stream = make_stream()
+    for shuffle in (True, False):
+        for b in StreamIterator(stream, batch_size=4, epochs=2, seed=3, shuffle=shuffle):
+            assert torch.equal(stream[b.exp].train.x[b.index], b.x)  # Batch.index: positions in exp.train
+
+
 def test_len_counts_the_batches_left():
     it = StreamIterator(make_stream(), batch_size=4, epochs=3, seed=1)
     total = sum(it.steps_per_experience())

@@ -20,7 +20,14 @@ def _names(node: Any) -> str:
     return "+".join(map(str, keys)) or "none"
 
 
+def _has(node: Any, name: str) -> bool:
+    """``${clf_has:${strategies},cumulative}``: whether the run's strategies include ``name`` (e.g. an
+    experiment that builds the stream a strategy needs only when that strategy is chosen)."""
+    return isinstance(node, DictConfig | dict) and name in node
+
+
 OmegaConf.register_new_resolver("clf_names", _names, replace=True)
+OmegaConf.register_new_resolver("clf_has", _has, replace=True)
 
 
 GROUPS = ("scenario", "backbone", "head", "hypernet", "strategy", "experiment")
