@@ -248,6 +248,22 @@ def test_same_scenario_is_comparable(tmp_path, capsys):
     assert (tmp_path / "a" / "comparison.csv").is_file()  # default --out: the first given directory
 
 
+def test_the_cumulative_upper_bound_is_comparable_and_grouped_by_its_strategy(tmp_path, capsys):
+    # scenario.cumulative changes only what trains (the eval data are the same): the upper bound's row
+    # belongs in the table, labelled by its strategy alone, as an experiment sets it with strategy=cumulative
+    for strategy in ("naive", "cumulative"):
+        write_run(tmp_path, strategy, strategies={strategy: {}}, scenario={"cumulative": strategy == "cumulative"})
+    code, out, err = run_main(["compare", str(tmp_path)], capsys)
+    assert code == 0 and "NOT" not in out and err == ""
+    assert sorted(r["group"] for r in read_csv(tmp_path / "comparison.csv")) == ["strategies=cumulative",
+                                                                          "strategies=naive"]
+    # swept within one strategy, it tells the groups apart, still comparable
+    for flag in (False, True):
+        write_run(tmp_path / "sweep", f"replay-{flag}", strategies={"replay": {}}, scenario={"cumulative": flag})
+    assert [g.label for g in group_runs(load_runs([tmp_path / "sweep"])).groups] == [
+        "scenario.cumulative=false", "scenario.cumulative=true"]
+
+
 def test_metric_selection(tmp_path, capsys):
     write_run(tmp_path, "a", seed=0, metrics={"wc_acc": 0.2, "train_samples_per_s": 1000.0})
     write_run(tmp_path, "b", seed=1, metrics={"wc_acc": 0.4, "train_samples_per_s": 3000.0})

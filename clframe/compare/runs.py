@@ -24,6 +24,10 @@ OPTIONAL_METRICS = ("min_acc", "wc_acc", "stability_gap_depth")  # shown by defa
 STRATEGIES = "strategies"  # the pseudo-key holding the joined strategy names, e.g. "replay+ewc"
 DISPLAY_ONLY = frozenset({"logger.progress", "logger.log_every"})  # settings that cannot change results
 _PATH_LIKE = re.compile(r"(^|_)(dir|path|root|file)s?$")
+# scenario keys that change only what trains, not what is evaluated: runs that differ in them score on the
+# same eval data. scenario.cumulative (each experience trains on experiences 0..i) is the cumulative upper
+# bound's stream, which an experiment sets with strategy=cumulative (baselines_split_mnist).
+TRAINING_ONLY = frozenset({"scenario.cumulative"})
 
 
 class _Marker:
@@ -201,6 +205,12 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
             by_component.setdefault(component, []).append((r, v))
         if any(len({_canon(v) for _, v in ps}) > 1 and not _seed_derived(ps) for ps in by_component.values()):
             keys.append(key)
+    for key in TRAINING_ONLY & set(keys):  # set with the strategy (one value per strategy set): not a group key
+        by_strategy = {}
+        for r in runs:
+            by_strategy.setdefault(_canon(r.value(STRATEGIES)), set()).add(_canon(r.value(key)))
+        if STRATEGIES in keys and all(len(v) == 1 for v in by_strategy.values()):
+            keys.remove(key)
     if STRATEGIES in keys:  # the strategy set first: it reads best at the start of a label
         keys.remove(STRATEGIES)
         keys.insert(0, STRATEGIES)
@@ -208,8 +218,8 @@ def differing_keys(runs: Sequence[Run]) -> list[str]:
 
 
 def is_scenario_key(key: str) -> bool:
-    """Keys that make results incomparable when they differ."""
-    return key == "experiment_name" or key == "scenario" or key.startswith("scenario.")
+    """Keys that make results incomparable when they differ (``TRAINING_ONLY`` keys do not)."""
+    return key == "experiment_name" or key == "scenario" or (key.startswith("scenario.") and key not in TRAINING_ONLY)
 
 
 @dataclass
