@@ -36,14 +36,17 @@ BATCH, LR, TARGET = 64, 0.01, 1.3
 STRATEGY_NAMES = ("naive", "ewc", "spectral", "l2_init", "wasserstein_init")
 
 
-def random_data(n: int, seed: int) -> TensorData:
+def random_data(n: int, seed: int, classes: range = range(10)) -> TensorData:
+    """``n`` random 784-dim samples with labels drawn from ``classes`` (default all 10)."""
     g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=g)
+    y = torch.tensor(classes)[torch.randint(0, len(classes), (n,), generator=g)]
     return TensorData(torch.rand(n, 784, generator=g), y, torch.zeros_like(y))
 
 
 def batches(d: TensorData, exp: int) -> list[Batch]:
-    return [Batch(d.x[i : i + BATCH], d.y[i : i + BATCH], d.t[i : i + BATCH], exp) for i in range(0, len(d), BATCH)]
+    """``d`` in order, in batches of ``BATCH``, each with its positions in ``d`` (as the iterator's)."""
+    return [Batch(d.x[i : i + BATCH], d.y[i : i + BATCH], d.t[i : i + BATCH], exp,
+                  index=torch.arange(i, min(i + BATCH, len(d)))) for i in range(0, len(d), BATCH)]
 
 
 def prepared(name: str, data: list[TensorData], penalty: bool = True) -> tuple[CLModule, list[Batch]]:
@@ -52,7 +55,7 @@ def prepared(name: str, data: list[TensorData], penalty: bool = True) -> tuple[C
     active in experience 1; default True)."""
     from lightning.fabric import Fabric
 
-    stream = Stream([Experience(i, d, TensorData(d.x[:10], d.y[:10], d.t[:10]), list(range(10)))
+    stream = Stream([Experience(i, d, TensorData(d.x[:10], d.y[:10], d.t[:10]), sorted(set(d.y.tolist())))
                      for i, d in enumerate(data)])
     steps = [len(batches(d, i)) for i, d in enumerate(data)]
     module = CLModule(Model(_Backbone(), _Head()), {name: STRATEGIES.build(name, {})}, stream, steps, lr=LR,

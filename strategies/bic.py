@@ -91,9 +91,10 @@ class BiC(Strategy):
         for e in module.stream:
             again = sorted(seen & set(e.classes_in_this_experience))
             if again or e.task_label != 0:
+                why = f"repeats classes {again}" if again else f"has task label {e.task_label}"
                 raise ConfigError(f"strategy bic is class-incremental: every experience brings new classes under task "
-                                  f"label 0, but experience {e.index} has task label {e.task_label} and repeats "
-                                  f"classes {again}. Use it on a class-incremental stream (e.g. split).")
+                                  f"label 0, but experience {e.index} {why}. Use it on a class-incremental stream "
+                                  "(e.g. split).")
             seen |= set(e.classes_in_this_experience)
         self.n_classes = 1 + max(c for e in module.stream for c in e.classes_in_this_experience)
         if self.memory_size < 2 * self.n_classes:
