@@ -38,14 +38,16 @@ class MIR(Strategy):
       against stored logits (``--compare_to_old_logits``), a variant the paper does not describe.
     - Avalanche's buffer is class-balanced and filled at the end of each experience with all of it;
       replay starts at the second experience, and the candidates leave out the classes of the last
-      batch of the previous experience. Its ``subsample`` defaults to 200; the paper's code uses 50.
+      batch of the previous experience; the candidates are consecutive batches of a shuffled loader that
+      cycles through the buffer. Its ``subsample`` defaults to 200; the paper's code uses 50.
     The candidates are scored in eval mode (no dropout, BatchNorm statistics untouched), so that the
     two forward passes differ by the virtual step alone; the paper's code and Avalanche score in train
     mode (the same for their MLPs). The chosen samples join the incoming batch in one forward pass
     (identical without batch-statistics layers); the virtual step's gradient is the incoming batch's
     task loss alone (Avalanche's is the total, with other strategies' terms), taken with an extra
-    forward pass and ``torch.autograd.grad``. ``lr`` is the one the previous step used (a strategy's
-    ``lr_factor`` is applied after this hook).
+    forward pass in train mode (BatchNorm statistics see the incoming batch twice) and
+    ``torch.autograd.grad``. ``lr`` is the one the previous step used (a strategy's ``lr_factor`` is
+    applied after this hook).
 
     Args:
         mem_size: buffer capacity in samples, at least 1 (default 200).

@@ -175,6 +175,18 @@ def test_mir_beats_naive_on_class_incremental_split_digits():
     assert acc["mir"] > acc["naive"] + 0.4, acc
 
 
+def test_a_boundary_free_stream_trains_the_same(tiny):
+    """Task-free: no experience event is used, so hiding the boundaries changes nothing."""
+    weights = []
+    for boundary_free in (False, True):
+        built = build(compose(tiny + ["strategy=mir"]))
+        built.scenario.stream.boundary_free = boundary_free
+        fit(built)
+        assert built.module.strategies["mir"].buffer.seen == built.module.samples_seen  # the incoming samples only
+        weights.append([p.detach() for p in built.module.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
 RESUME = ["scenario.n_experiences=3", "backbone.hidden=[32]", "train.epochs=1", "logger.progress=false",
           "strategy=mir", "strategies.mir.mem_size=50", "backbone.dropout=0.1", "train.momentum=0.9",
           "checkpoint.every=7", "checkpoint.keep=1000"]
@@ -257,6 +269,8 @@ def final_accuracies(seed: int, epochs: int = 1, lr: float = 0.1, batch_size: in
 # On these blobs accuracy alone barely tells MIR from random retrieval (ours with the first batch_size_mem
 # candidates in place of the top-k, 1 epoch: 0.9067, 0.9567, 0.9900; weights 0.07 to 0.15 away from
 # Avalanche's), so the checks also compare the final weights.
+# Avalanche's MIRPlugin as shipped runs on torch 2.14 (deprecation warnings only) but departs from the paper
+# (its buffer, schedule and candidates): 0.650, 0.683, 0.923 for seeds 0-2, 1 epoch, same settings.
 def test_final_accuracy_agrees_with_avalanche_on_gaussian_blobs():
     ours, theirs, gap = final_accuracies(0)
     assert ours > 0.9 and abs(ours - theirs) < 0.03 and gap < 1e-4, (ours, theirs, gap)
