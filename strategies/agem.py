@@ -11,7 +11,6 @@ from torch import Tensor
 
 from clframe.config.registry import STRATEGIES
 from clframe.core.strategy import StepContext, Strategy
-from clframe.errors import ConfigError
 from clframe.run.distributed import all_reduce_sum, rank, share, world_size
 
 
@@ -49,6 +48,8 @@ class AGEM(Strategy):
     ranks' gradients are averaged.
     """
 
+    needs_boundaries = "it fills its episodic memory at each experience end"
+
     def __init__(self, patterns_per_experience: Annotated[int, Ge(1)] = 250,
                  sample_size: Annotated[int, Ge(1)] = 256, seed: int = 0) -> None:
         self.patterns_per_experience, self.sample_size, self.seed = patterns_per_experience, sample_size, seed
@@ -60,11 +61,6 @@ class AGEM(Strategy):
         self.split, self.world = False, 1
 
     def setup(self, module: Any) -> None:
-        if module.stream.boundary_free:
-            raise ConfigError("strategy agem fills its episodic memory at experience ends, which a boundary-free "
-                              "stream does not signal (scenario.boundary_free=true): the projection would never "
-                              "start. Use a stream with experience boundaries, or replay (strategy=replay, "
-                              "buffer=reservoir) on a boundary-free one.")
         self.flat = None  # built at the first projection, from the parameters then (a model may grow)
         self.world = world_size()
         self.split = self.world > 1 and module.split_across_ranks

@@ -57,6 +57,8 @@ class BiC(Strategy):
         seed: seed of the held-out and exemplar choices and the draws (default 0).
     """
 
+    needs_boundaries = "it fits its bias layer at each experience end"
+
     def __init__(self, memory_size: Annotated[int, Ge(2)] = 2000,
                  val_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.1, temperature: Annotated[float, Gt(0)] = 2.0,
                  stage_2_epochs: Annotated[int, Ge(0)] = 200, stage_2_lr: Annotated[float, Gt(0)] = 0.1,
@@ -83,9 +85,6 @@ class BiC(Strategy):
         if module.objective.regression:
             raise ConfigError("strategy bic corrects the bias of new classes' logits and needs class labels; this "
                               "scenario is a regression one. Use replay or ewc instead.")
-        if module.stream.boundary_free:
-            raise ConfigError("strategy bic fits its bias layer at each experience end, but this stream is boundary-"
-                              "free (no experience signals). Use a stream with boundaries, or er_ace (task-free).")
         check_replay_setup(module, self)
         seen: set[int] = set()
         for e in module.stream:

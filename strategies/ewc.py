@@ -33,6 +33,8 @@ class EWC(Strategy):
         fisher_max_samples: cap on samples used for the Fisher (default: all).
     """
 
+    needs_boundaries = "it computes its Fisher information and anchor at each experience end"
+
     def __init__(
         self,
         ewc_lambda: Annotated[float, Ge(0)] = 100.0,

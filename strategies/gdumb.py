@@ -43,6 +43,8 @@ class GDumb(Strategy):
         seed: seed of the memory's draws and the retraining's shuffles (default 0).
     """
 
+    needs_boundaries = "it retrains its model on the memory at each experience end"
+
     def __init__(self, mem_size: int = 200, epochs: Annotated[int, Ge(1)] = 10,
                  batch_size: Annotated[int, Ge(1)] = 32, seed: int = 0) -> None:
         if mem_size < 1:

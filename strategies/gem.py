@@ -38,6 +38,8 @@ class GEM(Strategy):
         seed: seed of the memory draws (default 0).
     """
 
+    needs_boundaries = "it fills its per-experience memories at each experience end"
+
     def __init__(self, patterns_per_exp: Annotated[int, Ge(1)] = 256,
                  memory_strength: Annotated[float, Ge(0)] = 0.5, seed: int = 0) -> None:
         self.patterns_per_exp, self.memory_strength, self.seed = patterns_per_exp, memory_strength, seed

@@ -40,6 +40,8 @@ class HnetReg(Strategy):
         seed: seed of the task subsampling (default 0).
     """
 
+    needs_boundaries = "it records the hypernetwork's outputs for the past tasks at each experience start"
+
     def __init__(self, beta: Annotated[float, Ge(0)] = 0.1, lookahead: bool = False, lookahead_sgd: bool = False,
                  reg_tasks: Annotated[int, Ge(1)] | None = None, grow_units: Annotated[int, Ge(0)] = 0,
                  grow_tolerance: Annotated[float, Ge(0)] = 1e-4, seed: int = 0) -> None:

@@ -69,6 +69,8 @@ class ICaRL(Strategy):
         seed: seed of the exemplars drawn into batches (default 0).
     """
 
+    needs_boundaries = "it chooses its exemplars and class means at each experience end"
+
     def __init__(self, memory_size: Annotated[int, Ge(1)] = 2000, seed: int = 0) -> None:
         self.memory_size, self.seed = memory_size, seed
         self.exemplars: dict[int, Tensor] = {}  # class -> inputs in herding order

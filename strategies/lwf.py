@@ -45,6 +45,8 @@ class LwF(Strategy):
         temperature: ``T``, > 0 (default 2.0).
     """
 
+    needs_boundaries = "it freezes a copy of the model at each new experience"
+
     def __init__(self, lwf_lambda: Annotated[float, Ge(0)] = 1.0, temperature: Annotated[float, Gt(0)] = 2.0) -> None:
         self.lwf_lambda, self.temperature = lwf_lambda, temperature
         self.old_classes: dict[int, list[int]] = {}  # task label -> its classes trained so far
@@ -57,10 +59,6 @@ class LwF(Strategy):
         if getattr(module, "objective", CLASSIFICATION).regression:
             raise ConfigError("strategy lwf distils the old classes' softmax outputs: it needs a classification "
                               "scenario, not a regression one. Use ewc, si or mas (strategy=si) instead.")
-        if module.stream.boundary_free:
-            raise ConfigError("strategy lwf freezes a copy of the model at each new experience, which a boundary-free "
-                              "stream does not signal (scenario.boundary_free=true). Use a stream with experience "
-                              "boundaries, or replay (strategy=replay).")
         if isinstance(module.model, GeneratesWeights):
             raise ConfigError("strategy lwf distils a frozen copy of the model, and a hypernetwork's copy infers or "
                               "gathers tasks on the host at every call. Regularise the hypernetwork's outputs with "

@@ -13,7 +13,6 @@ from torch.func import functional_call, grad, vmap
 from clframe.config.registry import STRATEGIES
 from clframe.core.strategy import StepContext, Strategy
 from clframe.data.stream import TensorData
-from clframe.errors import ConfigError
 from clframe.run.distributed import all_reduce_sum, rank, world_size
 
 
@@ -86,6 +85,8 @@ class MAS(Strategy):
         max_samples: estimate on the experience's first ``max_samples`` samples (default: all).
     """
 
+    needs_boundaries = "it measures its importances at each experience end"
+
     def __init__(self, mas_lambda: Annotated[float, Ge(0)] = 1.0,
                  importance: Literal["per_sample", "minibatch"] = "per_sample",
                  batch_size: Annotated[int, Ge(1)] = 32, max_samples: Annotated[int, Ge(1)] | None = None) -> None:
@@ -97,10 +98,6 @@ class MAS(Strategy):
         self._pending: dict[str, Any] | None = None
 
     def setup(self, module: Any) -> None:
-        if module.stream.boundary_free:
-            raise ConfigError("strategy mas measures its importance at experience ends, which a boundary-free stream "
-                              "does not signal (scenario.boundary_free=true): it would never penalise anything. Use "
-                              "a stream with experience boundaries, or replay (strategy=replay).")
         self.flat = FlatParams([p for p in module.parameters() if p.requires_grad])
         self.anchor = self.flat.read().clone()
         self.importance = torch.zeros_like(self.anchor)

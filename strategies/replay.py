@@ -53,6 +53,8 @@ class Replay(Strategy):
                              "replay strategy to train without replay (e.g. strategy=naive).")
         self.mode, self.mem_weight, self.batch_size_mem = mode, mem_weight, batch_size_mem
         self.buffer = ReservoirBuffer(mem_size, seed) if buffer == "reservoir" else ClassBalancedBuffer(mem_size, seed)
+        if buffer == "class_balanced":
+            self.needs_boundaries = "its class-balanced buffer takes each experience at its end (a reservoir does not)"
         self.shared = False  # set in setup: one buffer for all ranks, as in a single process
         self.draw = slice(None)  # this rank's part of each replayed batch
 

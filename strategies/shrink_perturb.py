@@ -51,6 +51,8 @@ class ShrinkPerturb(Strategy):
         if every < 1:
             raise ParamError("every", f"must be >= 1, got {every}", "Set it to 1 to apply it every time.")
         self.shrink, self.perturb, self.when, self.every, self.seed = shrink, perturb, when, every, seed
+        if when == "experience":
+            self.needs_boundaries = "with when=experience it acts at experience starts (when=step does not)"
         self.init_std: dict[str, Tensor] = {}
         self.gen: torch.Generator | None = None
         self._params: dict[str, nn.Parameter] = {}

@@ -11,7 +11,6 @@ from torch import Tensor
 
 from clframe.config.registry import STRATEGIES
 from clframe.core.strategy import StepContext, Strategy
-from clframe.errors import ConfigError
 
 
 @STRATEGIES.register("si")
@@ -40,6 +39,8 @@ class SI(Strategy):
         xi: damping ``xi`` of Eq. 5, > 0 (default 0.1, the authors' permuted-MNIST setting).
     """
 
+    needs_boundaries = "it consolidates its path integral at each experience end"
+
     def __init__(self, si_lambda: Annotated[float, Ge(0)] = 1.0, xi: Annotated[float, Gt(0)] = 0.1) -> None:
         self.si_lambda, self.xi = si_lambda, xi
         self.flat: FlatParams | None = None
@@ -51,10 +52,6 @@ class SI(Strategy):
         self._pending: dict[str, Any] | None = None
 
     def setup(self, module: Any) -> None:
-        if module.stream.boundary_free:
-            raise ConfigError("strategy si consolidates its path integral at experience ends, which a boundary-free "
-                              "stream does not signal (scenario.boundary_free=true): it would never penalise "
-                              "anything. Use a stream with experience boundaries, or replay (strategy=replay).")
         self.flat = FlatParams([p for p in module.parameters() if p.requires_grad])
         theta = self.flat.read()
         self.omega, self.importance = torch.zeros_like(theta), torch.zeros_like(theta)

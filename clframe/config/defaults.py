@@ -40,9 +40,15 @@ def signature_node(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> di
     return node
 
 
+# settings every scenario takes besides its own signature's (clframe.run.build applies them)
+SCENARIO_COMMON: dict[str, Any] = {"boundaries": "known"}
+
+
 def component_node(registry: Registry, name: str) -> dict[str, Any]:
-    """The config node of component ``name``: its name and its signature's defaults."""
-    return {"name": name, **signature_node(registry.get(name), registry.provided)}
+    """The config node of component ``name``: its name and its signature's defaults (a scenario's also
+    ``SCENARIO_COMMON``)."""
+    common = SCENARIO_COMMON if registry is SCENARIOS else {}
+    return {"name": name, **common, **signature_node(registry.get(name), registry.provided)}
 
 
 def monitors_node() -> dict[str, Any]:

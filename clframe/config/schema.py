@@ -206,6 +206,11 @@ def _check_component(kind: str, node: Any, errors: list[str], key: str | None = 
         return
     params = dict(node)
     name = params.pop("name", key)
+    if kind == "scenario" and params.get("boundaries", "known") not in ("known", "hidden"):
+        errors.append(f"'scenario.boundaries' must be 'known' (strategies get the experience boundaries) or "
+                      f"'hidden' (they do not: task-free training), got {params['boundaries']!r}.")
+    if kind == "scenario":
+        params.pop("boundaries", None)  # every scenario's (clframe.config.defaults.SCENARIO_COMMON)
     if kind == "monitor" and not isinstance(params.pop("enabled", True), bool):
         errors.append(f"'{label}.enabled' must be true or false, got {node['enabled']!r}.")
     if name is None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from clframe.core.hooks import EVENTS, Plugin, overrides
 from clframe.core.objectives import Objective, get_objective
-from clframe.core.strategy import StepContext, Strategy
+from clframe.core.strategy import StepContext, Strategy, refuse_without_boundaries
 from clframe.data.batch import Batch
 from clframe.data.stream import Stream
 from clframe.errors import DivergenceError
@@ -223,6 +223,8 @@ class CLModule(nn.Module):
         self._param_names = {id(p): n for n, p in current.items()}
 
     def on_fit_start(self) -> None:
+        if self.stream.boundary_free:
+            refuse_without_boundaries(self.strategies)
         for s in self.strategies.values():
             s.setup(self)
         if not self.resuming and is_main_rank():

@@ -11,11 +11,13 @@ from torch import Tensor, nn
 
 from clframe.core.hooks import Plugin, overrides
 from clframe.data.batch import Batch
+from clframe.errors import ConfigError
 
 if TYPE_CHECKING:
     from clframe.core.module import CLModule
 
-__all__ = ["Batch", "StepContext", "Strategy", "overrides"]  # Batch: also importable from here, as in 0.2
+# Batch: also importable from here, as in 0.2
+__all__ = ["Batch", "StepContext", "Strategy", "overrides", "refuse_without_boundaries"]
 
 
 @dataclass
@@ -50,7 +52,13 @@ class Strategy(Plugin):
     Hooks return values instead of mutating shared state; state lives on ``self``
     and is saved through ``state_dict``. Subclasses declare their settings as typed
     keyword arguments of ``__init__``: that signature is the config schema.
+
+    ``needs_boundaries``: why the strategy cannot work without the experience events (e.g. "it
+    computes its Fisher information at each experience end"); "" (the default) when it can. A run
+    whose stream hides the boundaries refuses such a strategy (``refuse_without_boundaries``).
     """
+
+    needs_boundaries: str = ""
 
     def before_forward(self, batch: Batch, module: CLModule) -> Batch:
         """Start of each step; return the batch to train on (e.g. with replayed samples)."""
@@ -76,3 +84,15 @@ class Strategy(Plugin):
     def state_dict(self) -> dict[str, Any]:
         """Tensors and plain containers that restore this strategy's state."""
         return {}
+
+
+def refuse_without_boundaries(strategies: dict[str, Strategy]) -> None:
+    """Raise ``ConfigError`` for the first strategy that ``needs_boundaries``, on a stream that gives
+    strategies no experience events; the message names the strategy, its reason and the setting."""
+    for key, s in strategies.items():
+        if s.needs_boundaries:
+            raise ConfigError(
+                f"strategy '{key}' needs the experience boundaries: {s.needs_boundaries}. This run gives strategies "
+                "none (scenario.boundaries=hidden, or a boundary-free scenario such as label_permuted). Set "
+                "scenario.boundaries=known, or use a strategy that works without them (e.g. replay with its "
+                "reservoir buffer, er_ace, der, derpp).")

@@ -129,12 +129,6 @@ def test_ranges_are_checked_when_built_from_a_config():
         STRATEGIES.build("agem", {"sample_size": 0})
 
 
-def test_a_boundary_free_stream_is_refused():
-    stream = blob_stream()
-    stream.boundary_free = True
-    with pytest.raises(ConfigError, match=r"boundary-free .*scenario\.boundary_free=true"):
-        module_with(AGEM(), stream)
-
 
 # -- in a run ------------------------------------------------------------------------------------
 

@@ -150,13 +150,9 @@ def test_ranges_are_checked_when_built_from_a_config():
         STRATEGIES.build("lwf", {"lwf_lambda": -1})
 
 
-def test_a_regression_objective_and_a_boundary_free_stream_are_refused():
+def test_a_regression_objective_is_refused():  # hidden boundaries: tests/test_boundaries.py
     with pytest.raises(ConfigError, match=r"strategy lwf .*classification scenario, not a regression one"):
         module_with(LwF(), blob_stream(), objective="regression")
-    stream = blob_stream()
-    stream.boundary_free = True
-    with pytest.raises(ConfigError, match=r"strategy lwf .*boundary-free .*scenario\.boundary_free=true"):
-        module_with(LwF(), stream)
 
 
 def test_a_hypernetwork_is_refused(tiny):

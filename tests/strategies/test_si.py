@@ -142,13 +142,6 @@ def test_ranges_are_checked_when_built_from_a_config():
         STRATEGIES.build("si", {"xi": 0})
 
 
-def test_a_boundary_free_stream_is_refused():
-    stream = blob_stream()
-    stream.boundary_free = True
-    with pytest.raises(ConfigError, match=r"strategy si .*boundary-free .*scenario\.boundary_free=true"):
-        module_with(SI(), stream)
-
-
 # -- in a run ------------------------------------------------------------------------------------
 
 PERMUTED = ["experiment=permuted_digits", "scenario.n_experiences=2", "backbone.hidden=[64]", "train.epochs=3",
