@@ -20,14 +20,15 @@ from typing import Any
 from clframe.errors import unknown
 
 DEFAULT_METRICS = ("final_avg_acc", "avg_forgetting", "bwt")
-OPTIONAL_METRICS = ("min_acc", "wc_acc", "stability_gap_depth")  # shown by default when the summaries have them
+OPTIONAL_METRICS = ("aaa", "min_acc", "wc_acc", "stability_gap_depth")  # shown by default when the summaries have them
 STRATEGIES = "strategies"  # the pseudo-key holding the joined strategy names, e.g. "replay+ewc"
 DISPLAY_ONLY = frozenset({"logger.progress", "logger.log_every"})  # settings that cannot change results
 _PATH_LIKE = re.compile(r"(^|_)(dir|path|root|file)s?$")
 # scenario keys that change only what trains, not what is evaluated: runs that differ in them score on the
 # same eval data. scenario.cumulative (each experience trains on experiences 0..i) is the cumulative upper
-# bound's stream, which an experiment sets with strategy=cumulative (baselines_split_mnist).
-TRAINING_ONLY = frozenset({"scenario.cumulative"})
+# bound's stream, which an experiment sets with strategy=cumulative (baselines_split_mnist);
+# scenario.boundaries=hidden keeps the experience boundaries from the strategies, not from evaluation.
+TRAINING_ONLY = frozenset({"scenario.cumulative", "scenario.boundaries"})
 
 
 class _Marker:

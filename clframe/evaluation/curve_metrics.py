@@ -99,6 +99,28 @@ def wc_acc(curve: Curve) -> float | None:
     return None if m is None else float(last / T + (1 - 1 / T) * m)
 
 
+def anytime_acc(curve: Curve) -> float | None:
+    """AAA, the average anytime accuracy (Caccia et al. 2022; Soutif-Cormerais et al. 2023): at every
+    evaluation during training, the mean accuracy over the experiences seen so far (the one being
+    trained included), averaged over the evaluations.
+
+    Args:
+        curve: the recorded evaluations; the one before training (``experience == -1``) is left out.
+
+    Returns:
+        The average, or ``None`` when nothing was evaluated during training.
+    """
+    vals = []
+    for i, e in enumerate(curve.experience):
+        if e < 0:
+            continue
+        row = curve.acc[i, : e + 1]
+        row = row[~np.isnan(row)]
+        if len(row):
+            vals.append(float(row.mean()))
+    return _mean(vals)
+
+
 def windowed_forgetting(curve: Curve, w: int) -> float | None:
     """WF^w: mean over past experiences of their largest accuracy drop inside ``w`` consecutive evaluations.
 
@@ -234,13 +256,13 @@ def curve_summary(curve: Curve, windows: Sequence[int] = (10, 100), beta: int = 
         gap_window: ``window`` of :func:`stability_gap` (default 100).
 
     Returns:
-        ``min_acc``, ``wc_acc``, ``wf_<w>``, ``wp_<w>``, ``lca_<beta>``, ``stability_gap`` (the list),
+        ``aaa``, ``min_acc``, ``wc_acc``, ``wf_<w>``, ``wp_<w>``, ``lca_<beta>``, ``stability_gap`` (the list),
         ``stability_gap_depth`` (mean depth over its entries, ``None`` if none) and
         ``stability_gap_first`` (the entry of boundary 0, experience 0, or ``None``), and
         ``steps_to_acc``: ``steps_to_acc`` at 0.9, 0.95 and 0.99, keyed by the threshold.
     """
     gap = stability_gap(curve, gap_window)
-    out: dict[str, Any] = {"min_acc": min_acc(curve), "wc_acc": wc_acc(curve)}
+    out: dict[str, Any] = {"aaa": anytime_acc(curve), "min_acc": min_acc(curve), "wc_acc": wc_acc(curve)}
     for w in windows:
         out[f"wf_{w}"] = windowed_forgetting(curve, w)
     for w in windows:

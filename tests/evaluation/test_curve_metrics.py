@@ -9,6 +9,7 @@ import pytest
 
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.curve_metrics import (
+    anytime_acc,
     curve_summary,
     learning_curve_area,
     min_acc,
@@ -66,6 +67,16 @@ def test_dip_depth_and_recovery():
     assert g["min"] == pytest.approx(0.6)
     assert g["depth"] == pytest.approx(0.3)
     assert g["recovery"] == 4
+
+
+def test_dip_anytime_accuracy_averages_the_seen_experiences_at_every_evaluation():
+    c = _two_exp_dip(on_all=True)
+    # experience 0's 3 evaluations see exp 0 only (exp 1's untrained 0.1 is not counted); exp 1's 7 see both
+    seen = [0.5, 0.8, 0.9] + [(a + b) / 2 for a, b in zip([0.75, 0.6, 0.7, 0.9, 0.9, 0.9, 0.9],
+                                                          [0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95])]
+    assert anytime_acc(c) == pytest.approx(sum(seen) / len(seen))
+    assert anytime_acc(c) < float(np.mean([0.9, 0.95]))  # below the final accuracy: the dip counts
+    assert curve_summary(c)["aaa"] == anytime_acc(c)
 
 
 def test_dip_min_acc_and_wc_acc():
@@ -287,7 +298,7 @@ def test_lca_averages_experiences_per_position():
 def test_curve_summary_keys_values_and_json():
     c = _two_exp_dip()
     s = curve_summary(c, windows=(2, 3), beta=2, gap_window=100)
-    assert set(s) == {"min_acc", "wc_acc", "wf_2", "wf_3", "wp_2", "wp_3", "lca_2", "stability_gap",
+    assert set(s) == {"aaa", "min_acc", "wc_acc", "wf_2", "wf_3", "wp_2", "wp_3", "lca_2", "stability_gap",
                       "stability_gap_depth", "stability_gap_first", "steps_to_acc"}
     assert s["wf_2"] == pytest.approx(0.15) and s["wf_3"] == pytest.approx(0.3)
     assert s["lca_2"] == pytest.approx(learning_curve_area(c, 2))
