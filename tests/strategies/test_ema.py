@@ -43,7 +43,7 @@ def test_the_average_lifts_min_acc_and_flattens_the_gap_on_online_split_digits(t
     online = ["experiment=online_split_digits", "logger.progress=false"]  # decay 0.9 there
     replay = run(compose([*online, "strategy=replay"]), tmp_path / "replay")
     with_ema = run(compose([*online, "strategy=[replay,ema]"]), tmp_path / "ema")
-    # measured (seed 0): min_acc 0.20 -> 0.64, stability-gap depth 0.45 -> 0.11
+    # measured (seed 0): min_acc 0.23 -> 0.78, stability-gap depth 0.44 -> 0.08, final 0.78 -> 0.80
     assert with_ema["min_acc"] > replay["min_acc"] + 0.2
     assert with_ema["stability_gap_depth"] < replay["stability_gap_depth"]
 
