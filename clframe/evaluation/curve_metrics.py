@@ -99,10 +99,23 @@ def wc_acc(curve: Curve) -> float | None:
     return None if m is None else float(last / T + (1 - 1 / T) * m)
 
 
+def anytime_curve(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
+    """The steps of the evaluations during training and, at each, the mean accuracy over the experiences
+    seen so far (the one being trained included; NaN entries ignored): the curve AAA averages."""
+    steps, vals = [], []
+    for i, e in enumerate(curve.experience):
+        row = curve.acc[i, : e + 1] if e >= 0 else curve.acc[i, :0]  # before training: nothing seen
+        row = row[~np.isnan(row)]
+        if len(row):
+            steps.append(int(curve.steps[i]))
+            vals.append(float(row.mean()))
+    return np.asarray(steps, dtype=np.int64), np.asarray(vals, dtype=float)
+
+
 def anytime_acc(curve: Curve) -> float | None:
     """AAA, the average anytime accuracy (Caccia et al. 2022; Soutif-Cormerais et al. 2023): at every
     evaluation during training, the mean accuracy over the experiences seen so far (the one being
-    trained included), averaged over the evaluations.
+    trained included), averaged over the evaluations (``anytime_curve``).
 
     Args:
         curve: the recorded evaluations; the one before training (``experience == -1``) is left out.
@@ -110,15 +123,7 @@ def anytime_acc(curve: Curve) -> float | None:
     Returns:
         The average, or ``None`` when nothing was evaluated during training.
     """
-    vals = []
-    for i, e in enumerate(curve.experience):
-        if e < 0:
-            continue
-        row = curve.acc[i, : e + 1]
-        row = row[~np.isnan(row)]
-        if len(row):
-            vals.append(float(row.mean()))
-    return _mean(vals)
+    return _mean([float(v) for v in anytime_curve(curve)[1]])
 
 
 def windowed_forgetting(curve: Curve, w: int) -> float | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clframe.evaluation.curve import Curve
+from clframe.evaluation.curve_metrics import anytime_curve
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,8 +30,8 @@ def pyplot() -> ModuleType:
 
 
 def plot_curves(curve: Curve, path: Path, title: str = "", score: str = "accuracy") -> Path:
-    """Accuracy (the objective's score) of every experience over training steps; dashed lines at
-    experience ends.
+    """Accuracy (the objective's score) of every experience over training steps, and in black their mean
+    over the experiences seen so far, whose average is AAA; dashed lines at experience ends.
 
     Args:
         curve: the recorded evaluations.
@@ -43,6 +44,9 @@ def plot_curves(curve: Curve, path: Path, title: str = "", score: str = "accurac
         ok = ~np.isnan(curve.acc[:, j])
         if ok.any():
             ax.plot(curve.steps[ok], curve.acc[ok, j], lw=1.2, label=f"exp {j}")
+    steps, seen = anytime_curve(curve)
+    if len(seen):  # the curve AAA averages
+        ax.plot(steps, seen, color="black", lw=2.0, label=f"mean over seen (AAA {seen.mean():.3f})")
     for k, b in enumerate(curve.boundaries[:-1]):
         ax.axvline(b, color="grey", ls="--", lw=0.8, label="experience end" if k == 0 else None)
     ax.set(xlabel="training step", ylabel=score, title=title)
