@@ -212,3 +212,18 @@ class PaperBuffer:
         k = min(self.seen, self.size)
         idx = torch.from_numpy(self.rng.choice(k, size=min(n, k), replace=False))
         return [d[idx] for d in self.data]
+
+
+def final_acc_by_strategy(overrides: list[str], strategies: dict[str, list[str]]) -> dict[str, float]:
+    """The final average accuracy of a run of ``overrides`` with each ``strategy=<key>`` and its own
+    extra overrides (``{"naive": [], "der": ["strategies.der.alpha=1.0"]}``), by key."""
+    from clframe.config import compose
+    from clframe.evaluation.metrics import summary_metrics
+    from clframe.run.runner import build, fit
+
+    acc = {}
+    for name, extra in strategies.items():
+        built = build(compose([*overrides, f"strategy={name}", *extra]))
+        fit(built)
+        acc[name] = summary_metrics(built.module.acc_matrix)["final_avg_acc"]
+    return acc

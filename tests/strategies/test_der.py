@@ -18,6 +18,7 @@ from strategy_helpers import (
     Head,
     PaperBuffer,
     blob_benchmark,
+    final_acc_by_strategy,
     inside_second_of_three,
     interrupted_and_resumed,
     split_digits_benchmark,
@@ -164,12 +165,7 @@ SPLIT5 = ["scenario.n_experiences=5", "backbone.hidden=[64]", "train.epochs=3", 
 
 
 def test_der_and_derpp_beat_naive_on_class_incremental_split_digits():
-    acc = {}
-    for strategy in ("naive", "der", "derpp"):
-        extra = ["strategies.der.alpha=1.0"] if strategy == "der" else []
-        built = build(compose(SPLIT5 + [f"strategy={strategy}", *extra]))
-        fit(built)
-        acc[strategy] = summary_metrics(built.module.acc_matrix)["final_avg_acc"]
+    acc = final_acc_by_strategy(SPLIT5, {"naive": [], "der": ["strategies.der.alpha=1.0"], "derpp": []})
     assert acc["naive"] < 0.3  # naive knows only the last two classes
     assert acc["der"] > acc["naive"] + 0.15
     assert acc["derpp"] > acc["naive"] + 0.4 and acc["derpp"] > acc["der"]
