@@ -35,53 +35,49 @@ def supcon_loss(z: Tensor, y: Tensor, temperature: float) -> Tensor:
 @STRATEGIES.register("scr")
 class SCR(Strategy):
     """SCR: each step takes the incoming batch and ``batch_size_mem`` samples drawn (without replacement)
-    from a reservoir memory, makes two views of their union (the samples, and an augmented copy), maps
-    both through the backbone and a projection head (Linear-ReLU-Linear to ``head_dim``, L2-normalised)
-    and trains on the supervised contrastive loss alone (the ``scr`` term; the cross-entropy task loss is
-    off: zero weights). The memory takes every incoming sample by reservoir sampling after the step.
-    Evaluation classifies by the nearest class mean (``eval_model``): the means of the L2-normalised
-    backbone features of the memory's samples, computed when evaluated. Task-free: no boundaries used.
+    from a reservoir memory, makes two views of their union (the samples and an augmented copy), maps both
+    through the backbone and a projection head (Linear-ReLU-Linear to ``head_dim``, L2-normalised) and
+    trains on the supervised contrastive loss alone (the ``scr`` term; the task loss is off: zero weights).
+    The memory then takes the incoming samples by reservoir sampling. Evaluation classifies by the nearest
+    class mean (``eval_model``) of the L2-normalised backbone features of the memory's samples, computed
+    when evaluated. Task-free. The linear head is not trained: the online monitor's scores mean nothing.
 
     Mai, Li, Kim, Sanner, "Supervised Contrastive Replay: Revisiting the Nearest Class Mean Classifier in
-    Online Class-Incremental Continual Learning", CVPR Workshops 2021; the paper's code is
-    RaptorMai/online-continual-learning (``agents/scr.py``; not checked here, offline), whose README runs
-    SCR with ``--temp 0.07 --eps_mem_batch 100 --head mlp``. Checked against Avalanche 0.6 (``SCR``,
-    ``SCRLoss``, ``SCRModel``, ``NCMClassifier``). Where Avalanche departs from the paper, this follows it:
+    Online Class-Incremental Continual Learning", CVPR-W 2021. The paper's code, RaptorMai/online-continual-
+    learning, was not available here: what is said of it is from memory (its README runs SCR with ``--temp
+    0.07 --eps_mem_batch 100 --head mlp``). Checked against Avalanche 0.6 (``SCR``, ``SCRLoss``, ``SCRModel``,
+    ``NCMClassifier``); where it departs from the paper, this follows the paper:
     - Avalanche's memory is class-balanced and takes a whole experience at its end; the paper's is a
-      reservoir updated after every step (as here), so SCR is task-free.
-    - Avalanche L2-normalises the backbone features before the projection head; the paper's head takes
-      them as they are and normalises its output (as here; Avalanche leaves that to the given head).
-    - Avalanche updates its class means at experience ends, averaged with the old ones (momentum 0.5);
-      the paper computes them from the memory when it evaluates (as here).
-    - Avalanche's SCR passes temperature 0.1; the paper's code 0.07 (as here).
-    Other departures: classes absent from the memory are not predicted (the paper's code gives them a
-    random mean); SupContrast's code scales the loss by ``τ / 0.07`` (1 at the default), Eq. 5 does not
-    (nor this); the step before the memory holds a sample trains nothing (the paper's code, too,
-    updates only with a non-empty memory); no ``mem_iters`` and no review trick. The views go through one
-    forward pass of the model (as Avalanche; the paper's code runs one per view: they differ only with
-    batch-statistics layers such as BatchNorm). The augmentation is ``BatchAugment``: a random resized
-    crop (``crop_scale``) and, with ``flip``, a horizontal flip, batched; the paper's CIFAR augmentation
-    (torchvision's RandomResizedCrop(scale 0.2-1), flip, colour jitter 0.4/0.4/0.4/0.1 with p 0.8,
-    grayscale with p 0.2) also jitters colour, which inputs of one channel (digits) do not have.
+      reservoir updated after every step.
+    - Avalanche normalises the backbone features before the projection head; the paper's head takes them
+      as they are and normalises its output.
+    - Avalanche updates the class means at experience ends, averaged with the old ones (momentum 0.5); the
+      paper computes them from the memory when it evaluates. Avalanche's SCR passes τ = 0.1; the paper 0.07.
+    Other departures: classes absent from the memory are not predicted (the paper's code gives them a random
+    mean); SupContrast's code scales the loss by ``τ / 0.07`` (1 at the default), Eq. 5 does not, nor this;
+    no update before the memory holds a sample (the paper's code, too); no ``mem_iters``, no review trick;
+    both views go through one forward pass (as Avalanche; the paper's code runs one a view: the same without
+    batch-statistics layers such as BatchNorm). The augmentation (``BatchAugment``) is a batched random
+    resized crop (area ``crop_scale``-1) and, with ``flip``, a horizontal flip; the paper's (CIFAR,
+    torchvision) also jitters colour (0.4/0.4/0.4/0.1, p 0.8) and greys (p 0.2), moot on one channel.
 
-    The projection head is trained by an optimizer of its own, of the run's kind and settings
-    (``optimizer``, ``lr``, ``momentum``, ``weight_decay``), stepped after the module's, at the module's
-    current learning-rate factor, and cleared with it (``reset_optimizer``); it is not in ``clip_norm``'s
-    norm. It is not a param group of ``module.optimizer``: a resumed run restores the optimizer after
-    re-pointing its parameters by their names in the module (``refresh_optimizer_params``), which the
-    head's are not, and a head registered in the module would change the model's checkpoint keys.
-    The head, its optimizer, the memory and the generators are in ``state_dict``.
+    The head has an optimizer of its own, of the run's kind and settings (``optimizer``, ``lr``, ``momentum``,
+    ``weight_decay``), stepped after the module's at its current learning-rate factor and cleared with it
+    (``reset_optimizer``); ``clip_norm`` does not see it. It is not a param group of ``module.optimizer``
+    because a resume restores that after matching its parameters to the module's by name
+    (``refresh_optimizer_params``), and a head registered in the module would change the model's checkpoint
+    keys. The head, its optimizer, the memory and the generators are in ``state_dict``.
 
     Args:
         mem_size: memory capacity in samples, at least 1 (default 200).
         batch_size_mem: samples drawn from the memory per step, at least 1 (default 100, the paper's).
         temperature: the contrastive loss's temperature τ, > 0 (default 0.07).
         head_dim: output size of the projection head, at least 1 (default 128, the paper's).
-        crop_scale: the smallest crop's area as a fraction of the input's, in (0, 1] (default 0.2, the paper's).
+        crop_scale: the smallest crop's area, a fraction of the input's, in (0, 1] (default 0.2, the paper's).
         flip: flip the augmented view horizontally with probability 1/2 (default False: digits).
         seed: seed of the memory, the augmentation and the head's initial weights (default 0).
 
-    Under multi-process training every rank keeps its own memory (seed ``seed + 7919 rank``), and the head's
+    Under multi-process training every rank keeps its own memory (seed ``seed + 7919 rank``); the head's
     gradients are averaged over the ranks. Refused on a regression objective, beside another strategy that
     rewrites the batch (``replay``, ``der``, ...), and with a hypernetwork on a stream of several tasks.
     """
@@ -105,8 +101,8 @@ class SCR(Strategy):
         self.head: nn.Module | None = None
         self.opt: torch.optim.Optimizer | None = None
         self.n_classes = 0
-        self._hook: Any = None  # the backbone's forward hook, held from before_forward to loss_terms
-        self._features: Tensor | None = None
+        self._hook: Any = None  # the backbone's forward hook, from before_forward to loss_terms
+        self._features: Tensor | None = None  # what it caught
 
     def setup(self, module: Any) -> None:
         if module.objective.regression:
@@ -124,11 +120,9 @@ class SCR(Strategy):
             self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, self.head_dim)).to(module.device)
         self.opt = build_optimizer(list(self.head.parameters()), **module.opt_cfg)
 
-    def on_experience_start(self, exp: Any, module: Any) -> None:
-        if module.reset_optimizer:
-            self.opt.state.clear()
-
     def before_forward(self, batch: Batch, module: Any) -> Batch:
+        if module.reset_optimizer and module.cl_step == module.exp_start_step:  # a new experience, seen or not
+            self.opt.state.clear()
         n_in = len(batch) if batch.n_new is None else batch.n_new
         if self.buffer.size == 0:  # the first step: nothing to contrast with, nothing trained
             return Batch(batch.x, batch.y, batch.t, batch.exp, weight=torch.zeros(len(batch), device=batch.y.device),
@@ -153,16 +147,13 @@ class SCR(Strategy):
         return {"scr": supcon_loss(z, ctx.batch.y, self.temperature)}
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        if any(p.grad is not None for p in self.head.parameters()):
-            opt, factor = ctx.module.optimizer, 1.0
-            if opt is not None:  # the module's learning-rate factor (lr_factor strategies), as applied this step
-                factor = opt.param_groups[0]["lr"] / opt.param_groups[0]["initial_lr"]
-            world = world_size()
-            for p in self.head.parameters():
-                if world > 1 and p.grad is not None:
-                    p.grad = all_reduce_sum(p.grad) / world
-            for g in self.opt.param_groups:
-                g["lr"] = ctx.module.opt_cfg["lr"] * factor
+        opt, world = ctx.module.optimizer, world_size()
+        params = [p for p in self.head.parameters() if p.grad is not None]
+        if params:  # at the module's learning-rate factor (lr_factor strategies), as applied this step
+            factor = 1.0 if opt is None else opt.param_groups[0]["lr"] / opt.param_groups[0]["initial_lr"]
+            for p in params if world > 1 else []:
+                p.grad = all_reduce_sum(p.grad) / world
+            self.opt.param_groups[0]["lr"] = ctx.module.opt_cfg["lr"] * factor
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
         new = ctx.batch.new_samples()
@@ -172,15 +163,14 @@ class SCR(Strategy):
     def eval_model(self, module: Any) -> nn.Module | None:
         if self.buffer.size == 0:
             return None
-        backbone = module.model.backbone
-        was_training = backbone.training
+        backbone, was_training = module.model.backbone, module.model.backbone.training
         backbone.eval()
         x, y, _ = self.buffer.contents()
         f = F.normalize(backbone(x), dim=1)
         backbone.train(was_training)
         # the normalised sum of each class's features is its normalised mean
         means = F.normalize(f.new_zeros(self.n_classes, f.shape[1]).index_add_(0, y, f), dim=1)
-        seen = torch.bincount(y, minlength=self.n_classes) > 0
+        seen = torch.zeros(self.n_classes, dtype=torch.bool, device=y.device).index_fill_(0, y, True)
         return NearestMeanOfExemplars(backbone, means, seen)
 
     def state_dict(self) -> dict[str, Any]:

@@ -142,6 +142,23 @@ def test_a_step_contrasts_two_views_of_the_incoming_and_drawn_samples_with_the_t
     assert s.buffer.seen == 34  # the incoming samples only
 
 
+def test_the_heads_optimizer_is_the_runs_kind_at_its_learning_rate_and_resets_with_it(tiny):
+    built = build(compose([*tiny, "strategy=[scr,lr_schedule]", "train.momentum=0.9", "train.lr=0.05"]))
+    fit(built)
+    s, opt = built.module.strategies["scr"], built.module.optimizer
+    assert type(s.opt) is torch.optim.SGD and s.opt.defaults["momentum"] == 0.9 and s.opt.state
+    lr = opt.param_groups[0]["lr"]
+    assert lr != 0.05 and s.opt.param_groups[0]["lr"] == pytest.approx(lr)  # the schedule's factor, too
+    m = module_with(s := SCR(mem_size=20))
+    s.opt.state[s.head[0].weight]["momentum_buffer"] = torch.zeros(1)
+    m.reset_optimizer, m.cl_step, m.exp_start_step = True, 7, 3
+    s.before_forward(batch_of([1]), m)
+    assert s.opt.state  # inside an experience: kept
+    m.exp_start_step = 7
+    s.before_forward(batch_of([1]), m)
+    assert not s.opt.state  # its first step: cleared, as the module's
+
+
 def test_evaluation_is_the_nearest_mean_of_the_memorys_normalised_features():
     s = SCR(mem_size=8)
     m = module_with(s)
