@@ -79,7 +79,8 @@ class SCR(Strategy):
 
     Under multi-process training every rank keeps its own memory (seed ``seed + 7919 rank``); the head's
     gradients are averaged over the ranks. Refused on a regression objective, beside another strategy that
-    rewrites the batch (``replay``, ``der``, ...), and with a hypernetwork on a stream of several tasks.
+    rewrites the batch (``replay``, ``der``, ...), with labels per entry of a sequence, and with a hypernetwork
+    on a stream of several tasks.
     """
 
     def __init__(self, mem_size: int = 200, batch_size_mem: int = 100, temperature: float = 0.07,
@@ -109,6 +110,10 @@ class SCR(Strategy):
             raise ConfigError("strategy 'scr' pulls together the features of samples of one class and classifies by "
                               "class means, but this scenario's objective is regression. Use strategy=replay (or der, "
                               "derpp) for replay on a regression scenario.")
+        if any(e.train.y.ndim > 1 for e in module.stream):
+            raise ConfigError("strategy 'scr' contrasts one feature vector and one class label a sample, but this "
+                              "scenario labels several entries of each sample (a sequence's steps). Use "
+                              "strategy=er_ace or replay, or a scenario with one label a sample.")
         check_replay_setup(module, self)
         if world_size() > 1:  # a memory per rank, each with its own sampling stream
             self.buffer.seed += 7919 * rank()

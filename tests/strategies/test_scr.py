@@ -218,6 +218,13 @@ def test_a_regression_objective_is_refused():
         fit(build(compose(["experiment=slowly_changing_regression", "strategy=scr", "logger.progress=false"])))
 
 
+def test_labels_per_entry_of_a_sequence_are_refused():
+    stream = [SimpleNamespace(train=SimpleNamespace(y=torch.zeros(4, 6, dtype=torch.long)))]
+    with pytest.raises(ConfigError, match="strategy 'scr' contrasts one feature vector .* several entries of each "
+                                          "sample .* Use strategy=er_ace"):
+        SCR().setup(SimpleNamespace(objective=CLASSIFICATION, stream=stream))
+
+
 def test_another_replay_method_is_refused(tiny):
     with pytest.raises(ConfigError, match=r"strategy 'scr' replays samples from its own buffer and cannot be "
                                           r"combined with 'replay'"):
