@@ -36,8 +36,8 @@ def cmd_compare(args: list[str]) -> None:
                         help="run or sweep directories, searched recursively (default: runs/ multirun/)")
     parser.add_argument("--metric", action="append", metavar="NAME",
                         help="a numeric summary.json key to show; repeatable or comma-separated (default: "
-                             "final_avg_acc, avg_forgetting, bwt, and aaa, min_acc, wc_acc, stability_gap_depth "
-                             "when recorded)")
+                             "final_avg_acc, avg_forgetting, bwt, and aaa, min_acc, wc_acc, stability_gap_depth, "
+                             "online.online_acc when recorded)")
     parser.add_argument("--out", metavar="DIR", help="where comparison.csv/png go (default: the first DIR)")
     parser.add_argument("--wandb", action="store_true",
                         help="also log the table and figures as one wandb run (job type 'compare') in the runs' "

@@ -20,7 +20,8 @@ from typing import Any
 from clframe.errors import unknown
 
 DEFAULT_METRICS = ("final_avg_acc", "avg_forgetting", "bwt")
-OPTIONAL_METRICS = ("aaa", "min_acc", "wc_acc", "stability_gap_depth")  # shown by default when the summaries have them
+# shown by default when the summaries have them (online.online_acc: the prequential accuracy, monitors.online)
+OPTIONAL_METRICS = ("aaa", "min_acc", "wc_acc", "stability_gap_depth", "online.online_acc")
 STRATEGIES = "strategies"  # the pseudo-key holding the joined strategy names, e.g. "replay+ewc"
 DISPLAY_ONLY = frozenset({"logger.progress", "logger.log_every"})  # settings that cannot change results
 _PATH_LIKE = re.compile(r"(^|_)(dir|path|root|file)s?$")

@@ -155,6 +155,22 @@ class Registry:
             ) from e
 
 
+class ScenarioRegistry(Registry):
+    """The scenarios' registry: every scenario also takes ``boundaries`` (``known``, the default, or
+    ``hidden``: the built stream gives strategies no experience events, ``Stream.boundary_free``)."""
+
+    def build(self, name: str, params: dict[str, Any], *, config_key: str | None = None, **provided: Any) -> Any:
+        params = dict(params)
+        boundaries = params.pop("boundaries", "known")
+        if boundaries not in ("known", "hidden"):
+            raise ConfigError(f"'scenario.boundaries' must be 'known' (strategies get the experience boundaries) or "
+                              f"'hidden' (they do not: task-free training), got {boundaries!r}.")
+        scenario = super().build(name, params, config_key=config_key, **provided)
+        if boundaries == "hidden":  # evaluation still knows the experiences
+            scenario.stream.boundary_free = True
+        return scenario
+
+
 class _LazyEntryPoint:
     def __init__(self, ep: Any) -> None:
         self.ep = ep
@@ -248,7 +264,7 @@ def check_params(
 BACKBONES = Registry("backbone", "clframe.models.backbones", provided=("input_shape",))
 HEADS = Registry("head", "clframe.models.heads", provided=("in_features", "n_classes", "n_tasks"))
 STRATEGIES = Registry("strategy", "clframe.strategies", plural="strategies", key="strategies.{name}")
-SCENARIOS = Registry("scenario", "clframe.scenarios")
+SCENARIOS = ScenarioRegistry("scenario", "clframe.scenarios")
 DATASETS = Registry("dataset", "clframe.data.datasets")
 HYPERNETS = Registry("hypernet", "clframe.models.hypernets", provided=("target", "n_tasks", "n_classes"))
 MONITORS = Registry("monitor", "clframe.monitors", key="monitors.{name}")

@@ -154,11 +154,7 @@ def build(cfg: Any) -> Built:
     seed_everything(c["seed"])
     if tr["num_threads"]:
         torch.set_num_threads(tr["num_threads"])
-    name, params = _split_name(c["scenario"])
-    boundaries = params.pop("boundaries", "known")
-    scenario = SCENARIOS.build(name, params)
-    if boundaries == "hidden":  # strategies get no experience events; evaluation still knows the experiences
-        scenario.stream.boundary_free = True
+    scenario = SCENARIOS.build(*_split_name(c["scenario"]))  # scenario.boundaries=hidden: boundary_free
     check_structure(scenario, c["scenario"]["name"])
     check_scenario(scenario)
     device = device_for(c["trainer"]["accelerator"])
