@@ -113,7 +113,7 @@ class Backbone(nn.Module):
 
 def module_with(s: SCR) -> CLModule:
     m = CLModule(Model(Backbone(), Head(nn.Linear(8, 4))), {"scr": s}, [SimpleNamespace(
-        classes_in_this_experience=[0, 1, 2, 3], task_label=0)], [10], lr=0.1)
+        classes_in_this_experience=[0, 1, 2, 3], task_label=0, train=SimpleNamespace(y=torch.zeros(1)))], [10], lr=0.1)
     m.configure_optimizers()
     s.setup(m)
     return m
