@@ -24,7 +24,8 @@ def supcon_loss(z: Tensor, y: Tensor, temperature: float) -> Tensor:
     """The supervised contrastive loss (Khosla et al. 2020, L_out; SCR's Eq. 5) of L2-normalised
     embeddings ``z`` [N, D] with labels ``y`` [N]: the mean over anchors ``i`` of minus the mean over
     its positives ``p`` (same label, ``p != i``) of ``log(exp(z_i z_p / τ) / Σ_{a != i} exp(z_i z_a / τ))``.
-    Every anchor needs a positive (here its other view)."""
+    Every anchor needs a positive (here its other view). In float32 (under mixed precision too)."""
+    z = z.float()
     sim = z @ z.T / temperature
     self_ = torch.eye(len(y), dtype=torch.bool, device=z.device)
     log_prob = sim - sim.masked_fill(self_, float("-inf")).logsumexp(1, keepdim=True)
