@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from clframe.config import compose, validate
-from clframe.config.defaults import GROUP_REGISTRIES, signature_node, yaml_options
+from clframe.config.defaults import GROUP_REGISTRIES, SCENARIO_COMMON, signature_node, yaml_options
 from clframe.config.registry import MONITORS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,10 +64,13 @@ def test_a_components_config_node_is_its_signature(group, name):
     registry = GROUP_REGISTRIES[group]
     section = registry.key.format(name=name)
     node = OmegaConf.to_container(OmegaConf.select(compose([f"{group}={name}"]), section), resolve=False)
-    assert node == {"name": name, **signature_node(registry.get(name), registry.provided)}
+    common = SCENARIO_COMMON if group == "scenario" else {}  # every scenario's (scenario.boundaries)
+    assert node == {"name": name, **common, **signature_node(registry.get(name), registry.provided)}
     params = inspect.signature(registry.get(name)).parameters
     for key, value in node.items():
-        if key == "seed":
+        if key in common:
+            assert value == common[key]
+        elif key == "seed":
             assert value == "${seed}"  # a component's seed follows the run's
         elif key != "name" and params[key].default is not inspect.Parameter.empty:
             default = params[key].default

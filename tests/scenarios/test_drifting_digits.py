@@ -9,6 +9,7 @@ from clframe.scenarios.drifting_digits import drifting_digits, event_times
 from omegaconf import OmegaConf
 
 from clframe.config import compose, validate
+from clframe.config.defaults import SCENARIO_COMMON
 from clframe.config.registry import SCENARIOS, ParamError
 from clframe.data.datasets import load_dataset
 from clframe.errors import ConfigError
@@ -174,7 +175,7 @@ def test_bad_settings_are_config_errors_naming_the_key(params, match):
 def test_the_config_lists_every_argument_with_its_default_and_builds():
     cfg = compose(["scenario=drifting_digits"]).scenario  # the node generated from the signature
     params = SCENARIOS.params("drifting_digits")
-    assert list(cfg) == ["name", *params]
+    assert list(cfg) == ["name", *SCENARIO_COMMON, *params]  # SCENARIO_COMMON: scenario.boundaries
     assert OmegaConf.to_container(cfg)["seed"] == "${seed}"
     assert {k: cfg[k] for k in params if k != "seed"} == {k: p.default for k, p in params.items() if k != "seed"}
     sc = validate(compose(["scenario=drifting_digits", "scenario.n_samples=6000", "scenario.min_gap=500"]))

@@ -10,6 +10,7 @@ from clframe.scenarios.linear_gaussian_drift import CHUNK, drift_weights, linear
 from omegaconf import OmegaConf
 
 from clframe.config import compose, validate
+from clframe.config.defaults import SCENARIO_COMMON
 from clframe.config.registry import SCENARIOS, ParamError
 from clframe.errors import ConfigError
 from clframe.run.checks import check_scenario
@@ -142,7 +143,7 @@ def test_called_directly_a_bad_setting_is_a_param_error():
 def test_the_config_lists_every_argument_with_its_default_and_builds():
     cfg = compose(["scenario=linear_gaussian_drift"]).scenario  # the node generated from the signature
     params = SCENARIOS.params("linear_gaussian_drift")
-    assert list(cfg) == ["name", *params]
+    assert list(cfg) == ["name", *SCENARIO_COMMON, *params]  # SCENARIO_COMMON: scenario.boundaries
     assert OmegaConf.to_container(cfg)["seed"] == "${seed}"
     assert {k: cfg[k] for k in params if k != "seed"} == {
         k: p.default for k, p in params.items() if k != "seed"}

@@ -95,7 +95,7 @@ def test_settings_that_make_no_sense_are_refused():
     with pytest.raises(ConfigError, match="memory_size=15 leaves fewer than 2 exemplars"):
         fit(build(compose([*TINY, "strategy=bic", "++strategy_settings.bic.memory_size=15"])))
     with pytest.raises(ConfigError, match="regression"):
-        fit(build(compose(["experiment=slowly_changing_regression", "strategy=bic", "logger.progress=false"])))
+        fit(build(compose(["scenario=toy_regression", "strategy=bic", "logger.progress=false"])))
     with pytest.raises(ConfigError, match="cannot be combined with 'replay'"):
         fit(build(compose([*TINY, "strategy=[replay,bic]"])))
     with pytest.raises(ConfigError, match="bic is class-incremental"):

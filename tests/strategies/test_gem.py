@@ -50,7 +50,7 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_a_regression_scenario_is_refused():
     with pytest.raises(ConfigError, match="gem is a classification method"):
-        fit(build(compose(["experiment=slowly_changing_regression", "strategy=gem", "logger.progress=false"])))
+        fit(build(compose(["scenario=toy_regression", "strategy=gem", "logger.progress=false"])))
 
 
 # -- against Avalanche's GEM ------------------------------------------------------------------------

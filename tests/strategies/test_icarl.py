@@ -68,7 +68,7 @@ def test_settings_that_make_no_sense_are_refused():
     with pytest.raises(ConfigError, match="memory_size=5 keeps fewer exemplars than the 10 classes"):
         fit(build(compose([*TINY, "strategy=icarl", "++strategy_settings.icarl.memory_size=5"])))
     with pytest.raises(ConfigError, match="icarl classifies by the nearest mean"):
-        fit(build(compose(["experiment=slowly_changing_regression", "strategy=icarl", "logger.progress=false"])))
+        fit(build(compose(["scenario=toy_regression", "strategy=icarl", "logger.progress=false"])))
 
 
 # -- against Avalanche's ICaRL ----------------------------------------------------------------------
