@@ -226,3 +226,79 @@ def test_digits_fall_back_to_scikit_learn_where_the_file_is_not(monkeypatch):
     monkeypatch.setattr(module, "_bundled_csv", lambda: None)
     images, target = module.load_digits_arrays()
     assert images.shape == (1797, 8, 8) and np.bincount(target).tolist()[:2] == [178, 182]
+
+
+# -- fashion-mnist (MNIST's idx format) -----------------------------------------------------------
+
+@pytest.mark.parametrize(("sub", "gz"), [("", True), ("FashionMNIST/raw", False)])
+def test_fashion_mnist_reads_idx_files(tmp_path, sub, gz):
+    arrays = fake_mnist(tmp_path / sub, gz=gz)
+    d = load_dataset("fashion_mnist", root=str(tmp_path))
+    assert d.name == "fashion_mnist" and d.n_classes == 10
+    assert d.x_train.shape == (10, 1, 28, 28) and d.x_train.dtype == torch.float32
+    assert torch.allclose(d.x_test[:, 0], torch.from_numpy(arrays[MNIST_FILES[2]]).float() / 255)
+    assert d.y_test.tolist() == arrays[MNIST_FILES[3]].tolist()
+
+
+def test_fashion_mnist_missing_says_where_and_never_downloads_offline(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("torchvision was asked to download under offline()")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", no_download)
+    with offline(), pytest.raises(DatasetNotFoundError) as e:
+        load_dataset("fashion_mnist", root=str(tmp_path / "fm"), download=True)
+    assert "Fashion-MNIST not found" in str(e.value) and "scenario.download=true" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- a file of tensors ----------------------------------------------------------------------------
+
+def test_tensors_from_a_pt_file_with_x_and_y_are_split_and_scaled(tmp_path):
+    x = torch.randint(0, 256, (50, 1, 4, 4), dtype=torch.uint8)
+    y = torch.arange(50) % 5
+    torch.save({"x": x, "y": y}, tmp_path / "mine.pt")
+    d = load_dataset("tensors", root=str(tmp_path / "mine.pt"))
+    assert (len(d.y_train), len(d.y_test)) == (40, 10) and d.n_classes == 5 and d.name == "mine"
+    assert d.x_train.dtype == torch.float32 and 0 <= d.x_train.min() and d.x_train.max() <= 1
+    # the seeded split of the pairs, uint8 divided by 255
+    xs, ys, _, _ = seeded_split(x, y, test_fraction=0.2, seed=0)
+    assert torch.equal(d.x_train, xs.float() / 255) and torch.equal(d.y_train, ys)
+
+
+def test_tensors_from_an_npz_file_with_its_own_split_train_a_run(tmp_path):
+    from clframe.config import compose
+    from clframe.run.runner import run
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 6)) * 3
+    y_tr, y_te = np.arange(200) % 4, np.arange(40) % 4
+    np.savez(tmp_path / "blobs.npz", x_train=(centres[y_tr] + rng.normal(size=(200, 6))).astype(np.float32),
+             y_train=y_tr, x_test=(centres[y_te] + rng.normal(size=(40, 6))).astype(np.float32), y_test=y_te)
+    d = load_dataset("tensors", root=str(tmp_path / "blobs.npz"))
+    assert d.x_train.shape == (200, 6) and d.x_test.shape == (40, 6) and d.n_classes == 4
+    s = run(compose(["scenario.dataset=tensors", f"scenario.data_root={tmp_path / 'blobs.npz'}",
+                     "scenario.n_experiences=2", "strategy=replay", "train.epochs=3", "logger.progress=false"]),
+            tmp_path / "run")
+    assert len(s["acc_matrix"]) == 2 and s["final_avg_acc"] > 0.6  # class-incremental, with replay
+
+
+class NotATensor:
+    pass
+
+
+def test_tensors_never_unpickle_objects_and_name_what_is_missing(tmp_path):
+    torch.save({"x": torch.zeros(3, 2), "y": NotATensor()}, tmp_path / "obj.pt")
+    with pytest.raises(ConfigError, match="cannot be read as plain arrays"):
+        load_dataset("tensors", root=str(tmp_path / "obj.pt"))
+    np.savez(tmp_path / "obj.npz", x=np.array([object()] * 3, dtype=object), y=np.zeros(3))
+    with pytest.raises(ConfigError, match="cannot be read as plain arrays"):
+        load_dataset("tensors", root=str(tmp_path / "obj.npz"))
+    np.savez(tmp_path / "keys.npz", inputs=np.zeros((3, 2)), labels=np.zeros(3))
+    with pytest.raises(ConfigError, match=r"holds \['inputs', 'labels'\]; it needs x_train"):
+        load_dataset("tensors", root=str(tmp_path / "keys.npz"))
+    with pytest.raises(DatasetNotFoundError, match="no file at"):
+        load_dataset("tensors", root=str(tmp_path / "absent.pt"))
+    with pytest.raises(ConfigError, match="set scenario.data_root=<file>"):
+        load_dataset("tensors")

@@ -31,16 +31,18 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _find(root: Path, stem: str) -> Path | None:
-    for d in (root, root / "MNIST" / "raw"):
+def _find(root: Path, stem: str, folder: str = "MNIST") -> Path | None:
+    for d in (root, root / folder / "raw"):  # torchvision downloads into <root>/<folder>/raw
         for name in (stem, stem + ".gz"):
             if (d / name).exists():
                 return d / name
     return None
 
 
-def _load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    paths = [_find(root, stem) for stem in FILES[split]]
+def load_idx_split(root: Path, split: str, folder: str = "MNIST") -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The images ([N, 1, H, W] floats in [0, 1]) and labels of ``split`` from idx files under ``root``
+    (or ``root/<folder>/raw``), or None when a file is missing."""
+    paths = [_find(root, stem, folder) for stem in FILES[split]]
     if None in paths:
         return None
     x = torch.from_numpy(read_idx(paths[0]).copy()).float().div_(255.0).unsqueeze(1)
@@ -58,14 +60,14 @@ def mnist(root: str | None = None, download: bool = False) -> Dataset:
             inside ``clframe.data.offline.offline()``, i.e. under ``clframe validate``).
     """
     path = Path(root or "data/mnist")
-    train, test = _load_split(path, "train"), _load_split(path, "test")
+    train, test = load_idx_split(path, "train"), load_idx_split(path, "test")
     if (train is None or test is None) and download and downloads_allowed():
         from torchvision.datasets import MNIST
 
         print(f"Downloading MNIST to {path} (scenario.download=true) ...")
         MNIST(str(path), train=True, download=True)
         MNIST(str(path), train=False, download=True)
-        train, test = _load_split(path, "train"), _load_split(path, "test")
+        train, test = load_idx_split(path, "train"), load_idx_split(path, "test")
     if train is None or test is None:
         raise DatasetNotFoundError(
             f"MNIST not found under '{path}'. Put train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -88,12 +90,12 @@ def mnist_t10k(root: str | None = None, download: bool = False) -> Dataset:
             ``clframe.data.offline.offline()``).
     """
     path = Path(root or T10K_DEFAULT)
-    test = _load_split(path, "test")
+    test = load_idx_split(path, "test")
     if test is None and download and downloads_allowed():
         from torchvision.datasets import MNIST
 
         MNIST(str(path), train=False, download=True)
-        test = _load_split(path, "test")
+        test = load_idx_split(path, "test")
     if test is None:
         raise DatasetNotFoundError(
             f"MNIST test set not found under '{path}'. Put t10k-images-idx3-ubyte[.gz] and "
