@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import torch
 import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval
-from clframe.strategies._bias_layer import BiasCorrected, correct, fit_bias
+from clframe.strategies._bias_layer import BiasCorrected, class_mask, correct, fit_bias
 from clframe.strategies._logit_buffer import check_replay_setup
 from torch import Tensor, nn
 
@@ -73,7 +73,7 @@ class BiC(Strategy):
         self.bias_classes: list[int] = []  # the classes it corrects
         self.held: Tensor | None = None  # this experience's samples held out of stage 1 [N] bool
         self.old: nn.Module | None = None
-        self.old_bias: tuple[Tensor, list[int]] | None = None
+        self.old_bias: tuple[Tensor, Tensor] | None = None  # the previous (α, β) and the classes' mask
         self.lam, self.share = 0.0, 0.0
         self._old_state: dict[str, Tensor] | None = None
         self._gen: torch.Generator | None = None
@@ -119,7 +119,8 @@ class BiC(Strategy):
             self.held[idx[prio[idx].argsort()[:n_val]]] = True
         self.lam = len(old) / max(len(old) + len(new), 1)
         self.old, self._old_state, self._pool = None, None, None
-        self.old_bias = (self.bias.clone(), list(self.bias_classes)) if self.bias_classes else None
+        self.old_bias = None if not self.bias_classes else (
+            self.bias.clone(), class_mask(self.bias_classes, self.n_classes, module.device))
         if old:
             self.old = copy.deepcopy(module.model).eval().requires_grad_(False)
         n_ex = sum(len(v) for v in self.train.values())
@@ -171,7 +172,7 @@ class BiC(Strategy):
             was = module.model.training
             logits = module.model.eval()(xv, torch.zeros_like(yv))  # the model is frozen: its logits once
             module.model.train(was)
-            self.bias = fit_bias(logits, yv, new, *self.stage_2, self._gen)
+            self.bias = fit_bias(logits, yv, class_mask(new, self.n_classes, module.device), *self.stage_2, self._gen)
             self.bias_classes = new
         for c in new:  # the held-out samples validate; random others of the class train in later experiences
             self.val[c] = data.x[self.held & (data.y == c)]
@@ -182,7 +183,9 @@ class BiC(Strategy):
         self.old, self._pool = None, None
 
     def eval_model(self, module: Any) -> nn.Module | None:
-        return BiasCorrected(module, self.bias, self.bias_classes) if self.bias_classes else None
+        if not self.bias_classes:
+            return None
+        return BiasCorrected(module, self.bias, class_mask(self.bias_classes, self.n_classes, self.bias.device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"val": self.val, "train": self.train, "bias": self.bias, "bias_classes": self.bias_classes,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from clframe.strategies._bias_layer import correct, fit_bias
+from clframe.strategies._bias_layer import class_mask, correct, fit_bias
 from strategy_helpers import WithoutTask, blob_benchmark, interrupted_and_resumed
 
 from clframe.config import compose
@@ -40,12 +40,13 @@ def test_the_bias_layer_undoes_a_bias_toward_the_new_classes():
     y = torch.arange(200) % 4
     clean = F.one_hot(y, 4) * 4.0 + torch.randn(200, 4, generator=g)
     biased = clean + torch.tensor([0.0, 0.0, 5.0, 5.0])  # classes 2 and 3 are the new ones
-    bias = fit_bias(biased, y, [2, 3], epochs=40, lr=0.1, batch_size=50, gen=g)
+    new = class_mask([2, 3], 4, "cpu")
+    bias = fit_bias(biased, y, new, epochs=40, lr=0.1, batch_size=50, gen=g)
     before = (biased.argmax(1) == y).float().mean()
-    after = (correct(biased, bias, [2, 3]).argmax(1) == y).float().mean()
+    after = (correct(biased, bias, new).argmax(1) == y).float().mean()
     assert before < 0.6 and after > 0.9, (before, after, bias)
     assert bias[1] < 0  # the new classes' logits are lowered
-    assert torch.equal(correct(biased, bias, [2, 3])[:, :2], biased[:, :2])  # old classes untouched
+    assert torch.equal(correct(biased, bias, new)[:, :2], biased[:, :2])  # old classes untouched
 
 
 def test_the_memory_splits_9_to_1_and_validates_on_samples_never_trained_on():
