@@ -63,7 +63,9 @@ class EMA(Strategy):
             self.needs_boundaries = "with snapshots > 0 it keeps the models of the experience ends"
         self.ema: nn.Module | None = None
         self.kept: list[nn.Module] = []
-        self._pairs: tuple[list[Tensor], list[Tensor]] = ([], [])
+        # (the copy's tensors, the model's): detached views of the live parameters, found once
+        self._params: tuple[list[Tensor], list[Tensor]] = ([], [])
+        self._buffers: tuple[list[Tensor], list[Tensor]] = ([], [])
 
     def setup(self, module: Any) -> None:
         others = [k for k, s in module.strategies.items() if s is not self and overrides(s, "eval_model")]
@@ -73,17 +75,19 @@ class EMA(Strategy):
                               "(e.g. strategy=[replay,ema], [er_ace,ema]).")
         where = "cpu" if self.device == "cpu" else module.device
         self.ema = copy.deepcopy(module.model).to(where).eval().requires_grad_(False)
-        params = [p for p in module.model.parameters()]
-        self._pairs = ([p for p in self.ema.parameters()], params)
+        self._params = (list(self.ema.parameters()), [p.detach() for p in module.model.parameters()])
+        self._buffers = (list(self.ema.buffers()), list(module.model.buffers()))
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
         if self.snapshots or (ctx.step + 1) % self.every:
             return
-        ema, live = self._pairs
-        live = [p.detach() for p in live] if self.device == "model" else [p.detach().to("cpu") for p in live]
-        torch._foreach_lerp_(ema, live, 1.0 - self.decay)
-        for b_ema, b in zip(self.ema.buffers(), ctx.module.model.buffers()):
-            b_ema.copy_(b)
+        ema, live = self._params
+        torch._foreach_lerp_(ema, live if self.device == "model" else [p.to("cpu") for p in live], 1.0 - self.decay)
+        if self.device == "model" and self._buffers[0]:  # e.g. BatchNorm statistics: copied, not averaged
+            torch._foreach_copy_(*self._buffers)
+        elif self._buffers[0]:  # to the host, one tensor at a time
+            for b_ema, b in zip(*self._buffers):
+                b_ema.copy_(b)
 
     def on_experience_end(self, exp: Any, module: Any) -> None:
         if self.snapshots:
