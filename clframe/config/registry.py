@@ -155,6 +155,14 @@ class Registry:
             ) from e
 
 
+def boundaries_problem(value: Any) -> str | None:
+    """What is wrong with a ``scenario.boundaries`` value, or None when it is ``known`` or ``hidden``."""
+    if value in ("known", "hidden"):
+        return None
+    return (f"'scenario.boundaries' must be 'known' (strategies get the experience boundaries) or 'hidden' "
+            f"(they do not: task-free training), got {value!r}.")
+
+
 class ScenarioRegistry(Registry):
     """The scenarios' registry: every scenario also takes ``boundaries`` (``known``, the default, or
     ``hidden``: the built stream gives strategies no experience events, ``Stream.boundary_free``)."""
@@ -162,9 +170,8 @@ class ScenarioRegistry(Registry):
     def build(self, name: str, params: dict[str, Any], *, config_key: str | None = None, **provided: Any) -> Any:
         params = dict(params)
         boundaries = params.pop("boundaries", "known")
-        if boundaries not in ("known", "hidden"):
-            raise ConfigError(f"'scenario.boundaries' must be 'known' (strategies get the experience boundaries) or "
-                              f"'hidden' (they do not: task-free training), got {boundaries!r}.")
+        if (problem := boundaries_problem(boundaries)) is not None:
+            raise ConfigError(problem)
         scenario = super().build(name, params, config_key=config_key, **provided)
         if boundaries == "hidden":  # evaluation still knows the experiences
             scenario.stream.boundary_free = True

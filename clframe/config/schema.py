@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from clframe.config.compat import renamed_message
-from clframe.config.registry import REGISTRIES, check_params
+from clframe.config.registry import REGISTRIES, boundaries_problem, check_params
 from clframe.config.strategy_settings import apply as apply_strategy_settings
 from clframe.config.trust import UntrustedConfigError
 from clframe.config.typecheck import matches, type_name, violations
@@ -206,11 +206,9 @@ def _check_component(kind: str, node: Any, errors: list[str], key: str | None = 
         return
     params = dict(node)
     name = params.pop("name", key)
-    if kind == "scenario" and params.get("boundaries", "known") not in ("known", "hidden"):
-        errors.append(f"'scenario.boundaries' must be 'known' (strategies get the experience boundaries) or "
-                      f"'hidden' (they do not: task-free training), got {params['boundaries']!r}.")
-    if kind == "scenario":
-        params.pop("boundaries", None)  # every scenario's (clframe.config.defaults.SCENARIO_COMMON)
+    if kind == "scenario":  # every scenario's (clframe.config.defaults.SCENARIO_COMMON), checked here
+        if (problem := boundaries_problem(params.pop("boundaries", "known"))) is not None:
+            errors.append(problem)
     if kind == "monitor" and not isinstance(params.pop("enabled", True), bool):
         errors.append(f"'{label}.enabled' must be true or false, got {node['enabled']!r}.")
     if name is None:
