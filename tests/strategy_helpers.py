@@ -227,3 +227,19 @@ def final_acc_by_strategy(overrides: list[str], strategies: dict[str, list[str]]
         fit(built)
         acc[name] = summary_metrics(built.module.acc_matrix)["final_avg_acc"]
     return acc
+
+
+def trained_with_twin(scenario, strategies: dict, seed: int, batch_size: int, epochs: int,
+                      lr: float) -> tuple[CLModule, nn.Sequential]:
+    """The cross-checks' clframe side: an MLP (64, 64, ReLU) and a linear head, seeded by ``seed``, trained
+    with ``strategies`` on ``scenario``'s stream in unshuffled batches by SGD; and an untrained
+    ``nn.Sequential(backbone, head)`` copy of its initial weights, for the Avalanche side."""
+    torch.manual_seed(seed)
+    backbone = nn.Sequential(nn.Linear(scenario.input_shape[0], 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+    backbone.out_features = 64
+    fc = nn.Linear(64, scenario.n_classes)
+    twin = nn.Sequential(copy.deepcopy(backbone), copy.deepcopy(fc))
+    loader = StreamIterator(scenario.stream, batch_size, epochs, seed=seed, shuffle=False)
+    module = CLModule(Model(backbone, Head(fc)), strategies, scenario.stream, loader.steps_per_experience(), lr=lr)
+    fit_loop(module, loader, "cpu", progress=False)
+    return module, twin

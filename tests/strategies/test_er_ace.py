@@ -3,7 +3,6 @@ cross-check against Avalanche's ER_ACE."""
 
 from __future__ import annotations
 
-import copy
 import warnings
 from types import SimpleNamespace
 
@@ -13,26 +12,21 @@ import torch
 import torch.nn.functional as F
 from clframe.strategies.er_ace import ERACE
 from strategy_helpers import (
-    Head,
     PaperBuffer,
     blob_benchmark,
     final_acc_by_strategy,
     inside_second_of_three,
     interrupted_and_resumed,
     split_digits_benchmark,
+    trained_with_twin,
 )
-from torch import nn
 
 from clframe.config import compose
-from clframe.core.module import CLModule
 from clframe.core.objectives import CLASSIFICATION, IGNORE, OBJECTIVES, task_loss
 from clframe.core.strategy import StepContext
 from clframe.data.batch import Batch
-from clframe.data.iterator import StreamIterator
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
-from clframe.models.model import Model
-from clframe.run.engines import fit_loop
 from clframe.run.runner import build, fit
 
 with warnings.catch_warnings():
@@ -212,14 +206,8 @@ def final_accuracies(bench, seed: int, paper: bool = True, epochs: int = 1, lr: 
     ``bench``: same MLP and initial weights, SGD, epochs, batch size, buffer and draw size (the batch
     size), and the same batches in the same order (no shuffling)."""
     scenario = from_avalanche(bench)
-    torch.manual_seed(seed)
-    backbone = nn.Sequential(nn.Linear(scenario.input_shape[0], 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
-    fc = nn.Linear(64, scenario.n_classes)
-    theirs_model = nn.Sequential(copy.deepcopy(backbone), copy.deepcopy(fc))
-    loader = StreamIterator(scenario.stream, batch_size, epochs, seed=seed, shuffle=False)
-    module = CLModule(Model(backbone, Head(fc)), {"er_ace": ERACE(mem_size=mem_size, seed=seed)}, scenario.stream,
-                      loader.steps_per_experience(), lr=lr)
-    fit_loop(module, loader, "cpu", progress=False)
+    module, theirs_model = trained_with_twin(scenario, {"er_ace": ERACE(mem_size=mem_size, seed=seed)}, seed,
+                                             batch_size, epochs, lr)
     ours = float(np.mean(module.acc_matrix[-1]))
 
     torch.manual_seed(seed)

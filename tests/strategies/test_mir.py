@@ -13,19 +13,16 @@ import torch
 import torch.nn.functional as F
 from clframe.strategies._logit_buffer import draw
 from clframe.strategies.mir import MIR
-from strategy_helpers import Head, at, blob_benchmark, final_acc_by_strategy, interrupted_and_resumed
+from strategy_helpers import Head, at, blob_benchmark, final_acc_by_strategy, interrupted_and_resumed, trained_with_twin
 from torch import nn
 
 from clframe.config import compose
-from clframe.core.module import CLModule
 from clframe.core.objectives import CLASSIFICATION, OBJECTIVES
 from clframe.data.batch import Batch
 from clframe.data.buffers import ReservoirBuffer
-from clframe.data.iterator import StreamIterator
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
 from clframe.models.model import Model
-from clframe.run.engines import fit_loop
 from clframe.run.runner import build, fit
 
 with warnings.catch_warnings():
@@ -231,14 +228,8 @@ def final_accuracies(seed: int, epochs: int = 1, lr: float = 0.1, batch_size: in
     between the two final weights."""
     bench = blob_benchmark(seed)
     scenario = from_avalanche(bench)
-    torch.manual_seed(seed)
-    backbone = nn.Sequential(nn.Linear(scenario.input_shape[0], 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
-    fc = nn.Linear(64, scenario.n_classes)
-    theirs_model = nn.Sequential(copy.deepcopy(backbone), copy.deepcopy(fc))
-    loader = StreamIterator(scenario.stream, batch_size, epochs, seed=seed, shuffle=False)
     mir = MIR(mem_size=mem_size, subsample=subsample, batch_size_mem=batch_size_mem, seed=seed)
-    module = CLModule(Model(backbone, Head(fc)), {"mir": mir}, scenario.stream, loader.steps_per_experience(), lr=lr)
-    fit_loop(module, loader, "cpu", progress=False)
+    module, theirs_model = trained_with_twin(scenario, {"mir": mir}, seed, batch_size, epochs, lr)
     ours = float(np.mean(module.acc_matrix[-1]))
 
     torch.manual_seed(seed)

@@ -3,7 +3,6 @@ nearest-class-mean classifier, that it beats naive online, resume, refusals, and
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ from strategy_helpers import (
     inside_second_of_three,
     interrupted_and_resumed,
     split_digits_benchmark,
+    trained_with_twin,
 )
 from torch import nn
 
@@ -29,11 +29,9 @@ from clframe.core.module import CLModule
 from clframe.core.objectives import CLASSIFICATION
 from clframe.core.strategy import StepContext
 from clframe.data.batch import Batch
-from clframe.data.iterator import StreamIterator
 from clframe.errors import ConfigError
 from clframe.evaluation.evaluate import evaluate_many
 from clframe.models.model import Model
-from clframe.run.engines import fit_loop
 from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
@@ -297,15 +295,9 @@ def final_accuracies(bench, seed: int, epochs: int = 1, lr: float = 0.05, batch_
     projection head and initial weights, SGD, epochs, batch size, memory, draw size, temperature and
     augmentation (``BatchAugment`` with the same seed), the same batches in the same order."""
     scenario = from_avalanche(bench)
-    torch.manual_seed(seed)
-    backbone = nn.Sequential(nn.Linear(scenario.input_shape[0], 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
-    backbone.out_features = 64
-    fc = nn.Linear(64, scenario.n_classes)
-    theirs_backbone = copy.deepcopy(backbone)
-    loader = StreamIterator(scenario.stream, batch_size, epochs, seed=seed, shuffle=False)
     scr = SCR(mem_size=mem_size, batch_size_mem=batch_size_mem, seed=seed)
-    module = CLModule(Model(backbone, Head(fc)), {"scr": scr}, scenario.stream, loader.steps_per_experience(), lr=lr)
-    fit_loop(module, loader, "cpu", progress=False)
+    module, twin = trained_with_twin(scenario, {"scr": scr}, seed, batch_size, epochs, lr)
+    theirs_backbone = twin[0]
     ours = float(np.mean(module.acc_matrix[-1]))
 
     with torch.random.fork_rng(devices=[]):  # the head SCR builds: the same initial weights
