@@ -88,6 +88,7 @@ def split_dataset(
         input_shape=tuple(ds.x_train.shape[1:]),
         n_tasks=n_experiences if task_incremental else 1,
         name=f"split-{dataset} ({kind}-incremental, {n_experiences} experiences)",
+        image=ds.image,
     )
     return make_cumulative(scenario) if cumulative else scenario
 

@@ -95,6 +95,8 @@ class Scenario:
             (default ``classification``).
         curriculum: a ``clframe.data.curriculum.Curriculum`` when the stream advances on the learner's
             scores instead of after a fixed number of steps (default None).
+        image: a ``clframe.data.datasets.ImageRecipe`` when the inputs are uint8 images: the model
+            normalises them and training augments them (default None: float inputs as they are).
     """
 
     stream: Stream
@@ -104,6 +106,7 @@ class Scenario:
     name: str = ""
     objective: str = "classification"
     curriculum: Any = None
+    image: Any = None
 
     @property
     def train_stream(self) -> list[TensorData]:
