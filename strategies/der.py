@@ -106,8 +106,9 @@ class DER(Strategy):
     def after_optimizer_step(self, ctx: StepContext) -> None:
         # the logits of the incoming samples from this step's forward, taken before the update (Mammoth's
         # outputs.data); the drawn samples are not offered again
-        n = len(ctx.batch) if ctx.batch.n_new is None else ctx.batch.n_new
-        self.buffer.add(ctx.batch.x[:n], ctx.batch.y[:n], ctx.batch.t[:n], ctx.logits[:n].detach())
+        # (the inputs stored un-augmented: a replayed sample is augmented afresh, as in Mammoth)
+        new = ctx.batch.new_samples()
+        self.buffer.add(new.x, new.y, new.t, ctx.logits[: len(new)].detach())
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

@@ -110,8 +110,8 @@ class ERACE(Strategy):
         return {"ace": (ctx.module.objective.loss(masked, y, reduction="none") * w).sum()}
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        n = len(ctx.batch) if ctx.batch.n_new is None else ctx.batch.n_new
-        self.buffer.add(ctx.batch.x[:n], ctx.batch.y[:n], ctx.batch.t[:n])
+        new = ctx.batch.new_samples()  # un-augmented: replayed samples are augmented afresh
+        self.buffer.add(new.x, new.y, new.t)
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

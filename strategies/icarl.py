@@ -16,6 +16,7 @@ from clframe.core.objectives import CLASSIFICATION
 from clframe.core.strategy import StepContext, Strategy
 from clframe.data.batch import Batch
 from clframe.errors import ConfigError
+from clframe.models.model import features_of
 
 
 def herding(features: Tensor, m: int) -> Tensor:
@@ -37,12 +38,12 @@ class NearestMeanOfExemplars(nn.Module):
     """iCaRL's classifier: logits are minus the squared distance of the normalised feature to each class's
     normalised exemplar mean; classes without exemplars get -inf."""
 
-    def __init__(self, backbone: nn.Module, means: Tensor, seen: Tensor) -> None:
+    def __init__(self, model: nn.Module, means: Tensor, seen: Tensor) -> None:
         super().__init__()
-        self.backbone, self.means, self.seen = backbone, means, seen
+        self.model, self.means, self.seen = model, means, seen
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        f = F.normalize(self.backbone(x), dim=1)
+        f = F.normalize(features_of(self.model, x), dim=1)
         return (-torch.cdist(f, self.means).pow(2)).masked_fill(~self.seen, -math.inf)
 
 
@@ -140,11 +141,11 @@ class ICaRL(Strategy):
         per_class = math.ceil(self.memory_size / (len(self.exemplars) + len(new)))
         for c in new:
             xc = exp.train.x[exp.train.y == c].to(module.device)
-            self.exemplars[c] = xc[herding(F.normalize(backbone(xc), dim=1), per_class)]
+            self.exemplars[c] = xc[herding(F.normalize(features_of(module.model, xc), dim=1), per_class)]
         self.exemplars = {c: v[:per_class] for c, v in self.exemplars.items()}  # ReduceExemplarSet
         means = torch.zeros(self.n_classes, backbone.out_features, device=module.device)
         for c, v in self.exemplars.items():
-            means[c] = F.normalize(F.normalize(backbone(v), dim=1).mean(0), dim=0)
+            means[c] = F.normalize(F.normalize(features_of(module.model, v), dim=1).mean(0), dim=0)
         self.means, self._pool = means, None
         backbone.train(was_training)
 
@@ -153,7 +154,7 @@ class ICaRL(Strategy):
             return None
         seen = torch.zeros(self.n_classes, dtype=torch.bool, device=self.means.device)
         seen[torch.tensor(sorted(self.exemplars), device=seen.device)] = True
-        return NearestMeanOfExemplars(module.model.backbone, self.means, seen)
+        return NearestMeanOfExemplars(module.model, self.means, seen)
 
     def state_dict(self) -> dict[str, Any]:
         return {"exemplars": self.exemplars, "means": self.means, "old_classes": self.old_classes,

@@ -17,6 +17,7 @@ from clframe.core.strategy import StepContext, Strategy
 from clframe.data.batch import Batch
 from clframe.data.buffers import ReservoirBuffer
 from clframe.errors import ConfigError
+from clframe.models.model import features_of
 from clframe.run.distributed import all_reduce_sum, rank, world_size
 
 
@@ -172,12 +173,12 @@ class SCR(Strategy):
         backbone, was_training = module.model.backbone, module.model.backbone.training
         backbone.eval()
         x, y, _ = self.buffer.contents()
-        f = F.normalize(backbone(x), dim=1)
+        f = F.normalize(features_of(module.model, x), dim=1)
         backbone.train(was_training)
         # the normalised sum of each class's features is its normalised mean
         means = F.normalize(f.new_zeros(self.n_classes, f.shape[1]).index_add_(0, y, f), dim=1)
         seen = torch.zeros(self.n_classes, dtype=torch.bool, device=y.device).index_fill_(0, y, True)
-        return NearestMeanOfExemplars(backbone, means, seen)
+        return NearestMeanOfExemplars(module.model, means, seen)
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict(), "augment": self.augment.state_dict(),

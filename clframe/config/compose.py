@@ -26,8 +26,17 @@ def _has(node: Any, name: str) -> bool:
     return isinstance(node, DictConfig | dict) and name in node
 
 
+def _pick(node: Any, choices: Any, default: Any) -> Any:
+    """``${clf_pick:${strategies},{replay: 0.1},0.03}``: the value of ``choices`` for the first of the run's
+    strategies it names, else ``default`` (e.g. an experiment that ships each strategy's learning rate
+    from its paper's recipe; a command-line value replaces the whole choice)."""
+    keys = list(node.keys()) if isinstance(node, DictConfig | dict) else []
+    return next((choices[k] for k in keys if k in choices), default)
+
+
 OmegaConf.register_new_resolver("clf_names", _names, replace=True)
 OmegaConf.register_new_resolver("clf_has", _has, replace=True)
+OmegaConf.register_new_resolver("clf_pick", _pick, replace=True)
 
 
 GROUPS = ("scenario", "backbone", "head", "hypernet", "strategy", "experiment")

@@ -43,6 +43,12 @@ class TrainConfig:
         freeze_backbone: keep the backbone's weights fixed; only the head (and the strategies'
             own parameters) learn (default False).
         num_threads: torch CPU threads (default: torch's choice).
+        augment: augment training batches (replayed samples too) on the device with the image
+            dataset's recipe (``ImageRecipe``: random crop with padding, horizontal flip); no effect
+            on scenarios without one (default True).
+        channels_last: feed images to the model in ``torch.channels_last`` memory format, and lay its
+            weights out so, for convolutions on a GPU's tensor cores (default False).
+        compile: ``torch.compile`` the backbone (default False; the first steps compile it).
     """
 
     epochs: Annotated[int, Ge(1)] = 1
@@ -56,6 +62,9 @@ class TrainConfig:
     reset_optimizer: bool = False
     freeze_backbone: bool = False
     num_threads: Annotated[int, Ge(1)] | None = None
+    augment: bool = True
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -77,6 +86,9 @@ class TrainerConfig:
             ranks, so the experiment is the one a single process runs, only faster; false: every
             rank takes ``train.batch_size`` samples per step and keeps a whole buffer, so the global
             batch and the memory grow with the ranks (default True).
+        precision: ``32-true``, ``bf16-mixed`` or ``16-mixed``: mixed precision of the training step
+            under every engine (``clframe.core.precision``); weights and strategy states stay
+            float32 (default ``32-true``).
     """
 
     accelerator: str = "cpu"
@@ -85,6 +97,7 @@ class TrainerConfig:
     num_nodes: Annotated[int, Ge(1)] = 1
     engine: Literal["auto", "loop", "fabric", "trainer"] = "auto"
     split_across_ranks: bool = True
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 
 from clframe.core.hooks import EVENTS, Plugin, overrides
 from clframe.core.objectives import Objective, get_objective
+from clframe.core.precision import Precision
 from clframe.core.strategy import StepContext, Strategy, refuse_without_boundaries
 from clframe.data.batch import Batch
 from clframe.data.stream import Stream
@@ -22,7 +24,7 @@ from clframe.run.distributed import all_reduce_sum, is_main_rank, max_diff_acros
 
 # Plain (non-tensor, non-module) attributes written every step. nn.Module.__setattr__ runs
 # isinstance checks on each write; Lightning alone writes _current_fx_name ~28 times a step.
-FAST_ATTRS = frozenset({"cl_step", "samples_seen", "_loss_steps", "_param_names"})
+FAST_ATTRS = frozenset({"cl_step", "samples_seen", "_loss_steps", "_param_names", "precision", "augment"})
 # the hooks that feed the training step, called on the strategies only
 STRATEGY_HOOKS = ("before_forward", "loss_terms", "lr_factor")
 
@@ -80,6 +82,15 @@ class CLModule(nn.Module):
         split_across_ranks: under multi-process training, the batch (``Batch.shares``) and the
             strategies' sizes (replay's buffer and replay batch) are global, so the ranks together
             run the single-process experiment; strategies read this flag (default True).
+        augment: applied to each training batch's inputs after every ``before_forward``, so replayed
+            samples are augmented as the stream's are (e.g. ``clframe.data.augment.ImageAugment``);
+            ``Batch.raw`` keeps the inputs before it (default None: no augmentation).
+        precision: ``32-true``, ``bf16-mixed`` or ``16-mixed`` (default ``32-true``). Mixed precision
+            autocasts the forward pass and the strategies' loss terms; the weights, gradients and
+            every strategy's state stay float32. ``16-mixed`` scales the loss (``torch.amp.GradScaler``)
+            and unscales the gradients before ``before_optimizer_step``, so strategies that read or
+            project gradients see their true values; a step the scaler skips (inf/NaN gradients)
+            reaches the strategies with zero gradients.
     """
 
     def __init__(
@@ -100,6 +111,8 @@ class CLModule(nn.Module):
         objective: str = "classification",
         monitors: dict[str, Plugin] | None = None,
         split_across_ranks: bool = True,
+        augment: Callable[[Tensor], Tensor] | None = None,
+        precision: str = "32-true",
     ) -> None:
         super().__init__()
         # where the module lives (moves with .to()); not in the state dict, so checkpoints keep their keys
@@ -111,6 +124,8 @@ class CLModule(nn.Module):
         self.backbone, self.head = model.backbone, model.head
         if isinstance(model, GeneratesWeights):
             self.hypernet = model
+        if getattr(model, "preprocess", None) is not None:  # buffers only: no state-dict keys
+            self.preprocess = model.preprocess
         object.__setattr__(self, "model", model)  # a view of the modules above, not registered twice
         self.strategies = strategies
         self.monitors = dict(monitors or {})
@@ -121,6 +136,8 @@ class CLModule(nn.Module):
         self.clip_norm = clip_norm
         self.reset_optimizer, self.eval_batch_size, self.log_every = reset_optimizer, eval_batch_size, log_every
         self.split_across_ranks = split_across_ranks
+        self.augment = augment
+        self.precision = Precision(precision)
         self.cl_step = 0
         self.current_exp = -1
         self.exp_ended = False
@@ -319,19 +336,24 @@ class CLModule(nn.Module):
         self.samples_seen += len(batch)
         for s in self._strategy_hooks["before_forward"]:
             batch = s.before_forward(batch, self)
-        logits, loss, loglik = self.model.step(batch.x, batch.y, batch.t, batch.weight, self.objective)
-        ctx = StepContext(self, batch, logits, loss, self.cl_step, self.current_exp, loglik)
-        terms = {"task": loss}
-        for key, s in self._loss_providers:
-            for name, term in s.loss_terms(ctx).items():
-                # two strategies may return the same name (e.g. two EWC instances): keep both
-                terms[f"{key}.{name}" if name in terms else name] = term
-        total = loss if len(terms) == 1 else sum(terms.values())
+        if self.augment is not None:  # the whole batch, replayed samples too; strategies store batch.raw
+            batch = replace(batch, x=self.augment(batch.x), raw=batch.x)
+        amp = self.precision
+        with amp.autocast(self.device):
+            logits, loss, loglik = self.model.step(batch.x, batch.y, batch.t, batch.weight, self.objective)
+            ctx = StepContext(self, batch, logits, loss, self.cl_step, self.current_exp, loglik)
+            terms = {"task": loss}
+            for key, s in self._loss_providers:
+                for name, term in s.loss_terms(ctx).items():
+                    # two strategies may return the same name (e.g. two EWC instances): keep both
+                    terms[f"{key}.{name}" if name in terms else name] = term
+            total = loss if len(terms) == 1 else sum(terms.values())
         opt = self._optimizer
         if opt is not None:
             opt.zero_grad(set_to_none=True)
         if total.requires_grad:  # not with a frozen backbone under a head that learns by itself
-            self.backward_loss(total)
+            self.backward_loss(amp.scale(total))
+            amp.unscale(opt)
         self.emit("before_optimizer_step", ctx)
         if opt is not None:
             if self.clip_norm is not None:
@@ -339,7 +361,7 @@ class CLModule(nn.Module):
                 nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.clip_norm)
             if self._strategy_hooks["lr_factor"]:
                 self._apply_lr_factor()
-            opt.step()
+            amp.step(opt)
         self.model.after_update()
         self.cl_step += 1
         self.emit("after_optimizer_step", ctx)
@@ -419,6 +441,7 @@ class CLModule(nn.Module):
             "records": {"acc_matrix": self.acc_matrix, "initial_accs": self.initial_accs,
                         "boundaries": self.boundaries, "loss_log": self.loss_log},
             "pending_losses": self._loss_steps,
+            "precision": self.precision.state_dict(),
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -439,3 +462,4 @@ class CLModule(nn.Module):
         for k, v in state["records"].items():
             setattr(self, k, v)
         self._loss_steps = [(s, e, to_device(t, self.device)) for s, e, t in state["pending_losses"]]
+        self.precision.load_state_dict(state.get("precision", {}))  # absent in checkpoints before 0.3

@@ -26,6 +26,9 @@ class Batch:
         index: each of the leading ``n_new`` samples' position in its experience's training data
             [n_new], set by the stream iterator (e.g. for a strategy that holds samples out of
             training); ``None`` when the batch came from elsewhere.
+        raw: the inputs before the training augmentation [B, ...], when the run augments
+            (``x`` is then what the model is fed); what strategies store is ``new_samples().x``,
+            which is raw, so replayed samples are augmented afresh each time they are drawn.
     """
 
     x: Tensor
@@ -36,11 +39,13 @@ class Batch:
     n_new: int | None = None
     shares: tuple[int, ...] | None = None
     index: Tensor | None = None
+    raw: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def new_samples(self) -> Batch:
-        """The part of the batch that came from the stream."""
+        """The part of the batch that came from the stream, un-augmented (``raw``) when the run augments."""
         n = len(self) if self.n_new is None else self.n_new
-        return replace(self, x=self.x[:n], y=self.y[:n], t=self.t[:n], weight=None, n_new=None)
+        x = self.x if self.raw is None else self.raw
+        return replace(self, x=x[:n], y=self.y[:n], t=self.t[:n], weight=None, n_new=None, raw=None)

@@ -42,22 +42,36 @@ class Generic:
         pass
 
 
+def features_of(model: nn.Module, x: Tensor) -> Tensor:
+    """The features ``model``'s backbone gives for inputs ``x``, after the model's ``preprocess`` if it
+    has one (a strategy that reads features, e.g. iCaRL's class means, must see normalised images)."""
+    pre = getattr(model, "preprocess", None)
+    return model.backbone(x if pre is None else pre(x))
+
+
 class Model(Generic, nn.Module):
-    """``head(backbone(x), t)``.
+    """``head(backbone(preprocess(x)), t)``.
 
     Args:
         backbone: maps inputs to features.
         head: maps ``(features, task labels)`` to outputs; a head that ``LearnsOnline`` scores each
             batch and updates itself after the optimizer step.
+        preprocess: what the inputs go through first, e.g. ``clframe.models.preprocess.Normalize``
+            for uint8 images (default None: the inputs as they are).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, preprocess: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.preprocess = preprocess
         self._online: tuple[nn.Module, bool] | None = None
 
+    def features(self, x: Tensor) -> Tensor:
+        """The backbone's features of inputs ``x`` (after ``preprocess``)."""
+        return features_of(self, x)
+
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.head(self.backbone(x), t)
+        return self.head(self.features(x), t)
 
     def _learns_online(self) -> bool:
         # isinstance against a runtime-checkable Protocol walks its attributes (~40 us): once per head
@@ -68,7 +82,7 @@ class Model(Generic, nn.Module):
     def step(self, x: Tensor, y: Tensor, t: Tensor, weight: Tensor | None,
              objective: Objective) -> tuple[Tensor, Tensor, Tensor | None]:
         if self._learns_online():
-            return self.head.online_step(self.backbone(x), y, t, weight)
+            return self.head.online_step(self.features(x), y, t, weight)
         return super().step(x, y, t, weight, objective)
 
     def after_update(self) -> None:

@@ -17,11 +17,13 @@ from clframe.config import validate
 from clframe.config.registry import BACKBONES, HEADS, HYPERNETS, MONITORS, SCENARIOS, STRATEGIES
 from clframe.core.module import CLModule
 from clframe.core.monitor import Monitor, RunContext
+from clframe.data.augment import ImageAugment
 from clframe.data.curriculum import CurriculumIterator
 from clframe.data.iterator import StreamIterator
 from clframe.data.stream import Scenario
 from clframe.errors import ConfigError
 from clframe.models.model import Model
+from clframe.models.preprocess import Normalize
 from clframe.run.checks import check_head, check_scenario, check_structure
 
 
@@ -114,7 +116,14 @@ def build_model(c: dict[str, Any], scenario: Scenario) -> Model:
         backbone.requires_grad_(False)  # a fixed feature map: only the head learns
     head = HEADS.build(*_split_name(c["head"]), in_features=backbone.out_features,
                        n_classes=scenario.n_classes, n_tasks=scenario.n_tasks)
-    model = Model(backbone, head)
+    preprocess = None
+    if scenario.image is not None:  # uint8 images: scaled and normalised inside the model
+        preprocess = Normalize(scenario.image.mean, scenario.image.std, channels_last=tr["channels_last"])
+    if tr["channels_last"]:
+        backbone.to(memory_format=torch.channels_last)
+    if tr["compile"]:
+        backbone.compile()  # in place: parameter names and checkpoints unchanged
+    model = Model(backbone, head, preprocess)
     if c["hypernet"] is None:
         return model
     return HYPERNETS.build(*_split_name(c["hypernet"]), target=model, n_tasks=scenario.n_tasks,
@@ -178,6 +187,8 @@ def build(cfg: Any) -> Built:
         weight_decay=tr["weight_decay"], clip_norm=tr["clip_norm"], reset_optimizer=tr["reset_optimizer"],
         eval_batch_size=c["eval"]["batch_size"], log_every=c["logger"]["log_every"], objective=scenario.objective,
         split_across_ranks=c["trainer"]["split_across_ranks"],
+        augment=ImageAugment.from_recipe(scenario.image) if scenario.image is not None and tr["augment"] else None,
+        precision=c["trainer"]["precision"],
     )
     check_head(module, scenario)
     module.monitors = build_monitors(c, RunContext(c, scenario, module, world))

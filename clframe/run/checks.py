@@ -86,6 +86,13 @@ def check_scenario(scenario: Scenario, key: str = "scenario") -> None:
                     "its train and test split), or fix the scenario's data."
                 )
         for split, data in splits:
+            if data.x.dtype == torch.uint8 and (scenario.image is None or data.x.dim() != 4):
+                errors.append(
+                    f"{exp} has uint8 {split} inputs of shape {list(data.x.shape[1:])} but no image recipe: the model "
+                    f"would see raw bytes. Only scenarios that keep a dataset's images whole (split) pass uint8 images "
+                    f"[N, C, H, W] on with their normalisation (Scenario.image); use scenario=split for this dataset, "
+                    f"or give the scenario float inputs.")
+                break
             if tuple(data.x.shape[1:]) != tuple(scenario.input_shape):
                 errors.append(
                     f"{exp} has {split} inputs of shape {list(data.x.shape[1:])}, but the scenario declares "

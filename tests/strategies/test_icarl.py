@@ -16,6 +16,7 @@ from strategy_helpers import avalanche_final_accuracy, interrupted_and_resumed
 
 from clframe.config import compose
 from clframe.errors import ConfigError
+from clframe.models.model import Model
 from clframe.run.runner import build, fit, run
 
 with warnings.catch_warnings():
@@ -41,7 +42,8 @@ def test_herding_tracks_the_class_mean_better_than_a_random_pick():
 def test_the_nearest_mean_classifier_picks_the_closest_seen_class():
     means = F.normalize(torch.eye(4)[:, :3], dim=1)[:3]  # classes 0..2 along the axes
     means = torch.cat([means, torch.zeros(1, 3)])  # class 3 not seen
-    ncm = NearestMeanOfExemplars(torch.nn.Identity(), means, torch.tensor([True, True, True, False]))
+    model = Model(torch.nn.Identity(), torch.nn.Identity())  # features are the inputs
+    ncm = NearestMeanOfExemplars(model, means, torch.tensor([True, True, True, False]))
     logits = ncm(torch.tensor([[0.1, 2.0, 0.0], [0.0, 0.0, -1.0]]), torch.zeros(2, dtype=torch.long))
     assert logits[0].argmax() == 1 and torch.isinf(logits[:, 3]).all()
 

@@ -35,7 +35,8 @@ class Dataset:
     """A labelled dataset with a fixed train/test split.
 
     Args:
-        x_train: inputs [N, ...] (float32, or uint8 images [N, C, H, W] with an ``image`` recipe). y_train: labels [N] (int64).
+        x_train: inputs [N, ...] (float32, or uint8 images [N, C, H, W] with an ``image`` recipe).
+        y_train: labels [N] (int64).
         x_test: inputs [M, ...]. y_test: labels [M].
         n_classes: number of classes.
         name: short name used in logs.
