@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
+from vision_helpers import write_cifar, write_tinyimagenet
 
 from clframe.config import CONFIG_DIR, compose, group_options, validate
 from clframe.data.datasets.mnist import T10K_DEFAULT
@@ -84,7 +85,7 @@ def test_unknown_registry_name_lists_valid_backbones_and_suggests():
     msg = config_error(["backbone.name=mlpp"])
     assert "Unknown backbone 'mlpp'" in msg
     assert "Did you mean 'mlp'?" in msg
-    assert "Valid: fast_weights, gru, lstm, mlp, resnet18, resnet32, srwm, tau_rnn" in msg  # every registered one
+    assert "Valid: fast_weights, gru, lstm, mlp, resnet18, resnet32, srwm, tau_rnn, timm." in msg  # every registered one
 
 
 def test_missing_component_name():
@@ -213,6 +214,12 @@ def test_the_shipped_groups_are_found():
     assert CONFIG_DIR.is_dir()
 
 
+# the vision experiments' datasets, written small in their real on-disk formats
+IMAGE_WRITERS = {"cifar10": lambda root: write_cifar(root, "cifar10", 2, 1),
+                 "cifar100": lambda root: write_cifar(root, "cifar100", 2, 1),
+                 "tinyimagenet": write_tinyimagenet}
+
+
 def expected_experiences(sc: dict, default: int | None) -> int | None:
     """How many experiences the scenario settings ``sc`` make."""
     if "n_permutations" in sc:  # drift streams: one segment per event, plus the first
@@ -221,13 +228,17 @@ def expected_experiences(sc: dict, default: int | None) -> int | None:
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_validates_and_builds(name):
+def test_every_experiment_validates_and_builds(name, tmp_path):
     cfg = compose([f"experiment={name}"])
     c = validate(cfg)
     assert c["experiment_name"] == name
     if c["scenario"].get("dataset") == "mnist_t10k" and not c["scenario"].get("data_root") \
             and not Path(T10K_DEFAULT).is_dir():
         pytest.skip(f"{name} reads the real MNIST test set, not at {T10K_DEFAULT}")
+    dataset = c["scenario"].get("dataset")
+    if dataset in IMAGE_WRITERS:  # the vision benchmarks: small files in the real format, written here
+        IMAGE_WRITERS[dataset](tmp_path)
+        cfg = compose([f"experiment={name}", f"scenario.data_root={tmp_path}"])
     built = build(cfg)
     sc = c["scenario"]
     levels = sc["n_max"] - sc["n_min"] + 1 if "n_max" in sc else None  # a curriculum: one experience per N
@@ -281,9 +292,10 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
     assert type(c) is dict
     assert c["train"] == {"epochs": 4, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0,
                           "nesterov": False, "weight_decay": 0.0, "clip_norm": None, "reset_optimizer": False,
-                          "freeze_backbone": False, "num_threads": None}
+                          "freeze_backbone": False, "num_threads": None, "augment": True, "channels_last": False,
+                          "compile": False}
     assert c["trainer"] == {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
-                            "engine": "auto", "split_across_ranks": True}
+                            "engine": "auto", "split_across_ranks": True, "precision": "32-true"}
     assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}
     assert c["resume"] is None and c["resume_trust"] is False
     assert c["eval"] == {"batch_size": 256, "gap_window": 100, "lca_beta": 10, "budget": None}

@@ -54,3 +54,34 @@ def write_cifar(root: Path, name: str = "cifar10", per_class_train: int = 10, pe
         with open(folder / "meta", "wb") as f:
             pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}, f, protocol=2)
     return folder
+
+
+def write_tinyimagenet(root: Path, n_classes: int = 20, per_class_train: int = 2, per_class_val: int = 1,
+                       size: int = 64, seed: int = 0) -> Path:
+    """TinyImageNet-200's archive layout under ``root/tiny-imagenet-200`` (wnids.txt, train/<wnid>/images/*.JPEG,
+    val/images/*.JPEG with val/val_annotations.txt), with ``n_classes`` learnable classes (``class_images``)."""
+    import torch
+    import torchvision.io as tio
+
+    folder = root / "tiny-imagenet-200"
+    wnids = [f"n{10000000 + 7 * i:08d}" for i in range(n_classes)]
+    (folder / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (folder / "words.txt").write_text("".join(f"{w}\tthing {i}\n" for i, w in enumerate(wnids)))
+
+    def jpeg(path: Path, img: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tio.write_file(str(path), tio.encode_jpeg(torch.from_numpy(img), quality=95))
+
+    x, y = class_images(n_classes, per_class_train, size=size, seed=seed)
+    for i, (img, label) in enumerate(zip(x, y)):
+        jpeg(folder / "train" / wnids[label] / "images" / f"{wnids[label]}_{i}.JPEG", img)
+    for w in wnids:
+        (folder / "train" / w / f"{w}_boxes.txt").write_text("")
+    xv, yv = class_images(n_classes, per_class_val, size=size, seed=seed + 1)
+    lines = []
+    for j, (img, label) in enumerate(zip(xv, yv)):
+        jpeg(folder / "val" / "images" / f"val_{j}.JPEG", img)
+        lines.append(f"val_{j}.JPEG\t{wnids[label]}\t0\t0\t{size - 1}\t{size - 1}\n")
+    (folder / "val" / "val_annotations.txt").write_text("".join(lines))
+    return folder
