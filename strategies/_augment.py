@@ -62,8 +62,13 @@ class BatchAugment:
             sx = w * torch.where(torch.rand(b, generator=self.gen, device=dev) < 0.5, -1.0, 1.0)
         zero = torch.zeros_like(w)
         theta = torch.stack([torch.stack([sx, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
-        grid = F.affine_grid(theta.to(img.dtype), list(img.shape), align_corners=False)
-        return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(x.shape)
+        src = img if img.is_floating_point() else img.float()  # uint8 images: resampled as floats, rounded back
+        grid = F.affine_grid(theta.to(src.dtype), list(img.shape), align_corners=False)
+        out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if not img.is_floating_point():
+            info = torch.iinfo(img.dtype)
+            out = out.round_().clamp_(info.min, info.max).to(img.dtype)
+        return out.reshape(x.shape)
 
     def state_dict(self) -> dict:
         return {"rng": None if self.gen is None else self.gen.get_state()}

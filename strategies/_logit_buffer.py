@@ -40,9 +40,9 @@ class LogitReservoir(ReservoirBuffer):
             raise ValueError("LogitReservoir.add needs the batch's outputs z")
         self._alloc(x, y, t)
         if self.z is None:
-            self.z = z.new_zeros((self.capacity + 1, *z.shape[1:]))
+            self.z = z.new_zeros((self.capacity + 1, *z.shape[1:]), dtype=torch.float32)  # float32 under autocast too
         slot = self.take_slots(len(y), y.device)
-        self.x[slot], self.y[slot], self.t[slot], self.z[slot] = x, y, t, z.detach()
+        self.x[slot], self.y[slot], self.t[slot], self.z[slot] = x, y, t, z.detach().to(self.z.dtype)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

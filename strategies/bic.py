@@ -168,7 +168,9 @@ class BiC(Strategy):
         per_class, n_val = self._quota(len(self.train) + len(new))
         if self.old is not None and new:  # stage 2: old classes' held-out exemplars and the new held-out samples
             xv = torch.cat([*(v[:n_val] for v in self.val.values()), data.x[self.held]])
-            yv = torch.cat([*(torch.full((n_val,), c, device=module.device) for c in self.val), data.y[self.held]])
+            # a class may hold fewer than n_val (a small class's quota is rounded): label what each gives
+            yv = torch.cat([*(torch.full((len(v[:n_val]),), c, device=module.device) for c, v in self.val.items()),
+                            data.y[self.held]])
             was = module.model.training
             logits = module.model.eval()(xv, torch.zeros_like(yv))  # the model is frozen: its logits once
             module.model.train(was)

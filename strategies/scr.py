@@ -27,7 +27,8 @@ def supcon_loss(z: Tensor, y: Tensor, temperature: float) -> Tensor:
     its positives ``p`` (same label, ``p != i``) of ``log(exp(z_i z_p / τ) / Σ_{a != i} exp(z_i z_a / τ))``.
     Every anchor needs a positive (here its other view). In float32 (under mixed precision too)."""
     z = z.float()
-    sim = z @ z.T / temperature
+    with torch.autocast(z.device.type, enabled=False):  # autocast would run the product in 16 bits again
+        sim = z @ z.T / temperature
     self_ = torch.eye(len(y), dtype=torch.bool, device=z.device)
     log_prob = sim - sim.masked_fill(self_, float("-inf")).logsumexp(1, keepdim=True)
     pos = (y[:, None] == y[None, :]) & ~self_
@@ -156,13 +157,15 @@ class SCR(Strategy):
     def after_optimizer_step(self, ctx: StepContext) -> None:
         opt, world = ctx.module.optimizer, world_size()
         params = [p for p in self.head.parameters() if p.grad is not None]
-        if params:  # at the module's learning-rate factor (lr_factor strategies), as applied this step
+        amp = ctx.module.precision
+        amp.unscale_grads(params)  # 16-mixed: the head's gradients come scaled; the module's step may be skipped
+        if params and not amp.skipped:  # at the module's learning-rate factor (lr_factor strategies), as applied
             factor = 1.0 if opt is None else opt.param_groups[0]["lr"] / opt.param_groups[0]["initial_lr"]
             for p in params if world > 1 else []:
                 p.grad = all_reduce_sum(p.grad) / world
             self.opt.param_groups[0]["lr"] = ctx.module.opt_cfg["lr"] * factor
             self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         new = ctx.batch.new_samples()
         self.buffer.add(new.x, new.y, new.t)
 

@@ -120,10 +120,12 @@ class Spectral(Strategy):
     def penalty(self) -> Tensor:
         """Advance every layer's power iteration by ``iterations`` steps, then ``spectral_lambda * R``."""
         weights = list(self._weights.values())
-        # new vectors rather than in-place updates: the sigma of this step keeps u, v for its backward
-        self._us, self._vs, sigma = power_iterations([as_matrix(w) for w in weights], self._us, self.iterations)
-        return spectral_penalty(weights, self._us, self._vs, sigma, self._biases, self.k, self.bias_weight,
-                                self.spectral_lambda)
+        # in float32 under mixed precision too: the power iteration's vectors are state carried across steps
+        with torch.autocast(weights[0].device.type, enabled=False):
+            # new vectors rather than in-place updates: the sigma of this step keeps u, v for its backward
+            self._us, self._vs, sigma = power_iterations([as_matrix(w) for w in weights], self._us, self.iterations)
+            return spectral_penalty(weights, self._us, self._vs, sigma, self._biases, self.k, self.bias_weight,
+                                    self.spectral_lambda)
 
     def loss_terms(self, ctx: StepContext) -> dict[str, Tensor]:
         return {"spectral": self.penalty()} if self._weights else {}

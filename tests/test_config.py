@@ -85,7 +85,8 @@ def test_unknown_registry_name_lists_valid_backbones_and_suggests():
     msg = config_error(["backbone.name=mlpp"])
     assert "Unknown backbone 'mlpp'" in msg
     assert "Did you mean 'mlp'?" in msg
-    assert "Valid: fast_weights, gru, lstm, mlp, resnet18, resnet32, srwm, tau_rnn, timm." in msg  # every registered one
+    # every registered one
+    assert "Valid: fast_weights, gru, lstm, mlp, resnet18, resnet32, srwm, tau_rnn, timm." in msg
 
 
 def test_missing_component_name():

@@ -29,6 +29,7 @@ class Precision:
         self.name, self.dtype = name, DTYPES[name]
         self.scaler: torch.amp.GradScaler | None = None
         self._pending: dict[str, Any] = {}  # a resumed scaler's state, applied when it is made
+        self.skipped = False  # whether the last step was skipped for inf/NaN gradients (16-mixed)
 
     def autocast(self, device: torch.device) -> AbstractContextManager[Any]:
         """The context the forward pass and loss terms run in."""
@@ -45,21 +46,39 @@ class Precision:
         return self.scaler.scale(loss)
 
     def unscale(self, optimizer: torch.optim.Optimizer | None) -> None:
-        """Divide the gradients by the loss scale in place, before the strategies read them."""
+        """Divide the gradients by the loss scale in place, before the strategies read them. The scaler
+        has then noted whether any is inf/NaN (the step will be skipped); those entries are zeroed, so a
+        strategy that accumulates gradients (SI) adds nothing for a step that does not happen."""
         if self.scaler is not None and optimizer is not None:
             self.scaler.unscale_(optimizer)
+            for g in optimizer.param_groups:
+                for p in g["params"]:
+                    if p.grad is not None:
+                        p.grad.nan_to_num_(0.0, 0.0, 0.0)
+
+    def unscale_grads(self, params: list[Tensor]) -> None:
+        """The same for parameters a strategy updates with an optimizer of its own (SCR's projection
+        head), which the module's scaler does not see: their gradients divided by the loss scale, inf/NaN
+        zeroed. Under ``32-true`` and ``bf16-mixed`` nothing happens."""
+        if self.scaler is None:
+            return
+        inv = 1.0 / self.scaler.get_scale()
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(inv).nan_to_num_(0.0, 0.0, 0.0)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """The optimizer step; under ``16-mixed`` skipped when a gradient is inf/NaN (the scale then
-        shrinks), and the gradients are zeroed so the strategies that read them after the step (SI's
-        path integral) see no update rather than infinities."""
+        """The optimizer step; under ``16-mixed`` skipped when a gradient was inf/NaN (the scale then
+        shrinks; ``skipped`` says so), and the gradients are zeroed so the strategies that read them after
+        the step see no update."""
         if self.scaler is None:
             optimizer.step()
             return
         before = self.scaler.get_scale()  # one host read; scaler.step reads the inf flags anyway
         self.scaler.step(optimizer)
         self.scaler.update()
-        if self.scaler.get_scale() < before:
+        self.skipped = self.scaler.get_scale() < before
+        if self.skipped:
             optimizer.zero_grad(set_to_none=False)
 
     def state_dict(self) -> dict[str, Any]:
