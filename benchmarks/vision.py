@@ -86,7 +86,7 @@ from figures import Figure, add_args, report  # noqa: E402
 N_EXP, N_CLASSES, SHAPE = 5, 10, (3, 32, 32)
 MEM, REPLAYED = 200, 32  # split_cifar10's replay settings
 RECIPE: ImageRecipe = LAYOUT["cifar10"]["image"]  # CIFAR-10's mean/std, crop padding 4, flip
-TARGET = 0.95  # clframe's step against the plain loop's, samples/s (the model's compute dominates both)
+TARGET = 0.85  # clframe's step against the plain loop's, samples/s (the target of issue 23)
 
 
 @dataclass

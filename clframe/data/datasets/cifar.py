@@ -66,7 +66,8 @@ def read_batch(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor
         keys = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise ConfigError(f"{path} is not a CIFAR batch: it holds {keys}, not b'data' and {label_key!r}.")
     x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return torch.from_numpy(x.copy()), torch.as_tensor(np.asarray(d[label_key], dtype=np.int64))
+    x = x if x.flags.writeable else x.copy()  # an unpickled array owns its memory: no second copy
+    return torch.from_numpy(x), torch.as_tensor(np.asarray(d[label_key], dtype=np.int64))
 
 
 def find_folder(root: Path, folder: str) -> Path | None:
