@@ -115,9 +115,12 @@ class ResNet18(nn.Module):
     """ResNet-18 (He et al. 2016): BasicBlocks [2, 2, 2, 2] of widths nf, 2nf, 4nf, 8nf, BatchNorm after
     every conv, global average pooling; ``out_features = 8 * nf``.
 
-    ``stem=cifar, nf=20`` is the reduced ResNet-18 of GEM (Lopez-Paz & Ranzato 2017) and DER (Buzzega et
-    al. 2020), Mammoth's ``backbone/ResNetBlock.py`` ``resnet18(nclasses, nf=20)`` (~1.1M parameters with
-    a 10-class head); ``stem=imagenet, nf=64`` is ``torchvision.models.resnet18`` without ``fc``. Keys
+    ``stem=cifar, nf=64`` is the CIFAR ResNet-18 of DER (Buzzega et al. 2020) and Mammoth
+    (``backbone/ResNetBlock.py`` ``resnet18(nclasses)``, whose ``nf`` defaults to 64; ~11.2M parameters),
+    which the split_cifar10/100 and split_tinyimagenet experiments use; ``stem=cifar, nf=20`` is the
+    reduced ResNet-18 of GEM (Lopez-Paz & Ranzato 2017) and the online-CL papers after it (~1.1M
+    parameters with a 10-class head); ``stem=imagenet, nf=64`` is ``torchvision.models.resnet18``
+    without ``fc``. Keys
     follow torchvision (``conv1``, ``bn1``, ``layer1.0.downsample.0``, ...), so a torchvision state dict
     without ``fc.*`` loads as is; Mammoth's ``shortcut.*`` is ``downsample.*`` here and its ``linear``
     is the head. The first conv takes the ``C`` channels of the scenario's images.
