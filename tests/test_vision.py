@@ -260,3 +260,35 @@ def test_on_cuda_the_data_stays_on_the_device_and_bf16_channels_last_trains(cifa
     assert ImageAugment()(x).is_cuda
     fit(built)
     assert all(math.isfinite(a) for a in built.module.acc_matrix[-1])
+
+
+def folder_dataset(root) -> None:
+    """An image_folder tree of PNGs: 4 learnable classes, 16x16."""
+    import torchvision.io as tio
+    from vision_helpers import class_images
+
+    for split, per_class, seed in (("train", 12, 0), ("test", 4, 1)):
+        x, y = class_images(4, per_class, size=16, seed=seed)
+        for i, (img, label) in enumerate(zip(x, y)):
+            path = root / split / f"class_{label}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tio.write_file(str(path), tio.encode_png(torch.from_numpy(img)))
+
+
+@pytest.mark.parametrize("dataset", ["tinyimagenet", "image_folder"])
+def test_decoded_image_datasets_train_class_incrementally_with_replay(tmp_path, dataset):
+    if dataset == "tinyimagenet":
+        from vision_helpers import write_tinyimagenet
+
+        write_tinyimagenet(tmp_path, n_classes=4, per_class_train=12, per_class_val=4, size=16)
+    else:
+        folder_dataset(tmp_path)
+    built = build(compose(["scenario=split", f"scenario.dataset={dataset}", f"scenario.data_root={tmp_path}",
+                           "scenario.n_experiences=2", *RESNET, "strategy=replay", "strategies.replay.mem_size=20",
+                           "train.epochs=6", "train.batch_size=8", "logger.progress=false",
+                           "checkpoint.enabled=false"]))
+    x = built.scenario.stream[0].train.x
+    assert x.dtype == torch.uint8 and x.shape[1:] == (3, 16, 16) and built.module.augment is not None
+    fit(built)
+    assert built.module.strategies["replay"].buffer.x.dtype == torch.uint8
+    assert min(built.module.acc_matrix[-1]) > 0.5  # both experiences' classes are told apart at the end
