@@ -99,10 +99,7 @@ run_step vision-bf16-cl 120 "$PY" "${VISION[@]}" --repeats 5 --precision bf16-mi
 run_step vision-bf16-cl-compile 300 "$PY" "${VISION[@]}" --repeats 3 --precision bf16-mixed --channels-last \
     --compile --json "$OUT_DIR/vision-bf16-cl-compile.json"
 
-# e. benchmarks/throughput.py has no device flag (its clframe run asks fit for accelerator=cpu, and its
-# plain loop and data stay on the CPU), so it cannot run on CUDA as it is; nothing was added to it, and
-# it is not run here (it measures the CPU, which `make bench` covers).
-echo
-echo "=== throughput: skipped (benchmarks/throughput.py has no --device flag; CPU only)"
+# e. the throughput benchmark (MLP batch 64: clframe's engines vs a plain loop vs Avalanche Naive) on CUDA
+run_step throughput 240 "$PY" benchmarks/throughput.py --device cuda --json "$OUT_DIR/throughput.json"
 
 summary

@@ -4,7 +4,10 @@ The work: MLP 784-256-256-10, batch 64, SGD, 10k in-memory samples split into 5
 class-incremental experiences, one thread. Prints samples/s of each and the ratios: clframe under
 its default engine (``trainer.engine=auto``: Fabric for one process), and under each engine named.
 
-    python benchmarks/throughput.py [--epochs 3] [--repeats 5] [--short] [--json PATH]
+    python benchmarks/throughput.py [--epochs 3] [--repeats 5] [--short] [--json PATH] [--device cuda]
+
+``--device cuda``: the data, the model and every loop on the GPU (Avalanche moves each batch there; its
+dataset stays on the host, where it keeps its data); each timing ends with ``torch.cuda.synchronize``.
 
 Uses the real MNIST test set (10k images) when ``../shared/data/mnist-t10k`` (or
 ``$CLFRAME_MNIST_T10K``) is there, random data otherwise; throughput does not depend on it.
@@ -62,7 +65,7 @@ def plain_loop(model: nn.Module, opt: torch.optim.Optimizer, exps: list[tuple[to
     n = 0
     for xe, ye in exps:
         for _ in range(epochs):
-            perm = torch.randperm(len(ye))
+            perm = torch.randperm(len(ye), device=ye.device)
             xs, ys = xe[perm], ye[perm]
             for i in range(0, len(ys), batch):
                 loss = F.cross_entropy(model(xs[i : i + batch]), ys[i : i + batch])
@@ -77,11 +80,18 @@ def plain_loop(model: nn.Module, opt: torch.optim.Optimizer, exps: list[tuple[to
 
 def plain(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
     """Samples/s of the plain loop on the MLP over the same experiences and batches."""
-    model = mlp()
+    model = mlp().to(x.device)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     start = time.perf_counter()
     n = plain_loop(model, opt, experiences(x, y), epochs, BATCH)
+    sync(x.device)
     return n / (time.perf_counter() - start)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a timing covers it (nothing on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _Backbone(nn.Module):
@@ -124,9 +134,11 @@ def train(module: CLModule, loader: StreamIterator, scenario: Scenario, engine: 
     ``trainer`` or ``fabric``, through ``fit`` as a run does); the continual evaluator stays off: this
     measures training steps."""
     start = time.perf_counter()
-    config = {"trainer": {"engine": engine, "accelerator": "cpu", "devices": 1, "strategy": "auto",
-                          "num_nodes": 1}, "logger": {"progress": False}}
+    device = scenario.stream[0].train.x.device
+    config = {"trainer": {"engine": engine, "accelerator": "gpu" if device.type == "cuda" else "cpu", "devices": 1,
+                          "strategy": "auto", "num_nodes": 1}, "logger": {"progress": False}}
     fit(Built(config, scenario, module, loader))
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -140,13 +152,16 @@ def avalanche_naive(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: 
         from avalanche.training import Naive
         from avalanche.training.plugins import EvaluationPlugin
 
+    device = x.device
+    x, y = x.cpu(), y.cpu()
     bench = nc_benchmark(make(x, y), make(x[:500], y[:500]), n_experiences=N_EXP, task_labels=False,
                          fixed_class_order=list(range(10)))
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=lr), train_mb_size=batch,
-                     train_epochs=epochs, evaluator=EvaluationPlugin(loggers=[]), device="cpu")
+                     train_epochs=epochs, evaluator=EvaluationPlugin(loggers=[]), device=device)
     start = time.perf_counter()
     for exp in bench.train_stream:
         strategy.train(exp)
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -160,6 +175,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="passes over each experience (default 3)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions; medians (default 5)")
     parser.add_argument("--skip-avalanche", action="store_true")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where everything runs (default cpu)")
     add_args(parser)
     args = parser.parse_args()
     if args.short:  # two passes: the fixed costs of a run (Fabric's set-up, 5 ms) stay small
@@ -168,6 +184,7 @@ def main() -> None:
     quiet()
     warnings.simplefilter("ignore")
     x, y, source = load_data()
+    x, y = x.to(args.device), y.to(args.device)
     runs = {"plain": lambda: plain(x, y, args.epochs),
             "clframe (default engine)": lambda: clframe_run(x, y, args.epochs, "auto"),
             "clframe (Trainer.fit)": lambda: clframe_run(x, y, args.epochs, "trainer"),
@@ -176,7 +193,7 @@ def main() -> None:
         runs["avalanche Naive"] = lambda: avalanche_run(x, y, args.epochs)
     med = interleaved(runs, args.repeats)
     detail = (f"data: {source}, {len(y)} samples, {N_EXP} experiences, {args.epochs} epochs each, batch {BATCH}, "
-              f"1 thread, medians of {args.repeats} interleaved repetitions")
+              f"{args.device}, 1 CPU thread, medians of {args.repeats} interleaved repetitions")
     print(detail)
     for k, v in med.items():
         print(f"{k:<26}{v:>10.0f} samples/s   {v / med['plain']:.2f}x plain"
