@@ -13,7 +13,7 @@ import torch
 from strategy_helpers import at, interrupted_and_resumed
 from vision_helpers import write_cifar
 
-from clframe.config import compose
+from clframe.config import compose, validate
 from clframe.config.registry import STRATEGIES
 from clframe.core.hooks import Plugin
 from clframe.data.augment import ImageAugment
@@ -292,3 +292,12 @@ def test_decoded_image_datasets_train_class_incrementally_with_replay(tmp_path, 
     fit(built)
     assert built.module.strategies["replay"].buffer.x.dtype == torch.uint8
     assert min(built.module.acc_matrix[-1]) > 0.5  # both experiences' classes are told apart at the end
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_the_vision_experiments_take_every_strategy(strategy, cifar_root):
+    overrides = ["experiment=split_cifar10", f"strategy={strategy}", f"scenario.data_root={cifar_root}"]
+    if strategy == "hnet_reg":
+        overrides.append("hypernet=hnet_mlp")  # a hypernetwork's regulariser: it needs one
+    c = validate(compose(overrides))
+    assert c["scenario"]["cumulative"] == (strategy == "cumulative")
