@@ -41,7 +41,7 @@ def signature_node(fn: Callable[..., Any], provided: tuple[str, ...] = ()) -> di
 
 
 # settings every scenario takes besides its own signature's (clframe.run.build applies them)
-SCENARIO_COMMON: dict[str, Any] = {"boundaries": "known"}
+SCENARIO_COMMON: dict[str, Any] = {"boundaries": "known", "validation": 0.0, "first_experiences": None}
 
 
 def component_node(registry: Registry, name: str) -> dict[str, Any]:

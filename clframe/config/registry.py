@@ -165,17 +165,25 @@ def boundaries_problem(value: Any) -> str | None:
 
 class ScenarioRegistry(Registry):
     """The scenarios' registry: every scenario also takes ``boundaries`` (``known``, the default, or
-    ``hidden``: the built stream gives strategies no experience events, ``Stream.boundary_free``)."""
+    ``hidden``: the built stream gives strategies no experience events, ``Stream.boundary_free``),
+    ``validation`` (a fraction of each experience's training data held out and scored on instead of the
+    test data) and ``first_experiences`` (only the stream's first experiences) (``clframe.data.holdout``)."""
 
     def build(self, name: str, params: dict[str, Any], *, config_key: str | None = None, **provided: Any) -> Any:
+        from clframe.data.holdout import first_experiences, hold_out, holdout_problem
+
         params = dict(params)
         boundaries = params.pop("boundaries", "known")
-        if (problem := boundaries_problem(boundaries)) is not None:
-            raise ConfigError(problem)
+        validation, first = params.pop("validation", 0.0), params.pop("first_experiences", None)
+        for problem in (boundaries_problem(boundaries), holdout_problem(validation, first)):
+            if problem is not None:
+                raise ConfigError(problem)
         scenario = super().build(name, params, config_key=config_key, **provided)
         if boundaries == "hidden":  # evaluation still knows the experiences
             scenario.stream.boundary_free = True
-        return scenario
+        if first is not None:
+            first_experiences(scenario, first)
+        return hold_out(scenario, validation)
 
 
 class _LazyEntryPoint:

@@ -133,12 +133,15 @@ class EvalConfig:
             the training steps' time, in (0, 1], e.g. 0.2; it picks its period (at least
             ``monitors.continual.every``) from measured times, so which steps are evaluated depends on
             the machine. null: evaluate every ``monitors.continual.every`` steps (default null).
+        metric: the summary metric a run returns to a sweeper that optimises it (Hydra's Optuna sweeper
+            maximises it; ``clframe tune``) (default ``final_avg_acc``).
     """
 
     batch_size: Annotated[int, Ge(1)] = 256
     gap_window: Annotated[int, Ge(1)] = 100
     lca_beta: Annotated[int, Ge(1)] = 10
     budget: Annotated[float, Gt(0), Le(1)] | None = None
+    metric: str = "final_avg_acc"
 
 
 @dataclass
@@ -220,8 +223,12 @@ def _check_component(kind: str, node: Any, errors: list[str], key: str | None = 
     params = dict(node)
     name = params.pop("name", key)
     if kind == "scenario":  # every scenario's (clframe.config.defaults.SCENARIO_COMMON), checked here
-        if (problem := boundaries_problem(params.pop("boundaries", "known"))) is not None:
-            errors.append(problem)
+        from clframe.data.holdout import holdout_problem
+
+        for problem in (boundaries_problem(params.pop("boundaries", "known")),
+                        holdout_problem(params.pop("validation", 0.0), params.pop("first_experiences", None))):
+            if problem is not None:
+                errors.append(problem)
     if kind == "monitor" and not isinstance(params.pop("enabled", True), bool):
         errors.append(f"'{label}.enabled' must be true or false, got {node['enabled']!r}.")
     if name is None:

@@ -16,6 +16,7 @@ from clframe.checkpoint.checkpointer import Checkpointer
 from clframe.checkpoint.resume import Resume
 from clframe.core.module import CLModule
 from clframe.core.monitor import ProvidesCurve
+from clframe.data.holdout import scored_on
 from clframe.errors import writing
 from clframe.evaluation.curve import Curve
 from clframe.evaluation.curve_metrics import curve_summary
@@ -74,6 +75,7 @@ def make_summary(built: Built, curve: Curve, source: str, times: dict[str, float
         "experiment_name": c["experiment_name"],
         "strategies": list(c["strategies"]),
         "scenario": built.scenario.name,
+        "scored_on": scored_on(built.scenario),  # validation: scenario.validation held out, no test data seen
         "seed": c["seed"],
         "objective": module.objective.name,
         "score": module.objective.score_name,  # what acc_matrix and the accuracy metrics hold
