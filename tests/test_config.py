@@ -299,7 +299,8 @@ def test_validate_fills_defaults_and_returns_plain_dicts():
                             "engine": "auto", "split_across_ranks": True, "precision": "32-true"}
     assert c["checkpoint"] == {"enabled": True, "every": 500, "at_experience_end": True, "keep": 2}
     assert c["resume"] is None and c["resume_trust"] is False
-    assert c["eval"] == {"batch_size": 256, "gap_window": 100, "lca_beta": 10, "budget": None}
+    assert c["eval"] == {"batch_size": 256, "gap_window": 100, "lca_beta": 10, "budget": None,
+                         "metric": "final_avg_acc"}
     assert c["monitors"] == {}  # a whole config given as a dict names its monitors itself
     assert c["logger"] == {"wandb": False, "project": "clframe", "entity": None, "group": None, "job_type": None,
                            "tags": [], "console": "wrap", "progress": True, "log_every": 50}

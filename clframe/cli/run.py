@@ -23,7 +23,11 @@ def _sweep_combinations(overrides: list[str]) -> list[list[str]]:
 
     choices = []
     for o in OverridesParser.create().parse_overrides(overrides):
-        if o.is_sweep_override():
+        if o.is_sweep_override() and o.get_key_element().lstrip("+~").startswith("hydra."):
+            continue  # not the jobs' settings: a sweeper's search space (hydra.sweeper.params.x=interval(0, 1))
+        if o.is_interval_sweep():  # a search dimension of an optimising sweeper: checked at its lower end
+            choices.append([f"{o.get_key_element()}={o.value().start}"])
+        elif o.is_sweep_override():
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
         else:
             choices.append([o.input_line])
@@ -178,13 +182,29 @@ def _resume_hint(run_dir: Path) -> str:
             f"clframe run resume={run_dir}")
 
 
+def objective(summary: dict[str, Any], metric: str) -> float:
+    """The value of ``metric`` in a run's summary, for a sweeper that optimises it; an unknown name is a
+    ``ConfigError`` that lists the summary's numeric metrics."""
+    value = summary.get(metric)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        numeric = sorted(k for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool))
+        raise ConfigError(f"eval.metric={metric} is not a numeric metric of this run's summary; it has: "
+                          f"{', '.join(numeric)}.")
+    return float(value)
+
+
+def optimising(hc: Any) -> bool:
+    """Whether this job runs under a sweeper that optimises its return value (Hydra's Optuna sweeper)."""
+    return "optuna" in str(getattr(hc.sweeper, "_target_", "")).lower()
+
+
 def _make_hydra_entry():
     import hydra
 
     from clframe.config import CONFIG_DIR
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
-    def entry(cfg: Any) -> None:
+    def entry(cfg: Any) -> float | None:
         from hydra.core.hydra_config import HydraConfig
 
         from clframe.run.runner import run
@@ -193,8 +213,17 @@ def _make_hydra_entry():
         if hc.mode.name == "MULTIRUN":
             _SWEEP_DIRS.append(hc.sweep.dir)
         try:
-            run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task),
-                sweep_dir=hc.sweep.dir if hc.mode.name == "MULTIRUN" else None, report=True)
+            summary = run(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task),
+                          sweep_dir=hc.sweep.dir if hc.mode.name == "MULTIRUN" else None, report=True)
+            # a sweeper that optimises (Optuna) reads the job's return value; the others ignore it
+            return objective(summary, cfg.eval.metric)
+        except DivergenceError as e:
+            if optimising(hc):  # a diverged trial is the worst trial, not the end of the study
+                worst = float("inf") if "min" in str(hc.sweeper.get("direction", "")).lower() else float("-inf")
+                print(f"error: {e} (this trial scores {worst})", file=sys.stderr)
+                return worst
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
         except USER_ERRORS as e:
             fail(e)
         except RunInterrupted as e:
@@ -203,9 +232,6 @@ def _make_hydra_entry():
             if is_main_rank():
                 print(f"\n{e}", file=sys.stderr)
             sys.exit(128 + e.signum)  # the shell's code for "stopped by this signal"
-        except DivergenceError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
         except StorageError as e:
             print(f"error: {e} {_resume_hint(Path(hc.runtime.output_dir))}", file=sys.stderr)
             sys.exit(1)
