@@ -8,12 +8,17 @@ from clframe.cli.common import fail
 from clframe.cli.compare import cmd_ablate, cmd_compare
 from clframe.cli.info import cmd_list, cmd_validate
 from clframe.cli.run import cmd_run
+from clframe.cli.tune import cmd_tune
 
 # its import time is the origin of a run's startup_s where there is no /proc (clframe.run.startup)
 from clframe.run import startup  # noqa: F401
 
 USAGE = """usage:
   clframe run [-m] [key=value ...]     train (Hydra overrides; -m sweeps: strategy=naive,ewc seed=0,1)
+  clframe tune protocol=test|end|first_task|gtep strategies=a,b experiment=NAME [tune_experiment=NAME]
+                                       [trials=20] [seeds=3] [key=value ...]
+                                       tune each strategy under a protocol (Optuna), then evaluate the choice
+                                       over seeds; a table of choices, scores, gaps and rankings
   clframe validate [key=value ...]     compose, check and build a config without training
   clframe list                         every registered backbone, head, strategy, scenario, dataset
   clframe compare [DIR ...] [--metric NAME ...] [--out DIR]
@@ -23,7 +28,8 @@ USAGE = """usage:
                                        scores with a fraction of a recurrent backbone's units silenced
 """
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare, "ablate": cmd_ablate}
+COMMANDS = {"run": cmd_run, "tune": cmd_tune, "validate": cmd_validate, "list": cmd_list, "compare": cmd_compare,
+            "ablate": cmd_ablate}
 
 
 def main(argv: list[str] | None = None) -> None:
