@@ -84,8 +84,8 @@ def tune_protocol(protocol: str, s: dict[str, Any], extra: list[str], out: Path)
         check_space(name, space, path)
     results = {}
     for name, (space, _) in spaces.items():
-        where = out / protocol / name
-        study = Study(f"{protocol}-{stream}-{name}", s["storage"], s["trials"], s["sampler"])
+        where = out / tag(p, s) / name
+        study = Study(f"{tag(p, s)}-{stream}-{name}", s["storage"], s["trials"], s["sampler"])
         ran = run_study(study, name, space, [*tuning, f"logger.group=tune/{protocol}/{name}"], where / "trials",
                         s["metric"], extra)
         params, score = best_trial(study)
@@ -97,6 +97,13 @@ def tune_protocol(protocol: str, s: dict[str, Any], extra: list[str], out: Path)
                          "eval_std": std, "gap": score - mean, "trials_run_now": ran}
         print(f"[{protocol}] {name}: tuning {score:.3f} -> evaluation {mean:.3f} ± {std:.3f} ({ran} trials run now)")
     return results
+
+
+def tag(p: Any, s: dict[str, Any]) -> str:
+    """The protocol's name with what changes its tuning data (its folder, study and result files):
+    ``first_task-2`` tunes on the first 2 experiences, ``end-val0.2`` on a 20% validation split."""
+    out = p.name + (f"-{s['first_experiences']}" if p.first and s["first_experiences"] != 1 else "")
+    return out + (f"-val{s['validation']:g}" if p.validation and s["validation"] != 0.1 else "")
 
 
 def params_id(params: dict[str, Any]) -> str:
@@ -142,5 +149,7 @@ def cmd_tune(args: list[str]) -> None:
         r.pop("trials_run_now")
     s["describe"] = describe(p, s, extra)
     print()
-    print(write(out, p.name, rows, {**s, "extra": extra}, reference))
-    print(f"results: {out}/{p.name}.md, .json, .csv; runs under {out}/{p.name}/ (clframe compare {out}/{p.name})")
+    name = tag(p, s)
+    print(write(out, name, rows, {**s, "extra": extra}, reference))
+    print(f"results: {out}/{name}.md, .json, .csv; the chosen configurations' runs: clframe compare "
+          f"{out}/{name}/*/eval-*")
