@@ -82,6 +82,11 @@ def tune_protocol(protocol: str, s: dict[str, Any], extra: list[str], out: Path)
     spaces = {name: load_space(name, s["search_dir"]) for name in s["strategies"]}
     for name, (space, path) in spaces.items():
         check_space(name, space, path)
+        continuous = [k for k, v in space.items() if "interval" in v]
+        if s["sampler"] == "grid" and continuous:
+            raise ConfigError(f"sampler=grid enumerates choice(...) and range(...) dimensions only; {path} has "
+                              f"continuous ones: {', '.join(continuous)}. Use sampler=tpe, or a search_dir whose "
+                              f"{name}.yaml gives them as choices.")
     results = {}
     for name, (space, _) in spaces.items():
         where = out / tag(p, s) / name

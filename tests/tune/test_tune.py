@@ -105,3 +105,18 @@ def test_the_hpo_streams_share_one_recipe():
     a, b = (validate(compose([f"experiment={e}"])) for e in ("hpo_split_digits", "hpo_split_mnist"))
     for key in ("train", "backbone", "head"):
         assert a[key] == b[key]
+
+
+def test_a_grid_search_runs_every_combination_of_its_choices(tmp_path, capsys):
+    (tmp_path / "naive.yaml").write_text("train.lr: choice(0.01, 0.05)\n")
+    args = tune(tmp_path, "protocol=end", "strategies=naive", "sampler=grid", "trials=5", f"search_dir={tmp_path}")
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    lrs = sorted(t.params["train.lr"] for t in finished_trials(
+        Study("end-hpo_split_digits-naive", f"sqlite:///{tmp_path / 'studies.db'}", 2)))
+    assert lrs == [0.01, 0.05]  # the grid, once each, although 5 trials were allowed
+
+
+def test_grid_refuses_a_continuous_dimension(tmp_path, capsys):
+    code, _, err = run_main(tune(tmp_path, "protocol=end", "strategies=naive", "sampler=grid"), capsys)
+    assert code == 2 and "continuous ones: train.lr" in err
