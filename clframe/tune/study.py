@@ -97,6 +97,8 @@ def evaluate(strategy: str, params: dict[str, Any], experiment: str, seeds: int,
     returns each seed's ``metric``."""
     if len(scores(out, metric)) < seeds:
         chosen = [f"{k}={v}" for k, v in params.items()]
+        # the Optuna sweeper's own settings (hydra.sweeper.n_jobs) are the study's; this sweep is a plain one
+        extra = [o for o in extra if not o.lstrip("+~").startswith(("hydra.sweeper.", "hydra/sweeper"))]
         clframe_run([f"experiment={experiment}", f"strategy={strategy}", *chosen,
                      f"seed={','.join(map(str, range(seeds)))}", f"hydra.sweep.dir={out}", "logger.progress=false",
                      *extra], out.parent / f"{out.name}.log")

@@ -120,3 +120,14 @@ def test_a_grid_search_runs_every_combination_of_its_choices(tmp_path, capsys):
 def test_grid_refuses_a_continuous_dimension(tmp_path, capsys):
     code, _, err = run_main(tune(tmp_path, "protocol=end", "strategies=naive", "sampler=grid"), capsys)
     assert code == 2 and "continuous ones: train.lr" in err
+
+
+@pytest.mark.slow
+def test_trials_run_in_parallel_through_the_submitit_launcher(tmp_path, capsys):
+    args = tune(tmp_path, "protocol=end", "strategies=naive", "trials=2", "hydra/launcher=submitit_local",
+                "hydra.sweeper.n_jobs=2")
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    log = (tmp_path / "end/naive/trials/trials.log").read_text()
+    assert "Launching 2 jobs" in log or "submitit" in log.lower()
+    assert len(finished_trials(Study("end-hpo_split_digits-naive", f"sqlite:///{tmp_path / 'studies.db'}", 2))) == 2
