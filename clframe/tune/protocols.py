@@ -56,7 +56,7 @@ def tuning_overrides(p: Protocol, experiment: str, tune_experiment: str | None, 
     """The overrides that make a trial of protocol ``p``: its stream and what it scores on."""
     if p.other_stream and not tune_experiment:
         raise ConfigError("protocol=gtep tunes on another stream: give tune_experiment=<experiment> (e.g. "
-                          "tune_experiment=split_digits experiment=baselines_split_mnist).")
+                          "tune_experiment=hpo_split_digits experiment=hpo_split_mnist: two streams with one recipe).")
     out = [f"experiment={tune_experiment if p.other_stream else experiment}"]
     if p.validation:
         out.append(f"scenario.validation={validation}")
